@@ -1,0 +1,104 @@
+"""The small interface every backend implements.
+
+A backend stores pipes (ordered logs of records) and, per pipe, the cursor of
+each reader group.  It knows nothing of sessions or EOF: ``delivery.take``
+decides those from the records and cursor it returns.
+
+Concurrency contract: all methods are trio coroutines and may be called from
+many tasks at once.  ``commit`` is a compare-and-swap, so readers of one group
+on several mounts never deliver the same bytes twice.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from ..model import Cursor, Record, StoredRecord
+
+# Called with a pipe name when that pipe may have new records (or was
+# deleted), or with None when any pipe may have changed.
+ChangeCallback = Callable[[str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    cursor: Cursor
+    records: list[StoredRecord]
+
+
+class Backend(abc.ABC):
+    #: Largest data record the backend accepts; longer writes are split.
+    max_record_size: int = 1 << 30
+    #: Shown by `dnpfs status` and in logs.
+    description: str = ""
+
+    def check(self) -> None:
+        """Cheap synchronous check before the daemon forks (store writable,
+        configuration sane).  Raises StoreError with one readable line."""
+
+    @abc.abstractmethod
+    async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
+        """Connect, and start background tasks (change watching, retention) in *nursery*.
+
+        Raises StoreError with one readable line when the store cannot be used.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections.  Called once, after every append has returned."""
+
+    # -- pipes -------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_pipe(self, name: str) -> bool:
+        """Create the pipe; False if it already existed."""
+
+    @abc.abstractmethod
+    async def delete_pipe(self, name: str) -> bool:
+        """Delete the pipe, its records and groups; False if there was none."""
+
+    @abc.abstractmethod
+    async def list_pipes(self) -> list[str]:
+        """Every pipe, sorted."""
+
+    @abc.abstractmethod
+    async def pipe_exists(self, name: str) -> bool: ...
+
+    # -- records -----------------------------------------------------------
+    @abc.abstractmethod
+    async def append(self, name: str, records: Sequence[Record]) -> None:
+        """Store *records* in order; durable when this returns.
+
+        Raises PipeGone if the pipe no longer exists, StoreError otherwise.
+        """
+
+    # -- reader groups -----------------------------------------------------
+    @abc.abstractmethod
+    async def attach(self, name: str, group: str) -> int:
+        """A reader of *group* opened on this mount.  A new group starts at the
+        oldest retained record.  Returns the pipe's end offset: every record
+        appended from now on has an offset at least this large."""
+
+    @abc.abstractmethod
+    async def detach(self, name: str, group: str) -> None:
+        """The last reader of *group* on this mount closed."""
+
+    @abc.abstractmethod
+    async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
+        """The group's committed cursor and the records from it on.
+
+        Returns at least the record at the cursor when there is one, and
+        further records until about *max_bytes* of data; never blocks waiting
+        for records.  Raises PipeGone if the pipe does not exist.
+        """
+
+    @abc.abstractmethod
+    async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
+        """Move the group's cursor from *expected* to *new*; False (and no
+        change) if another reader moved it first."""
+
+    @abc.abstractmethod
+    async def delete_group(self, name: str, group: str) -> bool: ...

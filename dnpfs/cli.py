@@ -1,0 +1,129 @@
+"""`dnpfs mount` and `dnpfs umount`: argument parsing and the daemon's start.
+
+Thin on purpose: checks live in mount.py, everything else below it.  Every
+failure is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .backends.sqlite import SqliteBackend, default_store_path
+from .errors import DnpfsError
+from .mount import MountError, check_fuse_device, check_mountpoint, fuse_options, serve, unmount
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dnpfs",
+        description="Distributed named pipes as files: mkfifo, cat and printf across machines.",
+    )
+    p.add_argument("--version", action="version", version=f"dnpfs {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("mount", help="mount a directory of pipes",
+                       description="Mount a directory of distributed named pipes.")
+    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    m.add_argument("--store", type=Path, default=None,
+                   help=f"embedded store file (default {default_store_path()})")
+    m.add_argument("--foreground", "-f", action="store_true",
+                   help="stay in the foreground and log to stderr")
+    m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
+                   help="FUSE mount options, comma-separated (e.g. allow_other)")
+    m.add_argument("--log-file", type=Path, default=None,
+                   help="log file when in the background (default: STORE.log)")
+    m.add_argument("--debug", action="store_true", help="log every request")
+    m.add_argument("--retention-days", type=float, default=7.0,
+                   help="remove records older than this (default 7)")
+    m.add_argument("--buffer-mib", type=int, default=16,
+                   help="in-memory write buffer per pipe before writers block (default 16)")
+    m.add_argument("--max-tasks", type=int, default=20000,
+                   help="concurrent requests, each blocked read holds one (default 20000)")
+
+    u = sub.add_parser("umount", help="unmount, waking blocked readers",
+                       description="Stop the daemon of a mount and unmount it.")
+    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    return p
+
+
+def _setup_logging(debug: bool, log_file: Path | None) -> None:
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+
+
+def _mount(args: argparse.Namespace) -> int:
+    mountpoint = Path(os.path.abspath(args.mountpoint))
+    backend = SqliteBackend(args.store, retention_seconds=args.retention_days * 86400)
+    check_fuse_device()
+    check_mountpoint(mountpoint)
+    backend.check()
+    options = fuse_options(backend.description, args.options)
+    run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20)
+
+    if args.foreground:
+        _setup_logging(args.debug, None)
+
+        def ready(error: str | None) -> None:
+            if error:
+                raise MountError(error)
+
+        return serve(backend, mountpoint, options, on_ready=ready, **run)
+
+    # Background: the parent returns once the child says the mount answers.
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        with os.fdopen(read_end) as status:
+            line = status.readline().strip()
+        if line == "ready":
+            return 0
+        raise MountError(line or "the daemon exited before the mount was ready")
+
+    os.close(read_end)
+    os.setsid()
+    log_file = args.log_file or backend.path.with_suffix(".log")
+    _setup_logging(args.debug, log_file)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+
+    def report(error: str | None) -> None:
+        os.write(write_end, b"ready\n" if error is None else error.encode() + b"\n")
+        os.close(write_end)
+
+    code = serve(backend, mountpoint, options, on_ready=report, **run)
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "mount":
+            return _mount(args)
+        unmount(args.mountpoint)
+        return 0
+    except (MountError, DnpfsError) as e:
+        print(f"dnpfs: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""What one read() delivers from a group's position: bytes, the new cursor, EOF.
+
+This is the one place where EOF is decided.  It is pure: the backend fetches
+records from the group's committed cursor, ``take`` decides, and the reader
+commits the cursor it returns.  Every backend therefore behaves alike.
+
+The EOF rule, as on a local FIFO, where EOF means "no writer is left":
+
+- The group tracks the writer sessions it has seen open (a BEGIN marker or
+  data consumed) and not yet seen close (``Cursor.open_sessions``).
+- An END marker that leaves that set empty is end-of-file for the reader that
+  consumes it, if that reader was there for the session: it consumed the
+  session's BEGIN or data itself (``seen``), or the END was written after the
+  reader opened (``horizon``: the pipe's end offset at open).  A stale END,
+  of a session that finished before this reader came and whose bytes went to
+  an earlier reader, is consumed silently, as a local FIFO would not show a
+  new reader an old EOF.
+- A read that already holds bytes stops *before* such an END, so the bytes
+  come first and the next read() returns 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .model import Cursor, Kind, StoredRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderView:
+    """What one reader handle brings to the EOF rule."""
+
+    horizon: int = 0  # the pipe's end offset when the handle opened
+    seen: frozenset[str] = frozenset()  # sessions whose BEGIN or data it consumed
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    data: bytes
+    cursor: Cursor
+    eof: bool
+    view: ReaderView
+
+    @property
+    def answers(self) -> bool:
+        """True when read() returns now: with bytes, or with 0 for EOF."""
+        return bool(self.data) or self.eof
+
+
+def take(
+    cursor: Cursor,
+    records: Iterable[StoredRecord],
+    max_bytes: int,
+    packet: bool = False,
+    view: ReaderView = ReaderView(),
+) -> Taken:
+    """Consume up to ``max_bytes`` from ``records`` (which start at ``cursor``).
+
+    ``packet``: stop after the bytes of one record (O_DIRECT readers).  The
+    rest of a record that did not fit stays for the next read in either mode.
+    """
+    out: list[bytes] = []
+    got = 0
+    offset, pos = cursor.offset, cursor.byte_pos
+    sessions = set(cursor.open_sessions)
+    seen = set(view.seen)
+    eof = False
+
+    for rec in records:
+        if rec.offset < offset:
+            continue  # already consumed (a backend may return from the record's start)
+        if rec.offset > offset:
+            # Records between were deleted (retention); the partial position
+            # belonged to a record that no longer exists.
+            offset, pos = rec.offset, 0
+        if rec.kind is Kind.DATA:
+            if got >= max_bytes:
+                break
+            if rec.session is not None:
+                sessions.add(rec.session)
+                seen.add(rec.session)
+            at = pos - rec.start
+            chunk = rec.data[at : at + (max_bytes - got)]
+            out.append(chunk)
+            got += len(chunk)
+            if pos + len(chunk) < rec.length:
+                pos += len(chunk)
+                break
+            offset, pos = rec.offset + 1, 0
+            if packet and got:
+                break
+        elif rec.kind is Kind.BEGIN:
+            if rec.session is not None:
+                sessions.add(rec.session)
+                seen.add(rec.session)
+            offset, pos = rec.offset + 1, 0
+        else:  # Kind.END
+            remaining = sessions - {rec.session}
+            ends = not remaining and (rec.session in seen or rec.offset >= view.horizon)
+            if ends and got:
+                break  # deliver the bytes now, the EOF on the next read
+            sessions = remaining
+            seen.discard(rec.session)
+            offset, pos = rec.offset + 1, 0
+            if ends:
+                eof = True
+                break
+
+    new = Cursor(offset, pos, frozenset(sessions))
+    return Taken(b"".join(out), new, eof, ReaderView(view.horizon, frozenset(seen)))
+
+
+def would_deliver(cursor: Cursor, records: Iterable[StoredRecord], view: ReaderView) -> bool:
+    """Would a read() return now (bytes or EOF) instead of blocking?  For poll()."""
+    return take(cursor, records, 1, view=view).answers

@@ -1,0 +1,37 @@
+"""The one exception family of dnpfs.  fs.py maps each to an errno, and only there."""
+
+
+class DnpfsError(Exception):
+    """Base of every error dnpfs raises on purpose."""
+
+
+class InvalidName(DnpfsError):
+    """A pipe or group name a Kafka topic could not carry."""
+
+
+class PipeExists(DnpfsError):
+    pass
+
+
+class PipeNotFound(DnpfsError):
+    pass
+
+
+class PipeGone(DnpfsError):
+    """The pipe was deleted while a handle still had it open."""
+
+
+class StoreError(DnpfsError):
+    """The backend could not store or fetch records (disk, broker, timeout)."""
+
+
+class Interrupted(DnpfsError):
+    """The process waiting in a syscall has a signal pending."""
+
+
+class WouldBlock(DnpfsError):
+    """O_NONBLOCK and nothing to deliver yet."""
+
+
+class ShuttingDown(DnpfsError):
+    """The daemon is stopping; no new work is accepted."""

@@ -1,0 +1,355 @@
+"""The filesystem: inodes, handles and syscalls.  Nothing here knows how
+records are stored; every pipe operation goes through ``pipes.Pipes``.
+
+The FIFO trap: a node reported as S_IFIFO is served by the kernel's own pipe
+code, and its opens, reads and writes never reach us.  So pipes are reported
+as regular, non-seekable, direct-I/O files.  Only the reply to mknod(S_IFIFO)
+says S_IFIFO (the kernel insists, or mkfifo fails with EIO); it names a
+throw-away node id with zero cache time, so the next lookup switches the
+name over to the real, regular-file node.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import select
+import stat
+import time
+
+import pyfuse3
+
+from .errors import (
+    DnpfsError,
+    Interrupted,
+    InvalidName,
+    PipeExists,
+    PipeGone,
+    PipeNotFound,
+    ShuttingDown,
+    StoreError,
+    WouldBlock,
+)
+from .names import MAX_NAME, decode, split_path
+from .pipes import Pipes
+from .reader import ReaderHandle
+from .writer import WriterSession
+
+log = logging.getLogger(__name__)
+
+PID_XATTR = b"user.dnpfs.pid"
+
+# The one place where dnpfs errors become errno values.
+_ERRNO = {
+    InvalidName: errno.EINVAL,
+    PipeExists: errno.EEXIST,
+    PipeNotFound: errno.ENOENT,
+    PipeGone: errno.EPIPE,
+    StoreError: errno.EIO,
+    Interrupted: errno.EINTR,
+    WouldBlock: errno.EAGAIN,
+    ShuttingDown: errno.ENOTCONN,
+}
+
+
+def errno_for(error: DnpfsError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _ERRNO:
+            return _ERRNO[cls]
+    return errno.EIO
+
+
+def syscall(fn):
+    """Every handler: dnpfs errors become their errno, anything unexpected is
+    logged and becomes EIO.  A client's mistake never stops the daemon."""
+
+    @functools.wraps(fn)
+    async def handler(self, *args):
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except DnpfsError as e:
+            code = errno_for(e)
+            log.log(logging.INFO if code in (errno.EIO, errno.EPIPE) else logging.DEBUG,
+                    "%s: %s (%s)", fn.__name__, e, errno.errorcode.get(code, code))
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return handler
+
+
+def _fail(code: int):
+    raise pyfuse3.FUSEError(code)
+
+
+class Filesystem(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, pipes: Pipes, *, cache_seconds: float = 0.5) -> None:
+        super().__init__()
+        self.pipes = pipes
+        self.cache_seconds = cache_seconds
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.mounted_ns = time.time_ns()
+        # Inode numbers per path ("jobs" or "jobs@audit"), stable while mounted.
+        self._inos = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._ino_of: dict[str, int] = {}
+        self._path_of: dict[int, str] = {}
+        self._fifo_alias: dict[int, str] = {}  # mknod replies, see module doc
+        self._fhs = itertools.count(1)
+        self._handles: dict[int, ReaderHandle | WriterSession] = {}
+
+    # -- inodes and attributes ---------------------------------------------
+    def _ino(self, path: str) -> int:
+        ino = self._ino_of.get(path)
+        if ino is None:
+            ino = self._ino_of[path] = next(self._inos)
+            self._path_of[ino] = path
+        return ino
+
+    def _attr(self, ino: int, mode: int) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = mode
+        a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        a.st_uid, a.st_gid = self.uid, self.gid
+        a.st_size = 0
+        a.st_blksize = 4096
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mounted_ns
+        a.entry_timeout = a.attr_timeout = self.cache_seconds
+        return a
+
+    def _pipe_attr(self, path: str) -> pyfuse3.EntryAttributes:
+        return self._attr(self._ino(path), stat.S_IFREG | 0o666)
+
+    def _path(self, ino: int) -> str:
+        path = self._path_of.get(ino) or self._fifo_alias.get(ino)
+        if path is None:
+            _fail(errno.ENOENT)
+        return path
+
+    @staticmethod
+    def _check_parent(parent: int) -> None:
+        if parent != pyfuse3.ROOT_INODE:
+            _fail(errno.ENOENT)
+
+    @syscall
+    async def lookup(self, parent_inode, name, ctx):
+        self._check_parent(parent_inode)
+        try:
+            path = decode(name)
+            pipe, _ = split_path(path)
+        except InvalidName:
+            _fail(errno.ENOENT)
+        if not await self.pipes.exists(pipe):
+            _fail(errno.ENOENT)
+        return self._pipe_attr(path)
+
+    @syscall
+    async def getattr(self, inode, ctx):
+        if inode == pyfuse3.ROOT_INODE:
+            return self._attr(inode, stat.S_IFDIR | 0o777)
+        if inode in self._fifo_alias:
+            a = self._attr(inode, stat.S_IFIFO | 0o666)
+            a.attr_timeout = 0
+            return a
+        return self._pipe_attr(self._path(inode))
+
+    async def forget(self, inode_list):
+        for ino, _ in inode_list:
+            self._fifo_alias.pop(ino, None)
+
+    @syscall
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        if inode == pyfuse3.ROOT_INODE:
+            _fail(errno.EPERM)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            _fail(errno.EPERM)
+        if fields.update_size:
+            # O_TRUNC and truncate(0) are accepted and drop nothing: what was
+            # written is already in the pipe for its readers.
+            if attr.st_size != 0:
+                _fail(errno.EINVAL)
+        elif fields.update_atime or fields.update_mtime or fields.update_ctime:
+            _fail(errno.EPERM)
+        return await self.getattr(inode, ctx)
+
+    # -- directory -----------------------------------------------------------
+    @syscall
+    async def opendir(self, inode, ctx):
+        if inode != pyfuse3.ROOT_INODE:
+            _fail(errno.ENOTDIR)
+        return inode
+
+    @syscall
+    async def readdir(self, fh, start_id, token):
+        names = await self.pipes.list()
+        for i, name in enumerate(names[start_id:], start=start_id + 1):
+            if not pyfuse3.readdir_reply(token, name.encode(), self._pipe_attr(name), i):
+                break
+
+    async def releasedir(self, fh):
+        pass
+
+    @syscall
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = MAX_NAME
+        return s
+
+    # -- create and delete ---------------------------------------------------
+    async def _create(self, raw: bytes) -> str:
+        path = decode(raw)
+        if "@" in path:
+            split_path(path)  # EINVAL for a bad name
+            raise PipeNotFound(f"{path}: a reader group needs an existing pipe")
+        if not await self.pipes.create(path):
+            raise PipeExists(path)
+        return path
+
+    @syscall
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self._check_parent(parent_inode)
+        if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+            _fail(errno.EPERM)
+        path = await self._create(name)
+        if stat.S_ISREG(mode):
+            return self._pipe_attr(path)
+        alias = next(self._inos)
+        self._fifo_alias[alias] = path
+        attr = self._attr(alias, stat.S_IFIFO | (mode & 0o777))
+        attr.entry_timeout = attr.attr_timeout = 0
+        return attr
+
+    @syscall
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        self._check_parent(parent_inode)
+        path = await self._create(name)
+        fi = await self._open_path(path, flags, ctx)
+        return fi, self._pipe_attr(path)
+
+    @syscall
+    async def unlink(self, parent_inode, name, ctx):
+        self._check_parent(parent_inode)
+        try:
+            pipe, group = split_path(decode(name))
+        except InvalidName:
+            _fail(errno.ENOENT)
+        if group:
+            await self.pipes.delete_group(pipe, group)
+        else:
+            await self.pipes.delete(pipe)
+
+    @syscall
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        _fail(errno.EPERM)  # one flat directory of pipes
+
+    @syscall
+    async def rmdir(self, parent_inode, name, ctx):
+        _fail(errno.ENOTDIR)
+
+    @syscall
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        _fail(errno.ENOTSUP)  # a Kafka topic cannot be renamed either
+
+    @syscall
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        _fail(errno.ENOTSUP)
+
+    @syscall
+    async def symlink(self, parent_inode, name, target, ctx):
+        _fail(errno.ENOTSUP)
+
+    # -- open, read, write ---------------------------------------------------
+    @syscall
+    async def open(self, inode, flags, ctx):
+        if inode == pyfuse3.ROOT_INODE:
+            _fail(errno.EISDIR)
+        return await self._open_path(self._path(inode), flags, ctx)
+
+    async def _open_path(self, path: str, flags: int, ctx) -> pyfuse3.FileInfo:
+        pipe, group = split_path(path)
+        mode = flags & os.O_ACCMODE
+        if mode == os.O_RDONLY:
+            handle = await self.pipes.open_reader(
+                pipe, group, ctx.pid, bool(flags & os.O_NONBLOCK), bool(flags & os.O_DIRECT)
+            )
+        elif mode == os.O_WRONLY:
+            handle = await self.pipes.open_writer(pipe, bool(flags & (os.O_SYNC | os.O_DSYNC)))
+        else:
+            _fail(errno.EINVAL)  # O_RDWR: a pipe end is for reading or for writing
+        fh = next(self._fhs)
+        self._handles[fh] = handle
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+
+    def _handle(self, fh: int, kind: type):
+        handle = self._handles.get(fh)
+        if not isinstance(handle, kind):
+            _fail(errno.EBADF)
+        return handle
+
+    @syscall
+    async def read(self, fh, off, size):
+        return await self._handle(fh, ReaderHandle).read(size)
+
+    @syscall
+    async def write(self, fh, off, buf):
+        return await self._handle(fh, WriterSession).write(buf)
+
+    @syscall
+    async def flush(self, fh):
+        handle = self._handles.get(fh)
+        if isinstance(handle, WriterSession):
+            await handle.flush()
+
+    @syscall
+    async def fsync(self, fh, datasync):
+        await self.flush(fh)
+
+    @syscall
+    async def release(self, fh):
+        handle = self._handles.pop(fh, None)
+        if isinstance(handle, WriterSession):
+            await self.pipes.close_writer(handle)
+        elif isinstance(handle, ReaderHandle):
+            await self.pipes.close_reader(handle)
+
+    @syscall
+    async def poll(self, inode, fh, poll_handle, ctx):
+        handle = self._handles.get(fh)
+        if isinstance(handle, WriterSession):
+            return select.POLLOUT | select.POLLWRNORM if handle.outbox.has_room else 0
+        if not isinstance(handle, ReaderHandle):
+            _fail(errno.EBADF)
+        if poll_handle is not None:
+            handle.poll_handle = poll_handle  # replaced before checking: no missed wake-up
+        if await handle.readable():
+            return select.POLLIN | select.POLLRDNORM
+        return 0
+
+    # -- extended attributes -------------------------------------------------
+    @syscall
+    async def getxattr(self, inode, name, ctx):
+        if inode == pyfuse3.ROOT_INODE and name == PID_XATTR:
+            return str(os.getpid()).encode()  # lets `dnpfs umount` find the daemon
+        _fail(pyfuse3.ENOATTR)
+
+    @syscall
+    async def listxattr(self, inode, ctx):
+        return []
+
+    @syscall
+    async def setxattr(self, inode, name, value, ctx):
+        _fail(errno.ENOTSUP)
+
+    @syscall
+    async def removexattr(self, inode, name, ctx):
+        _fail(errno.ENOTSUP)

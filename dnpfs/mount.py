@@ -1,0 +1,181 @@
+"""The mount's life: checks before mounting, running the daemon, stopping it.
+
+Every check failure is a MountError whose message is the one line the user
+sees.  The daemon stops cleanly on SIGTERM/SIGINT: new opens are refused,
+blocked readers get EOF, writers' records are stored, then the mount goes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .backends.base import Backend
+from .fs import PID_XATTR, Filesystem
+from .pipes import Pipes
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 4.0  # leaves time to unmount inside the promised 5 s
+
+
+class MountError(Exception):
+    """One line for the user; the command exits non-zero."""
+
+
+def _mountinfo() -> list[tuple[str, str]]:
+    """(mountpoint, fstype) of every mount, unescaped."""
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].encode().decode("unicode_escape")
+            mounts.append((point, right.split()[0]))
+    return mounts
+
+
+def mount_type(path: Path) -> str | None:
+    target = os.path.abspath(path)
+    found = None
+    for point, fstype in _mountinfo():
+        if point == target:
+            found = fstype  # the last one is on top
+    return found
+
+
+def _lazy_unmount(path: Path) -> None:
+    cmd = ["umount", "-l", str(path)] if os.geteuid() == 0 else ["fusermount3", "-u", "-z", str(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise MountError(f"cannot unmount {path}: {result.stderr.strip() or result.returncode}")
+
+
+def check_mountpoint(path: Path) -> None:
+    """Refuse what cannot work; clean up a stale mount left by a killed daemon."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mountpoint {path} does not exist") from None
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise MountError(f"mountpoint {path}: {e.strerror}") from None
+        log.warning("%s: stale mount of a dead daemon; unmounting it", path)
+        _lazy_unmount(path)
+    fstype = mount_type(path)
+    if fstype is not None and fstype.startswith("fuse"):
+        try:
+            os.getxattr(path, PID_XATTR)
+            raise MountError(f"{path} is already mounted (dnpfs)")
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                _lazy_unmount(path)
+            else:
+                raise MountError(f"{path} is already mounted ({fstype})") from None
+    if not path.is_dir():
+        raise MountError(f"mountpoint {path} is not a directory")
+    if any(path.iterdir()):
+        raise MountError(f"mountpoint {path} is not empty")
+
+
+def check_fuse_device() -> None:
+    try:
+        fd = os.open("/dev/fuse", os.O_RDWR)
+    except FileNotFoundError:
+        raise MountError("/dev/fuse is missing: load the fuse module or pass --device /dev/fuse to the container") from None
+    except OSError as e:
+        raise MountError(f"cannot open /dev/fuse: {e.strerror}") from None
+    os.close(fd)
+
+
+def fuse_options(source: str, extra: list[str]) -> set[str]:
+    opts = set(pyfuse3.default_options)
+    opts |= {f"fsname=dnpfs:{source}", "subtype=dnpfs"}
+    for item in extra:
+        for opt in item.split(","):
+            if opt:
+                opts.add(opt)
+    return opts
+
+
+def serve(
+    backend: Backend,
+    mountpoint: Path,
+    options: set[str],
+    *,
+    max_tasks: int,
+    buffer_bytes: int,
+    on_ready: Callable[[str | None], None],
+) -> int:
+    """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
+    mount answers, or *on_ready(message)* if it could not start."""
+    pipes = Pipes(backend, buffer_bytes=buffer_bytes)
+    fs = Filesystem(pipes)
+    mounted = False
+
+    async def main() -> None:
+        nonlocal mounted
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipes.run)
+            pyfuse3.init(fs, str(mountpoint), options)
+            mounted = True
+            nursery.start_soon(_stop_on_signal, pipes)
+            on_ready(None)
+            log.info("mounted %s on %s", backend.description, mountpoint)
+            # Each blocked read holds one task: 1,000 blocked readers need
+            # 1,000 tasks, and more must stay free for everything else.
+            await pyfuse3.main(min_tasks=4, max_tasks=max_tasks)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except Exception as e:
+        if not mounted:
+            on_ready(str(e))
+            return 1
+        log.exception("daemon failed")
+        return 1
+    finally:
+        if mounted:
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s", mountpoint)
+    return 0
+
+
+async def _stop_on_signal(pipes: Pipes) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            await pipes.shutdown(SHUTDOWN_SECONDS)
+            pyfuse3.terminate()
+            return
+
+
+def unmount(path: Path, timeout: float = 10.0) -> None:
+    """Ask the daemon to stop (it wakes blocked readers and flushes writers),
+    then wait for the mount to go.  A mount whose daemon died is detached."""
+    path = Path(os.path.abspath(path))
+    fstype = mount_type(path)
+    if fstype is None:
+        raise MountError(f"{path} is not mounted")
+    try:
+        pid = int(os.getxattr(path, PID_XATTR))
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            _lazy_unmount(path)
+            return
+        raise MountError(f"{path} is not a dnpfs mount ({fstype})") from None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while mount_type(path) is not None:
+        if time.monotonic() > deadline:
+            raise MountError(f"{path}: daemon {pid} did not stop within {timeout:.0f}s")
+        time.sleep(0.05)

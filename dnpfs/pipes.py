@@ -1,0 +1,197 @@
+"""Pipe semantics for one mount: the facade the filesystem layer calls.
+
+Holds, per pipe that has open handles on this mount, the wake-up event for
+blocked readers and the writers' outbox.  Knows nothing of inodes or FUSE;
+knows nothing of how a backend stores records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import trio
+
+from .backends.base import Backend
+from .errors import PipeGone, PipeNotFound, ShuttingDown
+from .interrupts import SignalWatcher
+from .names import check_name
+from .reader import ReaderHandle
+from .writer import Outbox, WriterSession
+
+log = logging.getLogger(__name__)
+
+
+class PipeState:
+    """What this mount holds for one pipe while it has open handles."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.changed = trio.Event()
+        self.readers: set[ReaderHandle] = set()
+        self.outbox: Outbox | None = None
+        self.checking_gone = False
+
+    @property
+    def unused(self) -> bool:
+        return not self.readers and self.outbox is None
+
+    def notify(self) -> None:
+        """The pipe may have new records, or be gone: wake readers and pollers."""
+        self.changed.set()
+        self.changed = trio.Event()
+        for reader in self.readers:
+            handle, reader.poll_handle = reader.poll_handle, None
+            if handle is not None:
+                try:
+                    handle.notify()
+                except OSError as e:  # the poller went away
+                    log.debug("poll notify on %s: %s", self.name, e)
+
+
+class Pipes:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        buffer_bytes: int = 16 << 20,
+        signals: SignalWatcher | None = None,
+    ) -> None:
+        self.backend = backend
+        self.buffer_bytes = buffer_bytes
+        self.signals = signals or SignalWatcher()
+        self.closing = False
+        self._states: dict[str, PipeState] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Start the backend and background tasks; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.backend.start(nursery, self._on_change)
+            nursery.start_soon(self.signals.run)
+            task_status.started()
+            await trio.sleep(math.inf)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop taking work, wake every reader with EOF, end every writer
+        session and store what writers handed over (for up to *timeout*)."""
+        self.closing = True
+        states = list(self._states.values())
+        for state in states:
+            state.notify()
+        with trio.move_on_after(timeout) as scope:
+            async with trio.open_nursery() as nursery:
+                for state in states:
+                    if state.outbox is not None:
+                        for session in list(state.outbox.sessions):
+                            nursery.start_soon(session.close)
+        if scope.cancelled_caught:
+            log.error("shutdown: writers' records not all stored within %.1fs", timeout)
+        await self.backend.close()
+
+    # -- change notifications from the backend -----------------------------
+    def _on_change(self, name: str | None) -> None:
+        states = list(self._states.values()) if name is None else [self._states.get(name)]
+        for state in states:
+            if state is None:
+                continue
+            state.notify()
+            if state.outbox is not None and state.outbox.sessions and not state.checking_gone:
+                state.checking_gone = True
+                self._nursery.start_soon(self._check_gone, state)
+
+    async def _check_gone(self, state: PipeState) -> None:
+        """A pipe unlinked elsewhere fails its open writers' next write or close."""
+        try:
+            if not await self.backend.pipe_exists(state.name) and state.outbox is not None:
+                for session in state.outbox.sessions:
+                    session.fail(PipeGone(state.name))
+        finally:
+            state.checking_gone = False
+
+    def _state(self, name: str) -> PipeState:
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = PipeState(name)
+        return state
+
+    def _release(self, state: PipeState) -> None:
+        if state.unused and self._states.get(state.name) is state:
+            del self._states[state.name]
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise ShuttingDown("dnpfs is shutting down")
+
+    # -- pipes ---------------------------------------------------------------
+    async def create(self, name: str) -> bool:
+        self._check_open()
+        return await self.backend.create_pipe(check_name(name))
+
+    async def delete(self, name: str) -> None:
+        if not await self.backend.delete_pipe(name):
+            raise PipeNotFound(name)
+        state = self._states.get(name)
+        if state is not None:
+            if state.outbox is not None:
+                for session in state.outbox.sessions:
+                    session.fail(PipeGone(name))
+            state.notify()
+
+    async def delete_group(self, name: str, group: str) -> None:
+        if not await self.backend.delete_group(name, group):
+            raise PipeNotFound(f"{name}@{group}")
+
+    async def list(self) -> list[str]:
+        return await self.backend.list_pipes()
+
+    async def exists(self, name: str) -> bool:
+        return await self.backend.pipe_exists(name)
+
+    # -- readers -------------------------------------------------------------
+    async def open_reader(
+        self, name: str, group: str, pid: int, nonblock: bool, packet: bool
+    ) -> ReaderHandle:
+        self._check_open()
+        try:
+            horizon = await self.backend.attach(name, group)
+        except PipeGone:
+            raise PipeNotFound(name) from None
+        state = self._state(name)
+        handle = ReaderHandle(self, state, group, horizon, pid, nonblock, packet)
+        state.readers.add(handle)
+        return handle
+
+    async def close_reader(self, handle: ReaderHandle) -> None:
+        state = handle.state
+        state.readers.discard(handle)
+        self._release(state)
+        if not any(r.group == handle.group for r in state.readers):
+            try:
+                await self.backend.detach(state.name, handle.group)
+            except PipeGone:
+                pass
+
+    # -- writers -------------------------------------------------------------
+    async def open_writer(self, name: str, sync: bool) -> WriterSession:
+        self._check_open()
+        if not await self.backend.pipe_exists(name):
+            raise PipeNotFound(name)
+        state = self._state(name)
+        if state.outbox is None:
+            state.outbox = Outbox(self.backend, name, self.buffer_bytes)
+            self._nursery.start_soon(state.outbox.run, self._outbox_idle)
+        session = WriterSession(state.outbox, self.backend.max_record_size, sync)
+        await session.begin()
+        return session
+
+    def _outbox_idle(self, outbox: Outbox) -> None:
+        state = self._states.get(outbox.name)
+        if state is not None and state.outbox is outbox:
+            state.outbox = None
+            self._release(state)
+
+    async def close_writer(self, session: WriterSession) -> None:
+        await session.close()

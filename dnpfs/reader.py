@@ -1,0 +1,86 @@
+"""Reader handles: blocking reads that consume from a group's cursor.
+
+A read fetches the records at the group's committed cursor, lets
+``delivery.take`` decide what to deliver, and commits the new cursor by
+compare-and-swap; losing the swap to another reader of the group (on this or
+another mount) just means fetching again.  Nothing is claimed that is not
+returned, so bytes a read did not take stay in the pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .delivery import ReaderView, take, would_deliver
+from .errors import PipeGone, WouldBlock
+
+if TYPE_CHECKING:
+    from .pipes import PipeState, Pipes
+
+log = logging.getLogger(__name__)
+
+
+class ReaderHandle:
+    def __init__(
+        self,
+        pipes: Pipes,
+        state: PipeState,
+        group: str,
+        horizon: int,
+        pid: int,
+        nonblock: bool,
+        packet: bool,
+    ) -> None:
+        self.pipes = pipes
+        self.state = state
+        self.group = group
+        self.pid = pid
+        self.nonblock = nonblock
+        self.packet = packet
+        self.view = ReaderView(horizon)
+        self.eof = False  # once EOF was returned, this handle stays at EOF
+        self.poll_handle = None
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    async def read(self, size: int) -> bytes:
+        backend = self.pipes.backend
+        while not self.eof:
+            if self.pipes.closing:
+                self.eof = True
+                break
+            changed = self.state.changed  # taken before fetching: no wake-up is missed
+            try:
+                fetched = await backend.fetch(self.name, self.group, size)
+                taken = take(fetched.cursor, fetched.records, size, self.packet, self.view)
+                if taken.cursor != fetched.cursor and not await backend.commit(
+                    self.name, self.group, fetched.cursor, taken.cursor
+                ):
+                    continue  # another reader of the group moved first
+            except PipeGone:
+                self.eof = True  # unlinked: blocked readers see EOF
+                break
+            self.view = taken.view
+            if taken.eof:
+                self.eof = True
+                break
+            if taken.data:
+                return taken.data
+            if self.nonblock:
+                raise WouldBlock(self.name)
+            with self.pipes.signals.interruptible(self.pid):
+                await changed.wait()
+        return b""
+
+    async def readable(self) -> bool:
+        """Would read() answer now?  (poll/select/epoll)"""
+        if self.eof or self.pipes.closing:
+            return True
+        try:
+            fetched = await self.pipes.backend.fetch(self.name, self.group, 1)
+        except PipeGone:
+            return True
+        return would_deliver(fetched.cursor, fetched.records, self.view)

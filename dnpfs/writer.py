@@ -1,0 +1,156 @@
+"""Writer sessions and the bounded buffer between write() and the backend.
+
+Every open for writing is a session: BEGIN is queued at open, each write()
+becomes one DATA record (split only above the backend's record limit), and
+release queues END.  write() returns once its record is queued; the queue is
+bounded in bytes, so a fast writer waits for the store (backpressure).  Each
+pipe's queue on this mount is drained by one flusher task in order, in
+batches: one backend append per batch.  flush/fsync/close wait until the
+session's last record is durable and report the first failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from .backends.base import Backend
+from .errors import DnpfsError, PipeGone, StoreError
+from .model import Kind, Record
+
+log = logging.getLogger(__name__)
+
+_BATCH_BYTES = 8 << 20
+_BATCH_RECORDS = 4096
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Outbox:
+    """The queue of one pipe on one mount, and its flusher."""
+
+    def __init__(self, backend: Backend, name: str, limit_bytes: int) -> None:
+        self.backend = backend
+        self.name = name
+        self.limit_bytes = limit_bytes
+        self._queue: deque[tuple[int, Record, WriterSession]] = deque()
+        self._queued_bytes = 0
+        self._next_seq = 0
+        self._durable_seq = -1  # every record up to this one is settled (stored or failed)
+        self._changed = trio.Event()  # something queued, or something settled
+        self.sessions: set[WriterSession] = set()
+
+    @property
+    def idle(self) -> bool:
+        return not self.sessions and not self._queue
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def has_room(self) -> bool:
+        return self._queued_bytes < self.limit_bytes
+
+    async def put(self, record: Record, session: WriterSession) -> int:
+        while not self.has_room and self._queue:
+            await self._changed.wait()
+        seq = self._next_seq
+        self._next_seq += 1
+        self._queue.append((seq, record, session))
+        self._queued_bytes += len(record.data)
+        self._poke()
+        return seq
+
+    async def wait_settled(self, seq: int) -> None:
+        while self._durable_seq < seq:
+            await self._changed.wait()
+
+    async def run(self, on_idle: Callable[[Outbox], None]) -> None:
+        """Drain the queue until it is empty and no session is open."""
+        while True:
+            if not self._queue:
+                if not self.sessions:
+                    on_idle(self)
+                    return
+                await self._changed.wait()
+                continue
+            batch: list[tuple[int, Record, WriterSession]] = []
+            size = 0
+            while self._queue and len(batch) < _BATCH_RECORDS and size < _BATCH_BYTES:
+                item = self._queue.popleft()
+                batch.append(item)
+                size += len(item[1].data)
+            try:
+                await self.backend.append(self.name, [rec for _, rec, _ in batch])
+            except DnpfsError as e:
+                err = e if isinstance(e, (PipeGone, StoreError)) else StoreError(str(e))
+                log.warning("pipe %s: %d records not stored: %s", self.name, len(batch), err)
+                for _, _, session in batch:
+                    session.fail(err)
+            except Exception as e:  # noqa: BLE001 - a store bug must not kill the daemon
+                log.exception("pipe %s: append failed", self.name)
+                for _, _, session in batch:
+                    session.fail(StoreError(f"append failed: {e}"))
+            self._queued_bytes -= size
+            self._durable_seq = batch[-1][0]
+            self._poke()
+
+
+class WriterSession:
+    """One open-for-write handle."""
+
+    def __init__(self, outbox: Outbox, max_record: int, sync: bool) -> None:
+        self.id = new_session_id()
+        self.outbox = outbox
+        self.max_record = max_record
+        self.sync = sync
+        self.error: DnpfsError | None = None
+        self._last_seq = -1
+        self.closed = False
+
+    def fail(self, error: DnpfsError) -> None:
+        if self.error is None:
+            self.error = error
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    async def begin(self) -> None:
+        self.outbox.sessions.add(self)
+        self._last_seq = await self.outbox.put(Record(Kind.BEGIN, self.id), self)
+
+    async def write(self, data: bytes) -> int:
+        self._check()
+        for at in range(0, len(data), self.max_record):
+            self._last_seq = await self.outbox.put(
+                Record(Kind.DATA, self.id, data[at : at + self.max_record]), self
+            )
+        if self.sync:
+            await self.flush()
+        return len(data)
+
+    async def flush(self) -> None:
+        """Wait until every record of this session so far is stored."""
+        await self.outbox.wait_settled(self._last_seq)
+        self._check()
+
+    async def close(self) -> None:
+        """Queue END and wait for it; the caller (release) cannot report errors."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if not isinstance(self.error, PipeGone):
+                self._last_seq = await self.outbox.put(Record(Kind.END, self.id), self)
+                await self.outbox.wait_settled(self._last_seq)
+        finally:
+            self.outbox.sessions.discard(self)
+            self.outbox._poke()

@@ -1,0 +1,59 @@
+"""Helpers for driving real programs against real mounts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+
+def mounted(path: Path) -> bool:
+    target = os.path.abspath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run(cmd, *, input: bytes | None = None, timeout: float = 20, check: bool = True, shell=False):
+    """Run a real program; return CompletedProcess with bytes output."""
+    result = subprocess.run(
+        cmd, input=input, capture_output=True, timeout=timeout, shell=shell,
+        executable="/bin/bash" if shell else None,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd!r} exited {result.returncode}: {result.stderr.decode(errors='replace')}")
+    return result
+
+
+def spawn(cmd, *, shell=False, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, shell=shell,
+        executable="/bin/bash" if shell else None, **kw,
+    )
+
+
+def proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def wait_blocked(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Wait until *proc* sits in a syscall (state S or D) for a moment."""
+    def blocked():
+        return proc.poll() is None and proc_state(proc.pid) in ("S", "D")
+    wait_for(blocked, timeout, what=f"pid {proc.pid} to block")
+    time.sleep(0.2)
+    assert proc.poll() is None, f"process ended early: {proc.communicate()}"
