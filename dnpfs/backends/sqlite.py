@@ -156,6 +156,11 @@ class SqliteBackend(Backend):
         it forks into the background."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab"):  # says why (read-only, permission) better than sqlite
+                pass
+        except OSError as e:
+            raise StoreError(f"cannot use store {self.path}: {e.strerror}") from e
+        try:
             probe = sqlite3.connect(self.path, timeout=self.busy_ms / 1000)
             try:
                 probe.execute("PRAGMA journal_mode=WAL")
@@ -164,8 +169,6 @@ class SqliteBackend(Backend):
                 probe.close()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot use store {self.path}: {e}") from e
-        if not os.access(self.path, os.W_OK):
-            raise StoreError(f"cannot use store {self.path}: not writable")
 
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
         self.check()

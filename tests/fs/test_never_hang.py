@@ -1,0 +1,93 @@
+"""A reader blocked in dnpfs can always be stopped, and blocked readers never
+freeze the rest of the mount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from ..util import proc_state, run, spawn, wait_blocked, wait_for
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_blocked_reader_dies_within_a_second(mount, sig):
+    os.mkfifo(mount / "p")
+    cat = spawn(["cat", str(mount / "p")])
+    wait_blocked(cat)
+    start = time.monotonic()
+    cat.send_signal(sig)
+    cat.wait(5)
+    assert time.monotonic() - start < 1.0
+    assert cat.returncode == -sig
+
+
+def test_ctrl_c_in_a_shell_pipeline(mount):
+    """A shell loop reading a pipe ends on Ctrl-C (SIGINT to the process group)."""
+    os.mkfifo(mount / "p")
+    loop = spawn(f"while read line; do echo got $line; done < {mount/'p'}", shell=True,
+                 start_new_session=True)
+    wait_blocked(loop)
+    start = time.monotonic()
+    os.killpg(loop.pid, signal.SIGINT)
+    loop.wait(5)
+    assert time.monotonic() - start < 1.0
+
+
+def test_python_reader_with_a_handler_sees_eintr_and_can_retry(mount):
+    """A signal with a handler interrupts the read; Python retries it (PEP 475)
+    after running the handler, so the program keeps reading."""
+    os.mkfifo(mount / "p")
+    prog = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: print('usr1', flush=True))\n"
+            f"fd = os.open({str(mount / 'p')!r}, os.O_RDONLY)\n"
+            "print(os.read(fd, 100).decode(), flush=True)\n")
+    py = spawn(["python3", "-c", prog])
+    wait_blocked(py)
+    py.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    assert py.poll() is None, "the read should be retried, not fail"
+    run(f"printf data > {mount/'p'}", shell=True)
+    out, err = py.communicate(timeout=5)
+    assert out.decode().split() == ["usr1", "data"], err
+
+
+def test_thousand_blocked_readers_do_not_freeze_the_mount(mount):
+    n_pipes, per_pipe = 10, 100
+    for i in range(n_pipes):
+        os.mkfifo(mount / f"busy{i}")
+    os.mkfifo(mount / "other")
+    readers = []
+    try:
+        for i in range(n_pipes):
+            for _ in range(per_pipe):
+                readers.append(subprocess.Popen(["cat", str(mount / f"busy{i}")],
+                                                stdout=subprocess.DEVNULL))
+        wait_for(lambda: sum(proc_state(r.pid) in ("S", "D") for r in readers) == len(readers),
+                 60, interval=0.2, what="1,000 blocked readers")
+        time.sleep(1)
+        assert all(r.poll() is None for r in readers)
+        worst = 0.0
+        for _ in range(5):
+            start = time.monotonic()
+            names = os.listdir(mount.path)
+            with open(mount / "other", "wb", buffering=0) as w:
+                w.write(b"still answering")
+            worst = max(worst, time.monotonic() - start)
+            assert len(names) == n_pipes + 1
+        assert worst < 0.1, f"ls + write took {worst * 1000:.0f} ms with 1,000 blocked readers"
+        # And every one of them can still be killed.
+        start = time.monotonic()
+        for r in readers:
+            r.kill()
+        for r in readers:
+            r.wait(10)
+        assert time.monotonic() - start < 5
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
