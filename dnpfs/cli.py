@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .backends.base import Backend
 from .backends.sqlite import SqliteBackend, default_store_path
 from .errors import DnpfsError
 from .mount import MountError, check_fuse_device, check_mountpoint, fuse_options, serve, unmount
@@ -31,12 +32,22 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     m.add_argument("--store", type=Path, default=None,
                    help=f"embedded store file (default {default_store_path()})")
+    m.add_argument("--kafka", metavar="HOST:PORT[,HOST:PORT...]",
+                   default=os.environ.get("DNPFS_KAFKA_BOOTSTRAP"),
+                   help="use a Kafka cluster instead of the embedded store"
+                        " (or set DNPFS_KAFKA_BOOTSTRAP)")
+    m.add_argument("--topic-prefix", default="", metavar="P",
+                   help="Kafka: pipe NAME is topic P+NAME (default none)")
+    m.add_argument("--kafka-config", type=Path, metavar="FILE",
+                   help="Kafka client properties (security.protocol, sasl.*, ssl.*)")
+    m.add_argument("--replication-factor", type=int, default=1,
+                   help="Kafka: replication factor of new topics (default 1)")
     m.add_argument("--foreground", "-f", action="store_true",
                    help="stay in the foreground and log to stderr")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
                    help="FUSE mount options, comma-separated (e.g. allow_other)")
     m.add_argument("--log-file", type=Path, default=None,
-                   help="log file when in the background (default: STORE.log)")
+                   help="log file when in the background (default: next to the store)")
     m.add_argument("--debug", action="store_true", help="log every request")
     m.add_argument("--retention-days", type=float, default=7.0,
                    help="remove records older than this (default 7)")
@@ -66,9 +77,32 @@ def _setup_logging(debug: bool, log_file: Path | None) -> None:
         logging.getLogger("pyfuse3").setLevel(logging.WARNING)
 
 
+def _backend(args: argparse.Namespace) -> Backend:
+    if args.kafka:
+        if args.store:
+            raise MountError("--store and --kafka exclude each other")
+        from .backends.kafka import KafkaBackend  # only Kafka users load aiokafka
+
+        return KafkaBackend(
+            args.kafka,
+            topic_prefix=args.topic_prefix,
+            config_file=args.kafka_config,
+            replication_factor=args.replication_factor,
+        )
+    return SqliteBackend(args.store, retention_seconds=args.retention_days * 86400)
+
+
+def _log_file(args: argparse.Namespace, backend: Backend) -> Path:
+    if args.log_file:
+        return args.log_file
+    if isinstance(backend, SqliteBackend):
+        return backend.path.with_suffix(".log")
+    return default_store_path().parent / "dnpfs-kafka.log"
+
+
 def _mount(args: argparse.Namespace) -> int:
     mountpoint = Path(os.path.abspath(args.mountpoint))
-    backend = SqliteBackend(args.store, retention_seconds=args.retention_days * 86400)
+    backend = _backend(args)
     check_fuse_device()
     check_mountpoint(mountpoint)
     backend.check()
@@ -96,8 +130,7 @@ def _mount(args: argparse.Namespace) -> int:
 
     os.close(read_end)
     os.setsid()
-    log_file = args.log_file or backend.path.with_suffix(".log")
-    _setup_logging(args.debug, log_file)
+    _setup_logging(args.debug, _log_file(args, backend))
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

@@ -139,7 +139,7 @@ def serve(
         trio.run(main)
     except Exception as e:
         if not mounted:
-            on_ready(str(e))
+            on_ready(_one_line(e))
             return 1
         log.exception("daemon failed")
         return 1
@@ -148,6 +148,13 @@ def serve(
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of the first real error inside trio's exception groups."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return str(error) or type(error).__name__
 
 
 async def _stop_on_signal(pipes: Pipes) -> None:

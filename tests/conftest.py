@@ -109,3 +109,14 @@ def make_mount(tmp_path, request):
         m.stop()
 
 
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The dev broker's address; `scripts/kafka-dev start` starts it if needed
+    and leaves it running for the next session."""
+    out = subprocess.run([str(ROOT / "scripts" / "kafka-dev"), "start"], capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/kafka-dev start failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout.strip().splitlines()[-1]

@@ -358,7 +358,7 @@ class SqliteBackend(Backend):
                         if heads.get(name, -1) != self._heads.get(name, -1):
                             self._on_change(name)
                     self._heads = heads
-            except StoreError as e:
+            except Exception as e:  # noqa: BLE001 - keep watching whatever happened
                 log.warning("change watch: %s", e)
                 await trio.sleep(1)
             await trio.sleep(self.poll_interval)
@@ -370,7 +370,7 @@ class SqliteBackend(Backend):
                 removed = await self.apply_retention()
                 if removed:
                     log.info("retention removed %d records", removed)
-            except StoreError as e:
+            except Exception as e:  # noqa: BLE001
                 log.warning("retention: %s", e)
 
     async def apply_retention(self) -> int:
