@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--debug", action="store_true", help="log every request")
     m.add_argument("--retention-days", type=float, default=7.0,
                    help="remove records older than this (default 7)")
+    m.add_argument("--retention-check", type=float, default=30.0, metavar="SECONDS",
+                   help="how often the embedded store removes records (default 30)")
     m.add_argument("--buffer-mib", type=int, default=16,
                    help="in-memory write buffer per pipe before writers block (default 16)")
     m.add_argument("--max-tasks", type=int, default=20000,
@@ -89,7 +91,11 @@ def _backend(args: argparse.Namespace) -> Backend:
             config_file=args.kafka_config,
             replication_factor=args.replication_factor,
         )
-    return SqliteBackend(args.store, retention_seconds=args.retention_days * 86400)
+    return SqliteBackend(
+        args.store,
+        retention_seconds=args.retention_days * 86400,
+        retention_interval=args.retention_check,
+    )
 
 
 def _log_file(args: argparse.Namespace, backend: Backend) -> Path:

@@ -121,7 +121,7 @@ class Filesystem(pyfuse3.Operations):
         a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
         a.st_uid, a.st_gid = self.uid, self.gid
         a.st_size = 0
-        a.st_blksize = 4096
+        a.st_blksize = 1 << 20  # tools size their buffers by it: cat reads 1 MiB at once
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mounted_ns
         a.entry_timeout = a.attr_timeout = self.cache_seconds
         return a

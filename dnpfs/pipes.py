@@ -184,7 +184,11 @@ class Pipes:
             state.outbox = Outbox(self.backend, name, self.buffer_bytes)
             self._nursery.start_soon(state.outbox.run, self._outbox_idle)
         session = WriterSession(state.outbox, self.backend.max_record_size, sync)
-        await session.begin()
+        try:
+            await session.begin()
+        except BaseException:
+            state.outbox.sessions.discard(session)
+            raise
         return session
 
     def _outbox_idle(self, outbox: Outbox) -> None:

@@ -1,10 +1,10 @@
 """Reader handles: blocking reads that consume from a group's cursor.
 
-A read fetches the records at the group's committed cursor, lets
-``delivery.take`` decide what to deliver, and commits the new cursor by
-compare-and-swap; losing the swap to another reader of the group (on this or
-another mount) just means fetching again.  Nothing is claimed that is not
-returned, so bytes a read did not take stay in the pipe.
+A read asks the backend to ``consume``: fetch the records at the group's
+committed cursor, let ``delivery.take`` decide what to deliver, and commit
+the new cursor as one step for all readers of the group, on this mount or
+another.  Nothing is claimed that is not returned, so bytes a read did not
+take stay in the pipe.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .delivery import ReaderView, take, would_deliver
-from .errors import PipeGone, WouldBlock
+from .backends.base import Fetched
+from .delivery import ReaderView, Taken, take, would_deliver
+from .model import Cursor
+from .errors import PipeGone, StoreError, WouldBlock
 
 if TYPE_CHECKING:
     from .pipes import PipeState, Pipes
@@ -53,16 +55,22 @@ class ReaderHandle:
                 self.eof = True
                 break
             changed = self.state.changed  # taken before fetching: no wake-up is missed
+            view = self.view
+
+            def decide(fetched: Fetched) -> tuple[Cursor, Taken]:
+                taken = take(fetched.cursor, fetched.records, size, self.packet, view)
+                return taken.cursor, taken
+
             try:
-                fetched = await backend.fetch(self.name, self.group, size)
-                taken = take(fetched.cursor, fetched.records, size, self.packet, self.view)
-                if taken.cursor != fetched.cursor and not await backend.commit(
-                    self.name, self.group, fetched.cursor, taken.cursor
-                ):
-                    continue  # another reader of the group moved first
+                taken = await backend.consume(self.name, self.group, size, decide)
             except PipeGone:
                 self.eof = True  # unlinked: blocked readers see EOF
                 break
+            except StoreError:
+                if self.pipes.closing:  # the store closed under us: that is EOF too
+                    self.eof = True
+                    break
+                raise
             self.view = taken.view
             if taken.eof:
                 self.eof = True

@@ -109,14 +109,28 @@ def make_mount(tmp_path, request):
         m.stop()
 
 
+def _kafka_dev(*args, timeout):
+    return subprocess.run([str(ROOT / "scripts" / "kafka-dev"), *args], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    """The dev broker's address; `scripts/kafka-dev start` starts it if needed
-    and leaves it running for the next session."""
-    out = subprocess.run([str(ROOT / "scripts" / "kafka-dev"), "start"], capture_output=True,
-                         text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(f"scripts/kafka-dev start failed:\n{out.stdout}\n{out.stderr}")
-    return out.stdout.strip().splitlines()[-1]
+def kafka_bootstrap():
+    """The dev broker's address.  `scripts/kafka-dev start` reuses a running
+    broker or starts one (fetching the jars the first time) and leaves it
+    running for the next session; DNPFS_KAFKA_STOP_AFTER_TESTS=1 stops a
+    broker this session started.  DNPFS_KAFKA_BOOTSTRAP=host:port uses that
+    broker instead."""
+    addr = os.environ.get("DNPFS_KAFKA_BOOTSTRAP")
+    if addr:
+        yield addr
+        return
+    was_running = _kafka_dev("status", timeout=30).returncode != 3
+    r = _kafka_dev("start", timeout=900)
+    if r.returncode != 0 or not r.stdout.strip():
+        pytest.fail(f"scripts/kafka-dev start failed (exit {r.returncode}):\n{r.stderr}{r.stdout}",
+                    pytrace=False)
+    yield r.stdout.strip().splitlines()[-1].strip()
+    if not was_running and os.environ.get("DNPFS_KAFKA_STOP_AFTER_TESTS") == "1":
+        _kafka_dev("stop", timeout=120)

@@ -14,10 +14,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
 from ..model import Cursor, Record, StoredRecord
+
+T = TypeVar("T")
 
 # Called with a pipe name when that pipe may have new records (or was
 # deleted), or with None when any pipe may have changed.
@@ -69,9 +72,12 @@ class Backend(abc.ABC):
 
     # -- records -----------------------------------------------------------
     @abc.abstractmethod
-    async def append(self, name: str, records: Sequence[Record]) -> None:
-        """Store *records* in order; durable when this returns.
+    async def append(self, name: str, records: Sequence[Record], durable: bool = True) -> None:
+        """Store *records* in order, visible to readers when this returns.
 
+        With *durable*, this and every earlier append of this mount survive a
+        machine crash when it returns (``records`` may be empty: sync only).
+        Without, they must at least survive the daemon's own crash.
         Raises PipeGone if the pipe no longer exists, StoreError otherwise.
         """
 
@@ -99,6 +105,22 @@ class Backend(abc.ABC):
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         """Move the group's cursor from *expected* to *new*; False (and no
         change) if another reader moved it first."""
+
+    async def consume(
+        self, name: str, group: str, max_bytes: int, decide: Callable[[Fetched], tuple[Cursor, T]]
+    ) -> T:
+        """Fetch, let *decide* (pure, cheap) choose the group's new cursor, and
+        commit it, as one step for the other readers of the group; returns
+        what *decide* returned with it.
+
+        This default is fetch plus compare-and-swap, retried when another
+        reader moved first; a backend with transactions may do it in one.
+        """
+        while True:
+            fetched = await self.fetch(name, group, max_bytes)
+            new, result = decide(fetched)
+            if new == fetched.cursor or await self.commit(name, group, fetched.cursor, new):
+                return result
 
     @abc.abstractmethod
     async def delete_group(self, name: str, group: str) -> bool: ...

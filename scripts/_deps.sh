@@ -1,0 +1,25 @@
+# Shared by scripts/install and scripts/test: Debian packages and the virtualenv.
+# Installs only what is missing, so a second run takes seconds.
+
+need_debs() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "dnpfs: installing Debian packages: ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# make_venv DIR EXTRAS: a virtualenv with dnpfs (from this checkout) installed.
+make_venv() {
+    local venv=$1 extras=$2 repo
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q -e "$repo$extras"
+}
+
+BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
