@@ -283,7 +283,9 @@ class Filesystem(pyfuse3.Operations):
                 pipe, group, ctx.pid, bool(flags & os.O_NONBLOCK), bool(flags & os.O_DIRECT)
             )
         elif mode == os.O_WRONLY:
-            handle = await self.pipes.open_writer(pipe, bool(flags & (os.O_SYNC | os.O_DSYNC)))
+            handle = await self.pipes.open_writer(
+                pipe, ctx.pid, bool(flags & (os.O_SYNC | os.O_DSYNC))
+            )
         else:
             _fail(errno.EINVAL)  # O_RDWR: a pipe end is for reading or for writing
         fh = next(self._fhs)

@@ -175,7 +175,7 @@ class Pipes:
                 pass
 
     # -- writers -------------------------------------------------------------
-    async def open_writer(self, name: str, sync: bool) -> WriterSession:
+    async def open_writer(self, name: str, pid: int, sync: bool) -> WriterSession:
         self._check_open()
         if not await self.backend.pipe_exists(name):
             raise PipeNotFound(name)
@@ -183,12 +183,9 @@ class Pipes:
         if state.outbox is None:
             state.outbox = Outbox(self.backend, name, self.buffer_bytes)
             self._nursery.start_soon(state.outbox.run, self._outbox_idle)
-        session = WriterSession(state.outbox, self.backend.max_record_size, sync)
-        try:
-            await session.begin()
-        except BaseException:
-            state.outbox.sessions.discard(session)
-            raise
+        session = WriterSession(state.outbox, self.backend.max_record_size, sync,
+                                guard=lambda: self.signals.interruptible(pid))
+        await session.begin()
         return session
 
     def _outbox_idle(self, outbox: Outbox) -> None:

@@ -11,15 +11,17 @@ session's last record is durable and report the first failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections import deque
 from collections.abc import Callable
+from typing import ContextManager
 
 import trio
 
 from .backends.base import Backend
-from .errors import DnpfsError, PipeGone, StoreError
+from .errors import DnpfsError, Interrupted, PipeGone, StoreError
 from .model import Kind, Record
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,11 @@ class Outbox:
         self._changed.set()
         self._changed = trio.Event()
 
+    def leave(self, session: WriterSession) -> None:
+        """The session is over: the flusher may stop once the queue is empty."""
+        self.sessions.discard(session)
+        self._poke()
+
     @property
     def has_room(self) -> bool:
         return self._queued_bytes < self.limit_bytes
@@ -66,6 +73,10 @@ class Outbox:
     async def put(self, record: Record, session: WriterSession) -> int:
         while not self.has_room and self._queue:
             await self._changed.wait()
+        return self.put_nowait(record, session)
+
+    def put_nowait(self, record: Record, session: WriterSession) -> int:
+        """Queue even over the limit (for a marker that must not wait)."""
         seq = self._next_seq
         self._next_seq += 1
         self._queue.append((seq, record, session))
@@ -140,11 +151,20 @@ class Outbox:
 class WriterSession:
     """One open-for-write handle."""
 
-    def __init__(self, outbox: Outbox, max_record: int, sync: bool) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        max_record: int,
+        sync: bool,
+        guard: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self.id = new_session_id()
         self.outbox = outbox
         self.max_record = max_record
         self.sync = sync
+        # Wraps waits a process sits in (a full buffer, close, fsync), so
+        # that a signal to it ends the wait with EINTR (interrupts.py).
+        self.guard = guard
         self.error: DnpfsError | None = None
         self._last_seq = -1
         self.closed = False
@@ -162,23 +182,44 @@ class WriterSession:
         whose open() returned is open for every reader from then on: another
         writer's close cannot end the stream under it (one EOF, after the last)."""
         self.outbox.sessions.add(self)
-        self._last_seq = await self.outbox.put(Record(Kind.BEGIN, self.id), self)
-        await self.outbox.wait_stored(self._last_seq)
-        self._check()
+        try:
+            self._last_seq = self.outbox.put_nowait(Record(Kind.BEGIN, self.id), self)
+            with self.guard():
+                await self.outbox.wait_stored(self._last_seq)
+            self._check()
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """End a session whose open failed, without waiting: BEGIN may still
+        be stored, and readers must not wait for this writer."""
+        self.closed = True
+        if self.error is None:
+            self.outbox.put_nowait(Record(Kind.END, self.id), self)
+        self.outbox.leave(self)
 
     async def write(self, data: bytes) -> int:
         self._check()
+        done = 0
         for at in range(0, len(data), self.max_record):
-            self._last_seq = await self.outbox.put(
-                Record(Kind.DATA, self.id, data[at : at + self.max_record]), self
-            )
+            chunk = data[at : at + self.max_record]
+            try:
+                with self.guard():
+                    self._last_seq = await self.outbox.put(Record(Kind.DATA, self.id, chunk), self)
+            except Interrupted:
+                if done:
+                    return done  # a short write, as POSIX allows after a signal
+                raise
+            done += len(chunk)
         if self.sync:
             await self.flush()
-        return len(data)
+        return done
 
     async def flush(self) -> None:
         """Wait until every record of this session so far is stored."""
-        await self.outbox.wait_settled(self._last_seq)
+        with self.guard():
+            await self.outbox.wait_settled(self._last_seq)
         self._check()
 
     async def close(self) -> None:
@@ -191,5 +232,4 @@ class WriterSession:
                 self._last_seq = await self.outbox.put(Record(Kind.END, self.id), self)
                 await self.outbox.wait_settled(self._last_seq)
         finally:
-            self.outbox.sessions.discard(self)
-            self.outbox._poke()
+            self.outbox.leave(self)

@@ -126,3 +126,24 @@ def test_retention_removes_consumed_and_old_records(make_mount, store):
     run(f"printf old > {m/'q'}", shell=True)
     wait_for(lambda: records() == 0, 10, what="old records removed")
     assert read_available(m / "q") == b""
+
+
+def test_writer_blocked_by_a_full_buffer_can_be_killed(make_mount, store):
+    m = make_mount(["--store", str(store)], extra=["--buffer-mib", "1"])
+    os.mkfifo(m / "p")
+    lock = sqlite3.connect(store, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        writer = spawn(["dd", "if=/dev/zero", f"of={m/'p'}", "bs=64k", "count=64", "status=none"])
+        wait_blocked(writer)
+        time.sleep(1)
+        assert writer.poll() is None
+        start = time.monotonic()
+        writer.kill()
+        writer.wait(5)
+        assert time.monotonic() - start < 1.0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    # The daemon is fine and the pipe still works.
+    run(f"printf after > {m/'p'}", shell=True)

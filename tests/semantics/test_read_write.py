@@ -357,3 +357,25 @@ def test_unlink_gives_blocked_reader_eof_and_writer_an_error(mounts):
         w.write(b"more")
         w.close()
     assert e.value.errno == errno.EPIPE
+
+
+def test_one_gib_stream_arrives_unchanged(mounts):
+    """1 GiB of varied bytes (NULs and invalid UTF-8 included) from a Python
+    writer on A to `cat | sha256sum` on B."""
+    a, b = mounts
+    mkfifo(a)
+    reader = spawn(f"cat {b/'p'} | sha256sum", shell=True)
+    writer = (
+        "import hashlib, os, sys\n"
+        "block = os.urandom(1 << 20) + bytes(4096) + b'\\xff\\xfe'\n"
+        "h = hashlib.sha256()\n"
+        f"with open({str(a / 'p')!r}, 'wb', buffering=0) as f:\n"
+        "    sent = 0\n"
+        "    while sent < (1 << 30):\n"
+        "        chunk = block[sent % 4099 : sent % 4099 + min(1 << 20, (1 << 30) - sent)]\n"
+        "        f.write(chunk); h.update(chunk); sent += len(chunk)\n"
+        "print(h.hexdigest())\n"
+    )
+    w = run(["python3", "-c", writer], timeout=600)
+    out, err = reader.communicate(timeout=600)
+    assert out.split()[0] == w.stdout.split()[0], err

@@ -1,0 +1,419 @@
+"""Everything one mount does with Kafka, on the bridge's asyncio loop.
+
+- a low-level client for metadata (which topics exist) and ListOffsets;
+- an admin client to create and delete topics and read committed cursors;
+- one idempotent producer (acks=all) for every pipe of the mount;
+- one ``GroupMember`` per reader group with readers open on this mount.
+
+Topics are refreshed in the background every REFRESH_INTERVAL, so
+``topics`` (read from the trio thread without locking: it is replaced, never
+changed) answers "does this pipe exist" without a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.protocol.offset import OffsetRequest
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from ...errors import DnpfsError, InvalidName, PipeGone, StoreError
+from ...model import Cursor, Record
+from ...names import check_name
+from ..base import Fetched
+from . import wire
+from ._member import GroupMember, group_id
+from ._protocol import DeleteGroupsRequest
+from .config import ClientConfig
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "dnpfs"
+CONNECT_TIMEOUT = 12.0
+REFRESH_INTERVAL = 0.4
+VISIBLE_TIMEOUT = 5.0  # after creating or deleting a topic, wait until metadata shows it
+APPEND_CHECK = 0.5  # while waiting for acks, check this often that the topic still exists
+MAX_TOPIC = 249
+
+# Kafka error codes dnpfs answers specially.
+UNKNOWN_TOPIC = 3
+LEADER_NOT_AVAILABLE = 5
+NOT_LEADER = 6
+INVALID_TOPIC = 17
+TOPIC_EXISTS = 36
+NON_EMPTY_GROUP = 68
+GROUP_NOT_FOUND = 69
+
+
+def describe_error(e: BaseException) -> str:
+    """One readable line for an aiokafka error."""
+    if isinstance(e, DnpfsError):
+        return str(e)
+    if isinstance(e, TimeoutError | KafkaTimeoutError):
+        return "no answer in time"
+    text = str(e).strip()
+    name = type(e).__name__
+    if isinstance(e, KafkaError) and text.startswith(f"[Error"):
+        return text
+    return f"{name}: {text}" if text and not text.startswith(name) else (text or name)
+
+
+class Cluster:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        config: ClientConfig,
+        replication_factor: int,
+        max_request_size: int,
+        notify: Callable[[str | None], None],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.config = config
+        self.replication_factor = replication_factor
+        self.max_request_size = max_request_size
+        self.notify = notify
+        self.topics: frozenset[str] = frozenset()  # pipe names
+        self._leaders: dict[str, int] = {}  # topic -> leader of partition 0
+        self._epoch = 0  # bumped by local changes to ``topics``
+        self._members: dict[tuple[str, str], GroupMember] = {}
+        self._closing: set[asyncio.Task] = set()
+        self._produced: set[str] = set()  # topics the producer tracks
+        self._kwargs: dict[str, Any] = {}
+        self.client: AIOKafkaClient | None = None
+        self.admin: AIOKafkaAdminClient | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._refresher: asyncio.Task | None = None
+
+    # -- names -----------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def pipe_name(self, topic: str) -> str | None:
+        """The pipe a topic stands for, or None for topics that are no pipe."""
+        if topic.startswith("__") or not topic.startswith(self.prefix):
+            return None
+        name = topic[len(self.prefix) :]
+        try:
+            check_name(name)
+        except InvalidName:
+            return None
+        return name
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        return dict(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, **self._kwargs)
+
+    # -- life ------------------------------------------------------------------
+    async def start(self) -> None:
+        self._kwargs = self.config.client_kwargs()
+        common = dict(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, **self._kwargs)
+        self.client = AIOKafkaClient(**common)
+        self.admin = AIOKafkaAdminClient(**common)
+        self.producer = AIOKafkaProducer(
+            **common,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+            max_batch_size=256 << 10,
+            max_request_size=self.max_request_size,
+            request_timeout_ms=30_000,
+        )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self.client.bootstrap()
+                await self.admin.start()
+                await self.producer.start()
+                await self.refresh()
+        except (TimeoutError, KafkaError, OSError, StoreError) as e:
+            await self._stop_clients()
+            raise StoreError(f"cannot reach Kafka at {self.bootstrap}: {describe_error(e)}") from None
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="topic refresh")
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        members = list(self._members.values())
+        self._members.clear()
+        await asyncio.gather(*(m.close() for m in members), *self._closing,
+                             return_exceptions=True)
+        if self.producer is not None:
+            try:
+                await asyncio.wait_for(self.producer.flush(), 5)
+            except Exception as e:  # noqa: BLE001
+                log.warning("flushing the producer: %s", describe_error(e))
+        await self._stop_clients()
+
+    async def _stop_clients(self) -> None:
+        for closer in (
+            self.producer and self.producer.stop,
+            self.admin and self.admin.close,
+            self.client and self.client.close,
+        ):
+            if closer is None:
+                continue
+            try:
+                await asyncio.wait_for(closer(), 5)
+            except Exception as e:  # noqa: BLE001 - closing is best effort
+                log.debug("closing a Kafka client: %s", e)
+
+    # -- metadata ----------------------------------------------------------------
+    async def _metadata(self, topics: list[str] | None) -> dict[str, int]:
+        """{topic: leader of partition 0 (-1: none yet)} for existing non-internal topics.
+        Never asks the broker to auto-create a topic."""
+        node = self.client.get_random_node()
+        if node is None:
+            raise StoreError(f"no Kafka broker known (bootstrap {self.bootstrap})")
+        response = await self.client.send(node, MetadataRequest(topics, False))
+        found: dict[str, int] = {}
+        for t in response.to_object()["topics"]:
+            if t["error_code"] not in (0, LEADER_NOT_AVAILABLE) or t.get("is_internal"):
+                continue
+            leader = next((p["leader"] for p in t["partitions"] if p["partition"] == 0), -1)
+            found[t["topic"]] = leader
+        return found
+
+    async def refresh(self) -> None:
+        """Read every topic; tell trio about pipes that appeared or disappeared."""
+        epoch = self._epoch
+        found = await self._metadata(None)
+        if epoch != self._epoch:
+            return  # a local create/delete happened meanwhile: next round
+        self._leaders = found
+        names = frozenset(n for t in found if (n := self.pipe_name(t)) is not None)
+        old, self.topics = self.topics, names
+        for name in sorted(old ^ names):
+            if name not in names:
+                self._gone(name)
+            self.notify(name)
+
+    async def _refresh_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            try:
+                await asyncio.wait_for(self.refresh(), 10)
+                if failing:
+                    log.info("Kafka metadata readable again")
+                failing = False
+            except Exception as e:  # noqa: BLE001 - keep refreshing whatever happened
+                if not failing:
+                    log.warning("reading Kafka metadata: %s", describe_error(e))
+                failing = True
+
+    def _set_exists(self, name: str, exists: bool) -> None:
+        if (name in self.topics) == exists:
+            return
+        self._epoch += 1
+        self.topics = self.topics | {name} if exists else self.topics - {name}
+        if not exists:
+            self._gone(name)
+        self.notify(name)
+
+    def _gone(self, name: str) -> None:
+        """The pipe was deleted (here or elsewhere): drop what this mount holds for it."""
+        topic = self.topic(name)
+        self._leaders.pop(topic, None)
+        if topic in self._produced:  # stop the producer asking for its metadata
+            self._produced.discard(topic)
+            self.producer.client.set_topics(self._produced)
+        for key in [k for k in self._members if k[0] == name]:
+            self._close_member(key)
+
+    async def exists(self, name: str) -> bool:
+        """Ask the broker (the cache may be up to REFRESH_INTERVAL old)."""
+        topic = self.topic(name)
+        if self.pipe_name(topic) is None or len(topic) > MAX_TOPIC:
+            return False
+        found = await self._metadata([topic])
+        if topic in found:
+            self._leaders[topic] = found[topic]
+        self._set_exists(name, topic in found)
+        return topic in found
+
+    async def _wait_visible(self, topic: str, present: bool) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + VISIBLE_TIMEOUT
+        while loop.time() < deadline:
+            found = await self._metadata([topic])
+            if (found.get(topic, -1) >= 0) == present:
+                return
+            await asyncio.sleep(0.02)
+        log.warning("topic %s: metadata did not show it %s within %.0f s", topic,
+                    "created" if present else "deleted", VISIBLE_TIMEOUT)
+
+    # -- pipes ---------------------------------------------------------------------
+    def _check_topic(self, name: str) -> str:
+        topic = self.topic(name)
+        if len(topic) > MAX_TOPIC:
+            raise InvalidName(f"pipe name {name!r} is too long: with the topic prefix"
+                              f" {self.prefix!r} a Kafka topic has at most {MAX_TOPIC} characters")
+        if topic.startswith("__"):
+            raise InvalidName(f"pipe name {name!r}: topics starting with '__' are Kafka's own")
+        return topic
+
+    async def create(self, name: str) -> bool:
+        topic = self._check_topic(name)
+        response = await self.admin.create_topics(
+            [NewTopic(topic, 1, self.replication_factor)], timeout_ms=10_000)
+        [result] = response.to_object()["topic_errors"]
+        code = result["error_code"]
+        if code == TOPIC_EXISTS:
+            return False
+        if code == INVALID_TOPIC:
+            raise InvalidName(f"invalid pipe name {name!r}: {result.get('error_message')}")
+        if code:
+            detail = result.get("error_message") or for_code(code).__name__
+            raise StoreError(f"cannot create topic {topic}: {detail}")
+        await self._wait_visible(topic, True)
+        self._set_exists(name, True)
+        return True
+
+    async def delete(self, name: str) -> bool:
+        topic = self.topic(name)
+        if self.pipe_name(topic) is None or len(topic) > MAX_TOPIC:
+            return False
+        response = await self.admin.delete_topics([topic], timeout_ms=10_000)
+        [(_, code)] = [(t["topic"], t["error_code"]) for t in
+                       response.to_object()["topic_error_codes"]]
+        if code == UNKNOWN_TOPIC:
+            self._set_exists(name, False)
+            return False
+        if code:
+            raise StoreError(f"cannot delete topic {topic}: {for_code(code).__name__}")
+        await self._wait_visible(topic, False)
+        self._set_exists(name, False)
+        return True
+
+    async def list(self) -> list[str]:
+        await self.refresh()
+        return sorted(self.topics)
+
+    # -- records -----------------------------------------------------------------
+    async def append(self, name: str, records: Sequence[Record]) -> None:
+        """Send every record, then wait for all acks (acks=all: in every in-sync
+        replica, so durable in Kafka's sense when this returns)."""
+        topic = self.topic(name)
+        if name not in self.topics and not await self.exists(name):
+            raise PipeGone(name)
+        self._produced.add(topic)
+        try:
+            sent = []
+            for record in records:
+                value, headers = wire.encode_record(record)
+                sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
+            acks = asyncio.ensure_future(asyncio.gather(*sent))
+            while True:
+                done, _ = await asyncio.wait([acks], timeout=APPEND_CHECK)
+                if done:
+                    acks.result()
+                    return
+                if name not in self.topics and not await self.exists(name):
+                    acks.cancel()
+                    raise PipeGone(name)
+        except UnknownTopicOrPartitionError:
+            raise PipeGone(name) from None
+        except KafkaError as e:
+            if not await self.exists(name):
+                raise PipeGone(name) from None
+            raise StoreError(f"Kafka did not store the records of {name}: {describe_error(e)}") \
+                from None
+
+    async def end_offset(self, topic: str) -> int:
+        """The partition's end offset (high watermark): the next record's offset."""
+        for _ in range(5):
+            leader = self._leaders.get(topic, -1)
+            if leader < 0:
+                found = await self._metadata([topic])
+                if topic not in found:
+                    raise PipeGone(topic)
+                leader = self._leaders[topic] = found[topic]
+                if leader < 0:
+                    await asyncio.sleep(0.1)
+                    continue
+            response = await self.client.send(leader, OffsetRequest(-1, 0, [(topic, [(0, -1)])]))
+            for _, partitions in response.topics:
+                for _, code, *info in partitions:
+                    if code == 0:
+                        return info[0][0] if response.API_VERSION == 0 else info[1]
+                    if code in (UNKNOWN_TOPIC, NOT_LEADER, LEADER_NOT_AVAILABLE) or \
+                            for_code(code).retriable:
+                        self._leaders.pop(topic, None)
+                        await asyncio.sleep(0.05)
+                        break
+                    raise StoreError(f"end offset of {topic}: {for_code(code).__name__}")
+        raise StoreError(f"end offset of {topic}: no partition leader")
+
+    async def committed(self, group_id: str, tp: TopicPartition) -> OffsetAndMetadata:
+        offsets = await self.admin.list_consumer_group_offsets(group_id, partitions=[tp])
+        return offsets.get(tp) or OffsetAndMetadata(-1, "")
+
+    # -- reader groups -------------------------------------------------------------
+    def _member(self, name: str, group: str) -> GroupMember:
+        member = self._members.get((name, group))
+        if member is None:
+            member = self._members[(name, group)] = GroupMember(self, name, group)
+            member.start()
+        return member
+
+    def _close_member(self, key: tuple[str, str]) -> asyncio.Task | None:
+        member = self._members.pop(key, None)
+        if member is None:
+            return None
+        task = asyncio.create_task(member.close(), name=f"close {member.group_id}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
+
+    def drop_member(self, member: GroupMember) -> None:
+        if self._members.get((member.name, member.group)) is member:
+            self._close_member((member.name, member.group))
+
+    async def attach(self, name: str, group: str) -> int:
+        if name not in self.topics and not await self.exists(name):
+            raise PipeGone(name)
+        self._member(name, group)
+        return await self.end_offset(self.topic(name))
+
+    async def detach(self, name: str, group: str) -> None:
+        task = self._close_member((name, group))
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
+        # A reader whose group was detached by a racing close gets a member again.
+        return await self._member(name, group).fetch(max_bytes)
+
+    async def consume(self, name: str, group: str, max_bytes: int, decide):
+        return await self._member(name, group).consume(max_bytes, decide)
+
+    async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
+        member = self._members.get((name, group))
+        return member is not None and await member.commit(expected, new)
+
+    async def delete_group(self, name: str, group: str) -> bool:
+        gid = group_id(self.topic(name), group)
+        coordinator = await self.admin.find_coordinator(gid)
+        response = await self.client.send(coordinator, DeleteGroupsRequest([gid]))
+        [(_, code)] = response.results
+        if code == GROUP_NOT_FOUND:
+            return False
+        if code == NON_EMPTY_GROUP:
+            raise StoreError(f"reader group {group!r} of {name} has readers open")
+        if code:
+            raise StoreError(f"cannot delete reader group {group!r} of {name}:"
+                             f" {for_code(code).__name__}")
+        return True

@@ -1,0 +1,327 @@
+"""One reader group on this mount: its member in the Kafka consumer group.
+
+Lives on the bridge's asyncio loop, like every aiokafka object.
+
+The group of pipe NAME is the consumer group ``dnpfs.<topic>`` (a named group
+G: ``dnpfs.<topic>@G``), shared by every mount of the cluster.  The pipe's one
+partition is assigned to one member at a time, so readers on two mounts never
+deliver the same bytes.  While this member holds the partition:
+
+- ``cursor`` is the group's authoritative cursor.  It is loaded from the
+  committed offset and its metadata when the partition is assigned, moved by
+  ``commit`` (a compare-and-swap, no I/O), and written back to Kafka in the
+  background (at most every COMMIT_INTERVAL), and synchronously when the
+  partition is revoked and when the member closes.
+- a background task keeps calling ``getmany`` (so the member never exceeds
+  max.poll.interval, however long readers stay blocked) and buffers the
+  records from the cursor on; it pauses the partition while the buffer is full.
+
+A member that does not hold the partition delivers nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from ...model import Cursor, StoredRecord
+from ..base import Fetched
+from . import wire
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+SETTLE_WAIT = 3.0  # fetch waits this long for a rebalance to end ...
+CATCH_UP_WAIT = 2.0  # ... and this long for records the broker already has
+COMMIT_INTERVAL = 0.1
+POLL_MS = 500
+PAUSE_BYTES = 4 << 20  # stop fetching ahead above this much buffered data
+RESUME_BYTES = 1 << 20
+MAX_FETCH_RECORDS = 4096
+STOP_TIMEOUT = 5.0
+
+# Consumer settings: quick rebalances, so a partition moves to another mount
+# within a second or so when this one's last reader closes.
+CONSUMER_SETTINGS: dict[str, Any] = dict(
+    enable_auto_commit=False,
+    auto_offset_reset="earliest",
+    heartbeat_interval_ms=500,
+    session_timeout_ms=10_000,
+    rebalance_timeout_ms=20_000,
+    fetch_max_wait_ms=POLL_MS,
+    max_partition_fetch_bytes=2 << 20,
+    retry_backoff_ms=100,
+)
+
+
+def group_id(topic: str, group: str) -> str:
+    return f"dnpfs.{topic}" if not group else f"dnpfs.{topic}@{group}"
+
+
+class GroupMember(ConsumerRebalanceListener):
+    def __init__(self, cluster: Cluster, name: str, group: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.group = group
+        self.topic = cluster.topic(name)
+        self.tp = TopicPartition(self.topic, 0)
+        self.group_id = group_id(self.topic, group)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.cursor = Cursor()
+        self.held = False  # the partition is ours and ``cursor`` is loaded
+        self.closing = False
+        self._committed: Cursor | None = None
+        self._generation = 0  # bumped by every rebalance callback
+        self._settled = asyncio.Event()  # no rebalance under way
+        self._progress = asyncio.Event()  # replaced after each getmany
+        self._dirty = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._buffer: deque[StoredRecord] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._tasks: list[asyncio.Task] = []
+
+    def __repr__(self) -> str:
+        return f"<member {self.group_id}>"
+
+    # -- life ----------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name=f"poll {self.group_id}"),
+            asyncio.create_task(self._commit_loop(), name=f"commit {self.group_id}"),
+        ]
+
+    async def close(self) -> None:
+        """Commit the cursor and leave the group, so the partition moves on."""
+        if self.closing:
+            return
+        self.closing = True
+        self._settled.set()
+        self._wake()
+        try:
+            await asyncio.wait_for(self._flush(final=True), STOP_TIMEOUT)
+        except (TimeoutError, KafkaError) as e:
+            log.warning("%s: last cursor not committed: %s", self.group_id, e)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.consumer is not None:
+            try:
+                await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT)
+            except Exception as e:  # noqa: BLE001 - leaving is best effort
+                log.warning("%s: leaving the group: %s", self.group_id, e)
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(group_id=self.group_id, **self.cluster.consumer_kwargs(),
+                                    **CONSUMER_SETTINGS)
+        consumer.subscribe([self.topic], listener=self)
+        return consumer
+
+    async def _poll_loop(self) -> None:
+        while True:
+            self.consumer = self._new_consumer()
+            try:
+                await self.consumer.start()
+                break
+            except KafkaError as e:
+                with contextlib.suppress(Exception):
+                    await self.consumer.stop()
+                if self.name not in self.cluster.topics:
+                    self.cluster.drop_member(self)  # the pipe is gone: nothing to join
+                    return
+                log.warning("%s: cannot join: %s", self.group_id, e)
+                await asyncio.sleep(1.0)
+        while True:
+            try:
+                batches = await self.consumer.getmany(timeout_ms=POLL_MS)
+            except KafkaError as e:
+                log.warning("%s: fetch: %s", self.group_id, e)
+                await asyncio.sleep(0.5)
+                continue
+            records = batches.get(self.tp)
+            if records:
+                self._add(records)
+            self._wake()
+
+    # -- rebalance listener ---------------------------------------------------
+    async def on_partitions_revoked(self, revoked) -> None:
+        self._generation += 1
+        self._settled.clear()
+        await self._flush(final=True)
+        self._clear()
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self._generation += 1
+        if self.tp in assigned and not self.closing:
+            asyncio.create_task(self._load(self._generation))
+            return
+        self.held = False
+        self._clear()
+        self._settled.set()
+        self.cluster.notify(self.name)
+
+    async def _load(self, generation: int) -> None:
+        """Read the committed cursor of the partition just assigned."""
+        while generation == self._generation and not self.closing:
+            try:
+                committed = await asyncio.wait_for(self.cluster.committed(self.group_id, self.tp), 5)
+                break
+            except (TimeoutError, KafkaError) as e:
+                log.info("%s: reading the committed cursor: %s", self.group_id, e)
+                await asyncio.sleep(0.2)
+        else:
+            return
+        if generation != self._generation or self.closing:
+            return
+        self.cursor = wire.decode_cursor(committed.offset, committed.metadata)
+        self._committed = self.cursor
+        self.held = True
+        self._trim()
+        self._settled.set()
+        log.debug("%s: holds the partition at %s", self.group_id, self.cursor)
+        self.cluster.notify(self.name)
+
+    # -- records ---------------------------------------------------------------
+    def _add(self, records) -> None:
+        added = False
+        for r in records:
+            if self._buffer and r.offset <= self._buffer[-1].offset:
+                continue
+            if self.held and r.offset < self.cursor.offset:
+                continue
+            rec = wire.decode_record(r.offset, r.value, r.headers)
+            self._buffer.append(rec)
+            self._buffered += len(rec.data)
+            added = True
+        if self._buffered > PAUSE_BYTES and not self._paused:
+            with contextlib.suppress(Exception):
+                self.consumer.pause(self.tp)
+                self._paused = True
+        if added:
+            self.cluster.notify(self.name)
+
+    def _trim(self) -> None:
+        """Drop buffered records below the cursor."""
+        while self._buffer and self._buffer[0].offset < self.cursor.offset:
+            self._buffered -= len(self._buffer.popleft().data)
+        if self._paused and self._buffered < RESUME_BYTES:
+            with contextlib.suppress(Exception):
+                self.consumer.resume(self.tp)
+            self._paused = False
+
+    def _clear(self) -> None:
+        self._buffer.clear()
+        self._buffered = 0
+        self._paused = False  # a new assignment starts unpaused
+
+    def _wake(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def _slice(self, max_bytes: int) -> list[StoredRecord]:
+        out: list[StoredRecord] = []
+        budget = max_bytes
+        at, pos = self.cursor.offset, self.cursor.byte_pos
+        for rec in self._buffer:
+            if rec.offset < at:
+                continue
+            out.append(rec)
+            budget -= len(rec.data) - (pos if rec.offset == at else 0)
+            if budget <= 0 or len(out) >= MAX_FETCH_RECORDS:
+                break
+        return out
+
+    # -- what readers call -------------------------------------------------------
+    async def fetch(self, max_bytes: int) -> Fetched:
+        """The cursor and buffered records from it.  Waits (briefly) only for a
+        rebalance under way and for records the broker already has, so that a
+        reader which does not block (O_NONBLOCK, poll) sees what is stored."""
+        if not self._settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), SETTLE_WAIT)
+        if not self.held or self.closing:
+            return Fetched(self.cursor, [])
+        records = self._slice(max_bytes)
+        if not records:
+            await self._catch_up()
+            records = self._slice(max_bytes) if self.held and not self.closing else []
+        return Fetched(self.cursor, records)
+
+    async def _catch_up(self) -> None:
+        """Wait until the records below the partition's current end are buffered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_WAIT
+        try:
+            end = await asyncio.wait_for(self.cluster.end_offset(self.topic), CATCH_UP_WAIT)
+        except Exception as e:  # noqa: BLE001 - then deliver what is buffered
+            log.debug("%s: end offset: %s", self.group_id, e)
+            return
+        while self.held and not self._buffer and not self.closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            progress = self._progress
+            try:
+                position = await asyncio.wait_for(self.consumer.position(self.tp), remaining)
+            except Exception:  # noqa: BLE001 - revoked meanwhile, or timed out
+                return
+            if position >= end:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), max(0.0, deadline - loop.time()))
+
+    async def consume(self, max_bytes: int, decide):
+        """Fetch, decide and commit with no await between deciding and
+        committing: readers of the group on this mount never race."""
+        fetched = await self.fetch(max_bytes)
+        new, result = decide(fetched)
+        if new != fetched.cursor and not await self.commit(fetched.cursor, new):
+            return None  # the partition moved away while fetching: fetch again
+        return (result,)
+
+    async def commit(self, expected: Cursor, new: Cursor) -> bool:
+        """Compare-and-swap of the in-memory cursor; Kafka follows in the background."""
+        if self.closing or not self.held or self.cursor != expected:
+            return False
+        self.cursor = new
+        self._trim()
+        self._dirty.set()
+        return True
+
+    # -- committing to Kafka ---------------------------------------------------------
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not await self._flush():
+                self._dirty.set()  # try again after the interval
+            await asyncio.sleep(COMMIT_INTERVAL)
+
+    async def _flush(self, final: bool = False) -> bool:
+        """Commit the cursor if it moved; *final*: then stop holding it."""
+        ok = True
+        async with self._commit_lock:
+            while self.held:
+                cursor = self.cursor
+                if cursor == self._committed:
+                    break
+                meta = wire.encode_cursor(cursor)
+                try:
+                    await self.consumer.commit({self.tp: OffsetAndMetadata(cursor.offset, meta)})
+                except Exception as e:  # noqa: BLE001 - logged; Kafka keeps the older cursor
+                    log.warning("%s: committing %s: %s", self.group_id, cursor, e)
+                    ok = False
+                    break
+                self._committed = cursor
+            if final:
+                self.held = False
+        return ok

@@ -1,0 +1,190 @@
+"""The Kafka backend: each pipe is a topic, each reader group a consumer group.
+
+- Pipe NAME is topic ``<topic_prefix>NAME`` with one partition (so records
+  keep their order) and the configured replication factor.
+- A record is one write() or a session marker; see ``wire`` and
+  docs/wire-format.md, which any Kafka client can follow.
+- Reader group G of NAME is consumer group ``dnpfs.<topic>@G`` (the default
+  group: ``dnpfs.<topic>``), shared by every mount of the cluster.  The first
+  reader of a group on a mount makes the mount a member (``attach``); the last
+  one to close commits and leaves (``detach``), so the partition moves to a
+  mount that still has readers.  The cursor is the committed offset plus
+  commit metadata (byte position, open sessions).
+
+aiokafka is asyncio-only: it runs on one asyncio loop in one thread owned by
+this backend (``_bridge``), and every method here hands its work to that loop
+(``_cluster``, ``_member``).  Callers see trio coroutines and dnpfs errors only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from ...errors import DnpfsError, PipeGone, StoreError
+from ...model import Cursor, Record
+from ..base import Backend, ChangeCallback, Fetched, T
+from ._bridge import Bridge
+from ._cluster import Cluster, describe_error
+from .config import ClientConfig
+
+log = logging.getLogger(__name__)
+
+# Kafka's default message.max.bytes is 1048588 (1 MiB + 12): a batch of one
+# record carries 61 bytes of batch header, the record framing and the dnpfs
+# headers besides the value.  1,000,000 leaves ample room for all of that.
+DEFAULT_MAX_RECORD = 1_000_000
+MAX_REQUEST = 1 << 20  # the producer's own limit; a record of MAX_RECORD fits
+
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
+_PREFIX = re.compile(r"[A-Za-z0-9._-]*")
+
+
+class KafkaBackend(Backend):
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic_prefix: str = "",
+        config_file: Path | str | None = None,
+        replication_factor: int = 1,
+        max_record_size: int = DEFAULT_MAX_RECORD,
+    ) -> None:
+        self.bootstrap = bootstrap.strip()
+        self.topic_prefix = topic_prefix
+        self.config_file = config_file
+        self.replication_factor = replication_factor
+        self.max_record_size = max_record_size
+        self.description = f"kafka:{self.bootstrap}" + (f"/{topic_prefix}" if topic_prefix else "")
+        self._config: ClientConfig | None = None
+        self._bridge = Bridge()
+        self._cluster: Cluster | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def check(self) -> None:
+        servers = [s.strip() for s in self.bootstrap.split(",")]
+        bad = [s for s in servers if not _HOST_PORT.fullmatch(s)]
+        if not self.bootstrap or bad:
+            raise StoreError(f"invalid Kafka bootstrap address {bad[0] if bad else ''!r}:"
+                             " use HOST:PORT[,HOST:PORT...]")
+        if not _PREFIX.fullmatch(self.topic_prefix) or len(self.topic_prefix) > 200:
+            raise StoreError(f"invalid topic prefix {self.topic_prefix!r}:"
+                             " use at most 200 of [A-Za-z0-9._-]")
+        if self.replication_factor < 1:
+            raise StoreError("the replication factor must be at least 1")
+        self._config = ClientConfig.load(self.config_file)
+        if self.config_file is not None:
+            log.info("Kafka client settings from %s: %s", self.config_file, self._config.describe())
+
+    async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
+        self.check()
+        _quiet_aiokafka()
+        self._bridge.start()
+        self._cluster = Cluster(
+            self.bootstrap,
+            self.topic_prefix,
+            self._config,
+            self.replication_factor,
+            max(MAX_REQUEST, self.max_record_size + (64 << 10)),
+            notify=lambda name: self._bridge.to_trio(on_change, name),
+        )
+        try:
+            await self._call(self._cluster.start)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._bridge.stop()
+            raise
+        log.info("connected to Kafka at %s (topic prefix %r)", self.bootstrap, self.topic_prefix)
+
+    async def close(self) -> None:
+        if self._cluster is None:
+            return
+        try:
+            with trio.CancelScope(shield=True), trio.move_on_after(8):
+                await self._call(self._cluster.close)
+        except DnpfsError as e:
+            log.warning("closing the Kafka client: %s", e)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._bridge.stop()
+
+    async def _call(self, fn, *args, shield: bool = False):
+        try:
+            return await self._bridge.call(fn, *args, shield=shield)
+        except DnpfsError:
+            raise
+        except Exception as e:
+            log.debug("Kafka call %s failed", getattr(fn, "__name__", fn), exc_info=True)
+            raise StoreError(f"Kafka: {describe_error(e)}") from e
+
+    # -- pipes -------------------------------------------------------------
+    async def create_pipe(self, name: str) -> bool:
+        return await self._call(self._cluster.create, name)
+
+    async def delete_pipe(self, name: str) -> bool:
+        return await self._call(self._cluster.delete, name)
+
+    async def list_pipes(self) -> list[str]:
+        return await self._call(self._cluster.list)
+
+    async def pipe_exists(self, name: str) -> bool:
+        if name in self._cluster.topics:  # refreshed in the background
+            return True
+        return await self._call(self._cluster.exists, name)
+
+    # -- records -----------------------------------------------------------
+    async def append(self, name: str, records: Sequence[Record], durable: bool = True) -> None:
+        # Every append waits for acks=all, so *durable* asks nothing more: an
+        # acknowledged record is in every in-sync replica's log.
+        if not records:
+            return
+        too_big = [r for r in records if len(r.data) > self.max_record_size]
+        if too_big:
+            raise StoreError(f"record of {len(too_big[0].data)} bytes is over the limit of"
+                             f" {self.max_record_size}")
+        await self._call(self._cluster.append, name, records)
+
+    # -- reader groups -----------------------------------------------------
+    async def attach(self, name: str, group: str) -> int:
+        return await self._call(self._cluster.attach, name, group)
+
+    async def detach(self, name: str, group: str) -> None:
+        await self._call(self._cluster.detach, name, group, shield=True)
+
+    async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
+        if name not in self._cluster.topics and not await self._call(self._cluster.exists, name):
+            raise PipeGone(name)
+        return await self._call(self._cluster.fetch, name, group, max_bytes)
+
+    async def consume(self, name: str, group: str, max_bytes: int,
+                      decide: Callable[[Fetched], tuple[Cursor, T]]) -> T:
+        # One trip to the asyncio thread per read: *decide* is pure, so it runs
+        # there, between the fetch and the commit, with no other reader between.
+        while True:
+            if name not in self._cluster.topics and not await self._call(self._cluster.exists,
+                                                                          name):
+                raise PipeGone(name)
+            done = await self._call(self._cluster.consume, name, group, max_bytes, decide,
+                                    shield=True)
+            if done is not None:
+                return done[0]
+
+    async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
+        return await self._call(self._cluster.commit, name, group, expected, new, shield=True)
+
+    async def delete_group(self, name: str, group: str) -> bool:
+        if not await self.pipe_exists(name):
+            return False
+        return await self._call(self._cluster.delete_group, name, group)
+
+
+def _quiet_aiokafka() -> None:
+    """aiokafka logs every join and leave at INFO: keep the daemon's log for
+    dnpfs unless someone asked for aiokafka's messages."""
+    logger = logging.getLogger("aiokafka")
+    if logger.level == logging.NOTSET and logging.getLogger().level > logging.DEBUG:
+        logger.setLevel(logging.WARNING)
