@@ -379,3 +379,17 @@ def test_one_gib_stream_arrives_unchanged(mounts):
     w = run(["python3", "-c", writer], timeout=600)
     out, err = reader.communicate(timeout=600)
     assert out.split()[0] == w.stdout.split()[0], err
+
+
+def test_killed_writer_ends_its_session(mounts):
+    """kill -9 of a writing process: the kernel closes its file, the session
+    ends, and a blocked reader gets the data, then EOF."""
+    a, b = mounts
+    mkfifo(a)
+    cat = spawn(["cat", str(b / "p")])
+    writer = spawn(f"exec > {a/'p'}; printf 'last words'; sleep 60", shell=True)
+    out = wait_for(lambda: _peek(cat, b"last words"), 5, what="the writer's data")
+    writer.kill()
+    writer.wait()
+    rest, _ = cat.communicate(timeout=5)
+    assert cat.returncode == 0 and out + rest == b"last words"
