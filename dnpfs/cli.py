@@ -15,11 +15,13 @@ from pathlib import Path
 from . import __version__
 from .backends.base import Backend
 from .backends.sqlite import SqliteBackend, default_store_path
+from .config import ConfigError, fstab_argv, load_toml
 from .errors import DnpfsError
 from .mount import MountError, check_fuse_device, check_mountpoint, fuse_options, serve, unmount
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parser, and its `mount` subparser (whose defaults a config file sets)."""
     p = argparse.ArgumentParser(
         prog="dnpfs",
         description="Distributed named pipes as files: mkfifo, cat and printf across machines.",
@@ -28,8 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     m = sub.add_parser("mount", help="mount a directory of pipes",
-                       description="Mount a directory of distributed named pipes.")
+                       description="Mount a directory of distributed named pipes. "
+                                   "Also callable as `dnpfs SOURCE MOUNTPOINT -o OPTS` "
+                                   "(fstab: type fuse.dnpfs).")
     m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    m.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML file with any of these options (command line wins)")
     m.add_argument("--store", type=Path, default=None,
                    help=f"embedded store file (default {default_store_path()})")
     m.add_argument("--kafka", metavar="HOST:PORT[,HOST:PORT...]",
@@ -61,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("umount", help="unmount, waking blocked readers",
                        description="Stop the daemon of a mount and unmount it.")
     u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
-    return p
+    return p, m
 
 
 def _setup_logging(debug: bool, log_file: Path | None) -> None:
@@ -150,14 +156,25 @@ def _mount(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Command line over config file over built-in defaults."""
+    argv = fstab_argv(argv) or argv
+    parser, mount_parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        mount_parser.set_defaults(**load_toml(args.config))
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parse(sys.argv[1:] if argv is None else argv)
         if args.command == "mount":
             return _mount(args)
         unmount(args.mountpoint)
         return 0
-    except (MountError, DnpfsError) as e:
+    except (MountError, DnpfsError, ConfigError) as e:
         print(f"dnpfs: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
