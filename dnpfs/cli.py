@@ -51,7 +51,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     m.add_argument("--foreground", "-f", action="store_true",
                    help="stay in the foreground and log to stderr")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
-                   help="FUSE mount options, comma-separated (e.g. allow_other)")
+                   help="mount options, comma-separated: FUSE's (allow_other, ...) and"
+                        " uid=N, gid=N, mode=OCTAL for every pipe (default: you, 0660)")
     m.add_argument("--log-file", type=Path, default=None,
                    help="log file when in the background (default: next to the store)")
     m.add_argument("--debug", action="store_true", help="log every request")
@@ -118,7 +119,7 @@ def _mount(args: argparse.Namespace) -> int:
     check_fuse_device()
     check_mountpoint(mountpoint)
     backend.check()
-    options = fuse_options(backend.description, args.options)
+    options, owner = fuse_options(backend.description, args.options)
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20)
 
     if args.foreground:
@@ -128,7 +129,7 @@ def _mount(args: argparse.Namespace) -> int:
             if error:
                 raise MountError(error)
 
-        return serve(backend, mountpoint, options, on_ready=ready, **run)
+        return serve(backend, mountpoint, options, owner, on_ready=ready, **run)
 
     # Background: the parent returns once the child says the mount answers.
     read_end, write_end = os.pipe()
@@ -152,7 +153,7 @@ def _mount(args: argparse.Namespace) -> int:
         os.write(write_end, b"ready\n" if error is None else error.encode() + b"\n")
         os.close(write_end)
 
-    code = serve(backend, mountpoint, options, on_ready=report, **run)
+    code = serve(backend, mountpoint, options, owner, on_ready=report, **run)
     os._exit(code)
 
 

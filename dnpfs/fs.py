@@ -19,6 +19,7 @@ import os
 import select
 import stat
 import time
+from dataclasses import dataclass, field
 
 import pyfuse3
 
@@ -88,15 +89,32 @@ def _fail(code: int):
     raise pyfuse3.FUSEError(code)
 
 
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns every pipe of a mount (`-o uid=,gid=,mode=`).  With the
+    kernel's default_permissions these are enforced on open, create and
+    unlink; pipes do not carry modes of their own."""
+
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    mode: int = 0o660
+
+    @property
+    def dir_mode(self) -> int:
+        """The directory: whoever may read pipes may list, whoever may write may create."""
+        return self.mode | ((self.mode & 0o444) >> 2)
+
+
 class Filesystem(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, pipes: Pipes, *, cache_seconds: float = 0.5) -> None:
+    def __init__(self, pipes: Pipes, owner: Ownership | None = None, *,
+                 cache_seconds: float = 0.5) -> None:
         super().__init__()
         self.pipes = pipes
+        self.owner = owner or Ownership()
         self.cache_seconds = cache_seconds
-        self.uid, self.gid = os.getuid(), os.getgid()
         self.mounted_ns = time.time_ns()
         # Inode numbers per path ("jobs" or "jobs@audit"), stable while mounted.
         self._inos = itertools.count(pyfuse3.ROOT_INODE + 1)
@@ -119,7 +137,7 @@ class Filesystem(pyfuse3.Operations):
         a.st_ino = ino
         a.st_mode = mode
         a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
-        a.st_uid, a.st_gid = self.uid, self.gid
+        a.st_uid, a.st_gid = self.owner.uid, self.owner.gid
         a.st_size = 0
         a.st_blksize = 1 << 20  # tools size their buffers by it: cat reads 1 MiB at once
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mounted_ns
@@ -127,7 +145,7 @@ class Filesystem(pyfuse3.Operations):
         return a
 
     def _pipe_attr(self, path: str) -> pyfuse3.EntryAttributes:
-        return self._attr(self._ino(path), stat.S_IFREG | 0o666)
+        return self._attr(self._ino(path), stat.S_IFREG | self.owner.mode)
 
     def _path(self, ino: int) -> str:
         path = self._path_of.get(ino) or self._fifo_alias.get(ino)
@@ -155,9 +173,9 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def getattr(self, inode, ctx):
         if inode == pyfuse3.ROOT_INODE:
-            return self._attr(inode, stat.S_IFDIR | 0o777)
+            return self._attr(inode, stat.S_IFDIR | self.owner.dir_mode)
         if inode in self._fifo_alias:
-            a = self._attr(inode, stat.S_IFIFO | 0o666)
+            a = self._attr(inode, stat.S_IFIFO | self.owner.mode)
             a.attr_timeout = 0
             return a
         return self._pipe_attr(self._path(inode))
@@ -225,7 +243,7 @@ class Filesystem(pyfuse3.Operations):
             return self._pipe_attr(path)
         alias = next(self._inos)
         self._fifo_alias[alias] = path
-        attr = self._attr(alias, stat.S_IFIFO | (mode & 0o777))
+        attr = self._attr(alias, stat.S_IFIFO | self.owner.mode)
         attr.entry_timeout = attr.attr_timeout = 0
         return attr
 

@@ -20,7 +20,7 @@ import pyfuse3
 import trio
 
 from .backends.base import Backend
-from .fs import PID_XATTR, Filesystem
+from .fs import PID_XATTR, Filesystem, Ownership
 from .pipes import Pipes
 
 log = logging.getLogger(__name__)
@@ -96,20 +96,32 @@ def check_fuse_device() -> None:
     os.close(fd)
 
 
-def fuse_options(source: str, extra: list[str]) -> set[str]:
-    opts = set(pyfuse3.default_options)
+def fuse_options(source: str, extra: list[str]) -> tuple[set[str], Ownership]:
+    """FUSE mount options from `-o`, and the uid=, gid=, mode= ones dnpfs
+    applies itself (libfuse's low-level API has no such options)."""
+    opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     opts |= {f"fsname=dnpfs:{source}", "subtype=dnpfs"}
+    owner: dict[str, int] = {}
     for item in extra:
-        for opt in item.split(","):
-            if opt:
+        for opt in filter(None, item.split(",")):
+            key, _, value = opt.partition("=")
+            if key in ("uid", "gid", "mode"):
+                try:
+                    owner[key] = int(value, 8 if key == "mode" else 10)
+                except ValueError:
+                    raise MountError(f"-o {opt}: not a number") from None
+                if key == "mode" and not 0 <= owner[key] <= 0o777:
+                    raise MountError(f"-o {opt}: mode must be 0 to 0777")
+            else:
                 opts.add(opt)
-    return opts
+    return opts, Ownership(**owner)
 
 
 def serve(
     backend: Backend,
     mountpoint: Path,
     options: set[str],
+    owner: Ownership,
     *,
     max_tasks: int,
     buffer_bytes: int,
@@ -118,7 +130,7 @@ def serve(
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
     mount answers, or *on_ready(message)* if it could not start."""
     pipes = Pipes(backend, buffer_bytes=buffer_bytes)
-    fs = Filesystem(pipes)
+    fs = Filesystem(pipes, owner)
     mounted = False
 
     async def main() -> None:
