@@ -96,8 +96,15 @@ def take(
                 seen.add(rec.session)
             offset, pos = rec.offset + 1, 0
         else:  # Kind.END
+            # Only a session the group knows open can end the stream: a second
+            # END for one session, or an END whose BEGIN retention removed, is
+            # consumed without effect.
             remaining = sessions - {rec.session}
-            ends = not remaining and (rec.session in seen or rec.offset >= view.horizon)
+            ends = (
+                rec.session in sessions
+                and not remaining
+                and (rec.session in seen or rec.offset >= view.horizon)
+            )
             if ends and got:
                 break  # deliver the bytes now, the EOF on the next read
             sessions = remaining

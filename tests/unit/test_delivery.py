@@ -88,3 +88,10 @@ def test_would_deliver():
     assert not would_deliver(Cursor(), recs(("b", "s")), ReaderView())
     assert would_deliver(Cursor(), recs(("b", "s"), ("d", "s", b"x")), ReaderView())
     assert would_deliver(Cursor(), recs(("b", "s"), ("e", "s")), ReaderView())
+
+
+def test_end_of_a_session_the_group_never_saw_open_is_no_eof():
+    # A duplicate END, or one whose BEGIN and data retention removed.
+    r = [StoredRecord(5, Kind.END, "s")]
+    t = take(Cursor(5, 0, frozenset()), r, 100, view=ReaderView(horizon=0))
+    assert not t.eof and t.cursor.offset == 6
