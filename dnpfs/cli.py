@@ -7,6 +7,7 @@ failure is one line on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -65,6 +66,11 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     m.add_argument("--max-tasks", type=int, default=20000,
                    help="concurrent requests, each blocked read holds one (default 20000)")
 
+    st = sub.add_parser("status", help="pipes, backlogs, writers and health of mounts",
+                        description="Show what dnpfs mounts hold (all of them by default).")
+    st.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
     u = sub.add_parser("umount", help="unmount, waking blocked readers",
                        description="Stop the daemon of a mount and unmount it.")
     u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
@@ -118,6 +124,8 @@ def _mount(args: argparse.Namespace) -> int:
     backend = _backend(args)
     check_fuse_device()
     check_mountpoint(mountpoint)
+    if isinstance(backend, SqliteBackend) and backend.path.resolve().is_relative_to(mountpoint):
+        raise MountError(f"store {backend.path} is inside the mountpoint {mountpoint}")
     backend.check()
     options, owner = fuse_options(backend.description, args.options)
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20)
@@ -157,6 +165,20 @@ def _mount(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from . import status
+
+    points = [args.mountpoint] if args.mountpoint else status.dnpfs_mounts()
+    found = [status.collect(p) for p in points]
+    if args.json:
+        print(json.dumps(found if not args.mountpoint else found[0], indent=2))
+    elif not found:
+        print("no dnpfs mounts")
+    else:
+        print("\n\n".join(status.render(s) for s in found))
+    return 0
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     """Command line over config file over built-in defaults."""
     argv = fstab_argv(argv) or argv
@@ -173,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(sys.argv[1:] if argv is None else argv)
         if args.command == "mount":
             return _mount(args)
+        if args.command == "status":
+            return _status(args)
         unmount(args.mountpoint)
         return 0
     except (MountError, DnpfsError, ConfigError) as e:

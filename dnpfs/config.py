@@ -76,7 +76,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 def fstab_argv(argv: list[str]) -> list[str] | None:
     """``SOURCE MOUNTPOINT [-o OPTS]`` (as mount.fuse3 calls us) -> mount argv,
     or None when *argv* is an ordinary command line."""
-    if len(argv) < 2 or argv[0].startswith("-") or argv[0] in ("mount", "umount"):
+    if len(argv) < 2 or argv[0].startswith("-") or argv[0] in ("mount", "umount", "status"):
         return None
     source, mountpoint, rest = argv[0], argv[1], argv[2:]
     out = ["mount"]

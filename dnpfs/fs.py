@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
+import json
 import logging
 import os
 import select
@@ -42,6 +43,8 @@ from .writer import WriterSession
 log = logging.getLogger(__name__)
 
 PID_XATTR = b"user.dnpfs.pid"
+STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
+STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
 
 # The one place where dnpfs errors become errno values.
 _ERRNO = {
@@ -358,13 +361,40 @@ class Filesystem(pyfuse3.Operations):
     # -- extended attributes -------------------------------------------------
     @syscall
     async def getxattr(self, inode, name, ctx):
-        if inode == pyfuse3.ROOT_INODE and name == PID_XATTR:
-            return str(os.getpid()).encode()  # lets `dnpfs umount` find the daemon
-        _fail(pyfuse3.ENOATTR)
+        values = await self._xattrs(inode)
+        if name not in values:
+            _fail(pyfuse3.ENOATTR)
+        return values[name]
 
     @syscall
     async def listxattr(self, inode, ctx):
-        return []
+        return list(await self._xattrs(inode))
+
+    async def _xattrs(self, inode: int) -> dict[bytes, bytes]:
+        """Read-only status as extended attributes (`getfattr -d`, `dnpfs status`)."""
+        if inode == pyfuse3.ROOT_INODE:
+            summary = await self.pipes.summary()
+            summary["pid"] = os.getpid()
+            return {
+                PID_XATTR: str(os.getpid()).encode(),  # lets `dnpfs umount` find the daemon
+                STATUS_XATTR: json.dumps(summary).encode(),
+            }
+        if inode in self._fifo_alias:
+            return {}
+        pipe, _ = split_path(self._path(inode))
+        info = await self.pipes.describe(pipe)
+        values = {
+            b"user.dnpfs.records": info["records"],
+            b"user.dnpfs.bytes": info["bytes"],
+            b"user.dnpfs.writers_here": info["writers_here"],
+            b"user.dnpfs.readers_here": sum(g["readers_here"] for g in info["groups"].values()),
+        }
+        for group, g in info["groups"].items():
+            values[f"user.dnpfs.backlog.{group or 'default'}".encode()] = (
+                f"{g['backlog_records']} records, {g['backlog_bytes']} bytes")
+        out = {k: str(v).encode() for k, v in values.items() if v is not None}
+        out[STAT_XATTR] = json.dumps(info).encode()
+        return out
 
     @syscall
     async def setxattr(self, inode, name, value, ctx):

@@ -30,11 +30,12 @@ class PipeState:
         self.changed = trio.Event()
         self.readers: set[ReaderHandle] = set()
         self.outbox: Outbox | None = None
+        self.attaching: dict[str, int] = {}  # group -> opens still inside backend.attach
         self.checking_gone = False
 
     @property
     def unused(self) -> bool:
-        return not self.readers and self.outbox is None
+        return not self.readers and self.outbox is None and not any(self.attaching.values())
 
     def notify(self) -> None:
         """The pipe may have new records, or be gone: wake readers and pollers."""
@@ -150,25 +151,66 @@ class Pipes:
     async def exists(self, name: str) -> bool:
         return await self.backend.pipe_exists(name)
 
+    async def describe(self, name: str) -> dict:
+        """One pipe for `dnpfs status` and xattrs: the store's view and this mount's."""
+        try:
+            stats = await self.backend.stats(name)
+        except PipeGone:
+            raise PipeNotFound(name) from None
+        state = self._states.get(name)
+        readers: dict[str, int] = {}
+        for reader in state.readers if state else ():
+            readers[reader.group] = readers.get(reader.group, 0) + 1
+        return {
+            "pipe": name,
+            "records": stats.records,
+            "bytes": stats.bytes,
+            "groups": {g: {"backlog_records": s.backlog_records, "backlog_bytes": s.backlog_bytes,
+                           "readers_here": readers.get(g, 0)}
+                       for g, s in sorted(stats.groups.items())},
+            "writers_here": len(state.outbox.sessions) if state and state.outbox else 0,
+            "blocked_readers_here": sum(r.blocked for r in state.readers) if state else 0,
+        }
+
+    async def summary(self) -> dict:
+        """The mount as a whole (the root's user.dnpfs.status)."""
+        return {
+            "backend": self.backend.description,
+            "health": await self.backend.health(),
+            "pipes": len(await self.backend.list_pipes()),
+            "readers_here": sum(len(s.readers) for s in self._states.values()),
+            "writers_here": sum(len(s.outbox.sessions) for s in self._states.values() if s.outbox),
+        }
+
     # -- readers -------------------------------------------------------------
     async def open_reader(
         self, name: str, group: str, pid: int, nonblock: bool, packet: bool
     ) -> ReaderHandle:
         self._check_open()
+        state = self._state(name)
+        # Counted while attaching, so a reader of the same group closing
+        # meanwhile does not detach the group under this one.
+        state.attaching[group] = state.attaching.get(group, 0) + 1
         try:
             horizon = await self.backend.attach(name, group)
+            handle = ReaderHandle(self, state, group, horizon, pid, nonblock, packet)
+            state.readers.add(handle)
         except PipeGone:
             raise PipeNotFound(name) from None
-        state = self._state(name)
-        handle = ReaderHandle(self, state, group, horizon, pid, nonblock, packet)
-        state.readers.add(handle)
+        finally:
+            state.attaching[group] -= 1
+            if not state.attaching[group]:
+                del state.attaching[group]
+            self._release(state)  # only if the attach failed and nothing else holds it
         return handle
 
     async def close_reader(self, handle: ReaderHandle) -> None:
         state = handle.state
         state.readers.discard(handle)
         self._release(state)
-        if not any(r.group == handle.group for r in state.readers):
+        if not any(r.group == handle.group for r in state.readers) and not state.attaching.get(
+            handle.group
+        ):
             try:
                 await self.backend.detach(state.name, handle.group)
             except PipeGone:

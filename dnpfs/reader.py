@@ -42,6 +42,7 @@ class ReaderHandle:
         self.packet = packet
         self.view = ReaderView(horizon)
         self.eof = False  # once EOF was returned, this handle stays at EOF
+        self.blocked = False  # waiting in read() now
         self.poll_handle = None
 
     @property
@@ -79,8 +80,12 @@ class ReaderHandle:
                 return taken.data
             if self.nonblock:
                 raise WouldBlock(self.name)
-            with self.pipes.signals.interruptible(self.pid):
-                await changed.wait()
+            self.blocked = True
+            try:
+                with self.pipes.signals.interruptible(self.pid):
+                    await changed.wait()
+            finally:
+                self.blocked = False
         return b""
 
     async def readable(self) -> bool:

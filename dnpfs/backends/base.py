@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import trio
@@ -31,6 +31,21 @@ ChangeCallback = Callable[[str | None], None]
 class Fetched:
     cursor: Cursor
     records: list[StoredRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    backlog_records: int | None  # data records not yet delivered to the group
+    backlog_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PipeStats:
+    """What `dnpfs status` and the pipe's xattrs show; None where unknown."""
+
+    records: int | None = None  # data records retained
+    bytes: int | None = None
+    groups: dict[str, GroupStats] = field(default_factory=dict)
 
 
 class Backend(abc.ABC):
@@ -124,3 +139,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def delete_group(self, name: str, group: str) -> bool: ...
+
+    # -- status ---------------------------------------------------------------
+    async def stats(self, name: str) -> PipeStats:
+        """Retained records and each group's backlog.  Raises PipeGone."""
+        return PipeStats()
+
+    async def health(self) -> str:
+        """"ok", or one line saying what is wrong with the store."""
+        return "ok"

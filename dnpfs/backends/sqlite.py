@@ -32,7 +32,7 @@ import trio
 from ..errors import PipeGone, StoreError
 from ..model import Cursor, Kind, Record, StoredRecord
 from ..names import DEFAULT_GROUP
-from .base import Backend, ChangeCallback, Fetched
+from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -373,6 +373,36 @@ class SqliteBackend(Backend):
                 ).rowcount == 1
 
         return await self._meta.run(delete)
+
+    # -- status ------------------------------------------------------------
+    async def stats(self, name: str) -> PipeStats:
+        def stats(db: sqlite3.Connection) -> PipeStats:
+            db.execute("BEGIN")
+            try:
+                pid = _pipe_id(db, name)
+                records, size = db.execute(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM records"
+                    " WHERE pipe = ? AND kind = 'data'", (pid,)).fetchone()
+                groups = {}
+                for group, next_id, pos in db.execute(
+                    "SELECT name, next, pos FROM groups WHERE pipe = ?", (pid,)
+                ).fetchall():
+                    count, left = db.execute(
+                        "SELECT count(*), coalesce(sum(length(data)), 0) FROM records"
+                        " WHERE pipe = ? AND id >= ? AND kind = 'data'", (pid, next_id)).fetchone()
+                    groups[group] = GroupStats(count, max(0, left - pos))
+                return PipeStats(records, size, groups)
+            finally:
+                db.execute("COMMIT")
+
+        return await self._meta.run(stats)
+
+    async def health(self) -> str:
+        try:
+            await self._meta.run(lambda db: db.execute("SELECT 1 FROM pipes LIMIT 1").fetchall())
+        except StoreError as e:
+            return str(e)
+        return "ok"
 
     # -- background --------------------------------------------------------
     @staticmethod

@@ -75,6 +75,8 @@ def test_mount_errors_are_one_clear_line(tmp_path, make_mount):
         run(["umount", str(ro)])
 
     assert "not mounted" in one_line_error(dnpfs("umount", tmp_path / "mp"))
+    inside = one_line_error(dnpfs("mount", "--store", tmp_path / "mp" / "s.sqlite", tmp_path / "mp"))
+    assert "inside the mountpoint" in inside
 
 
 def test_no_dev_fuse_is_one_clear_line(tmp_path):

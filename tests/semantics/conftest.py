@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-BACKENDS = [b for b in os.environ.get("DNPFS_TEST_BACKENDS", "sqlite").split(",") if b]
+BACKENDS = [b for b in os.environ.get("DNPFS_TEST_BACKENDS", "sqlite,kafka").split(",") if b]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
+    KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     UnknownTopicOrPartitionError,
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID = "dnpfs"
 CONNECT_TIMEOUT = 12.0
+CONTROL_TIMEOUT_MS = 15_000
 REFRESH_INTERVAL = 0.4
 VISIBLE_TIMEOUT = 5.0  # after creating or deleting a topic, wait until metadata shows it
 APPEND_CHECK = 0.5  # while waiting for acks, check this often that the topic still exists
@@ -66,9 +72,25 @@ def describe_error(e: BaseException) -> str:
         return "no answer in time"
     text = str(e).strip()
     name = type(e).__name__
-    if isinstance(e, KafkaError) and text.startswith(f"[Error"):
+    if isinstance(e, KafkaError) and text.startswith("[Error"):
         return text
     return f"{name}: {text}" if text and not text.startswith(name) else (text or name)
+
+
+class _ConnectErrors(logging.Handler):
+    """aiokafka says why a connection failed only in its log ("Unable connect
+    to ...: REASON") and raises a bare "Unable to bootstrap": keep the reason."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Unable connect to"):
+            reason = text.partition('": ')[2] or text
+            errno = re.match(r"\[Errno (\d+)\]", reason)
+            self.last = os.strerror(int(errno.group(1))) if errno else reason
 
 
 class Cluster:
@@ -98,6 +120,8 @@ class Cluster:
         self.admin: AIOKafkaAdminClient | None = None
         self.producer: AIOKafkaProducer | None = None
         self._refresher: asyncio.Task | None = None
+        self.message_max_bytes: int | None = None
+        self.health = "ok"  # or one line: what is wrong (read from the trio thread)
 
     # -- names -----------------------------------------------------------------
     def topic(self, name: str) -> str:
@@ -121,8 +145,10 @@ class Cluster:
     async def start(self) -> None:
         self._kwargs = self.config.client_kwargs()
         common = dict(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, **self._kwargs)
-        self.client = AIOKafkaClient(**common)
-        self.admin = AIOKafkaAdminClient(**common)
+        # Metadata and admin requests answer a syscall (lookup, mkfifo, rm):
+        # fail within seconds rather than aiokafka's default 40.
+        self.client = AIOKafkaClient(**common, request_timeout_ms=CONTROL_TIMEOUT_MS)
+        self.admin = AIOKafkaAdminClient(**common, request_timeout_ms=CONTROL_TIMEOUT_MS)
         self.producer = AIOKafkaProducer(
             **common,
             acks="all",
@@ -132,16 +158,60 @@ class Cluster:
             max_request_size=self.max_request_size,
             request_timeout_ms=30_000,
         )
+        capture = _ConnectErrors()
+        logging.getLogger("aiokafka").addHandler(capture)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self.client.bootstrap()
                 await self.admin.start()
                 await self.producer.start()
                 await self.refresh()
+                self.message_max_bytes = await self._message_max_bytes()
         except (TimeoutError, KafkaError, OSError, StoreError) as e:
             await self._stop_clients()
-            raise StoreError(f"cannot reach Kafka at {self.bootstrap}: {describe_error(e)}") from None
+            if isinstance(e, TimeoutError):
+                reason = f"no answer within {CONNECT_TIMEOUT:.0f} s"
+            elif isinstance(e, KafkaConnectionError):
+                reason = capture.last or await self._why_unreachable()
+            else:
+                reason = describe_error(e)
+            raise StoreError(f"cannot reach Kafka at {self.bootstrap}: {reason}") from None
+        finally:
+            logging.getLogger("aiokafka").removeHandler(capture)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="topic refresh")
+
+    async def _message_max_bytes(self) -> int | None:
+        """The broker's message.max.bytes (new topics inherit it), if it says."""
+        node = self.client.get_random_node()
+        try:
+            [response] = await asyncio.wait_for(self.admin.describe_configs(
+                [ConfigResource(ConfigResourceType.BROKER, str(node), {"message.max.bytes": None})]),
+                5)
+            for resource in response.to_object()["resources"]:
+                for entry in resource["config_entries"]:
+                    if entry["config_names"] == "message.max.bytes":
+                        return int(entry["config_value"])
+        except Exception as e:  # noqa: BLE001 - not allowed to look (ACLs): keep the default
+            log.info("cannot read the broker's message.max.bytes: %s", describe_error(e))
+        return None
+
+    async def _why_unreachable(self) -> str:
+        """aiokafka only says "Unable to bootstrap"; find the socket-level reason."""
+        reasons = []
+        for server in self.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host.strip("[]"), int(port)), 3)
+                writer.close()
+            except TimeoutError:
+                reasons.append(f"{server}: no answer")
+            except OSError as e:
+                reasons.append(f"{server}: {os.strerror(e.errno) if e.errno else e}")
+            else:
+                reasons.append(f"{server}: connected, but the Kafka handshake failed"
+                               " (wrong port, or TLS/SASL settings?)")
+        return "; ".join(reasons) if len(reasons) > 1 else reasons[0].partition(": ")[2]
 
     async def close(self) -> None:
         if self._refresher is not None:
@@ -201,18 +271,19 @@ class Cluster:
             self.notify(name)
 
     async def _refresh_loop(self) -> None:
-        failing = False
         while True:
             await asyncio.sleep(REFRESH_INTERVAL)
             try:
                 await asyncio.wait_for(self.refresh(), 10)
-                if failing:
+                if self.health != "ok":
                     log.info("Kafka metadata readable again")
-                failing = False
+                self.health = "ok"
             except Exception as e:  # noqa: BLE001 - keep refreshing whatever happened
-                if not failing:
+                if self.health == "ok":
                     log.warning("reading Kafka metadata: %s", describe_error(e))
-                failing = True
+                    since = time.strftime("%H:%M:%S")
+                    self.health = f"Kafka at {self.bootstrap} not answering since {since}:" \
+                                  f" {describe_error(e)}"
 
     def _set_exists(self, name: str, exists: bool) -> None:
         if (name in self.topics) == exists:
@@ -332,14 +403,15 @@ class Cluster:
             raise StoreError(f"Kafka did not store the records of {name}: {describe_error(e)}") \
                 from None
 
-    async def end_offset(self, topic: str) -> int:
-        """The partition's end offset (high watermark): the next record's offset."""
+    async def end_offset(self, name: str) -> int:
+        """The pipe's end offset (its high watermark): the next record's offset."""
+        topic = self.topic(name)
         for _ in range(5):
             leader = self._leaders.get(topic, -1)
             if leader < 0:
                 found = await self._metadata([topic])
                 if topic not in found:
-                    raise PipeGone(topic)
+                    raise PipeGone(name)
                 leader = self._leaders[topic] = found[topic]
                 if leader < 0:
                     await asyncio.sleep(0.1)
@@ -385,13 +457,19 @@ class Cluster:
     async def attach(self, name: str, group: str) -> int:
         if name not in self.topics and not await self.exists(name):
             raise PipeGone(name)
-        self._member(name, group)
-        return await self.end_offset(self.topic(name))
+        horizon = await self.end_offset(name)
+        self._member(name, group)  # joins in the background
+        return horizon
 
     async def detach(self, name: str, group: str) -> None:
         task = self._close_member((name, group))
-        if task is not None:
-            await asyncio.shield(task)
+        if task is None:
+            return
+        # A reader of the group whose open raced with this close (its attach
+        # found the member just closed) must not wait for a member that no
+        # longer exists: wake it, its next fetch joins the group again.
+        self.notify(name)
+        await asyncio.shield(task)
 
     async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
         # A reader whose group was detached by a racing close gets a member again.

@@ -89,6 +89,7 @@ class GroupMember(ConsumerRebalanceListener):
         self._buffered = 0
         self._paused = False
         self._tasks: list[asyncio.Task] = []
+        self._loader: asyncio.Task | None = None
 
     def __repr__(self) -> str:
         return f"<member {self.group_id}>"
@@ -111,9 +112,10 @@ class GroupMember(ConsumerRebalanceListener):
             await asyncio.wait_for(self._flush(final=True), STOP_TIMEOUT)
         except (TimeoutError, KafkaError) as e:
             log.warning("%s: last cursor not committed: %s", self.group_id, e)
-        for task in self._tasks:
+        tasks = [t for t in (*self._tasks, self._loader) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.consumer is not None:
             try:
                 await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT)
@@ -132,7 +134,7 @@ class GroupMember(ConsumerRebalanceListener):
             try:
                 await self.consumer.start()
                 break
-            except KafkaError as e:
+            except Exception as e:  # noqa: BLE001 - KafkaError, or TLS/socket trouble
                 with contextlib.suppress(Exception):
                     await self.consumer.stop()
                 if self.name not in self.cluster.topics:
@@ -143,7 +145,7 @@ class GroupMember(ConsumerRebalanceListener):
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=POLL_MS)
-            except KafkaError as e:
+            except Exception as e:  # noqa: BLE001 - the loop must go on: it keeps us in the group
                 log.warning("%s: fetch: %s", self.group_id, e)
                 await asyncio.sleep(0.5)
                 continue
@@ -162,7 +164,7 @@ class GroupMember(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         self._generation += 1
         if self.tp in assigned and not self.closing:
-            asyncio.create_task(self._load(self._generation))
+            self._loader = asyncio.create_task(self._load(self._generation))
             return
         self.held = False
         self._clear()
@@ -261,7 +263,7 @@ class GroupMember(ConsumerRebalanceListener):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CATCH_UP_WAIT
         try:
-            end = await asyncio.wait_for(self.cluster.end_offset(self.topic), CATCH_UP_WAIT)
+            end = await asyncio.wait_for(self.cluster.end_offset(self.name), CATCH_UP_WAIT)
         except Exception as e:  # noqa: BLE001 - then deliver what is buffered
             log.debug("%s: end offset: %s", self.group_id, e)
             return

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # record carries 61 bytes of batch header, the record framing and the dnpfs
 # headers besides the value.  1,000,000 leaves ample room for all of that.
 DEFAULT_MAX_RECORD = 1_000_000
+RECORD_OVERHEAD = 4096  # batch header, record framing, headers: generously
 MAX_REQUEST = 1 << 20  # the producer's own limit; a record of MAX_RECORD fits
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
@@ -63,6 +64,7 @@ class KafkaBackend(Backend):
         self._config: ClientConfig | None = None
         self._bridge = Bridge()
         self._cluster: Cluster | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
     def check(self) -> None:
@@ -79,6 +81,9 @@ class KafkaBackend(Backend):
         self._config = ClientConfig.load(self.config_file)
         if self.config_file is not None:
             log.info("Kafka client settings from %s: %s", self.config_file, self._config.describe())
+            if self._config.bootstrap not in (None, self.bootstrap):
+                log.info("%s: bootstrap.servers=%s ignored; connecting to %s", self.config_file,
+                         self._config.bootstrap, self.bootstrap)
 
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
         self.check()
@@ -98,11 +103,17 @@ class KafkaBackend(Backend):
             with trio.CancelScope(shield=True):
                 await self._bridge.stop()
             raise
+        limit = self._cluster.message_max_bytes
+        if limit is not None and limit - RECORD_OVERHEAD < self.max_record_size:
+            self.max_record_size = max(4096, limit - RECORD_OVERHEAD)
+            log.info("the broker takes messages of up to %d bytes: writes are split into"
+                     " records of %d", limit, self.max_record_size)
         log.info("connected to Kafka at %s (topic prefix %r)", self.bootstrap, self.topic_prefix)
 
     async def close(self) -> None:
-        if self._cluster is None:
+        if self._cluster is None or self._closed:
             return
+        self._closed = True
         try:
             with trio.CancelScope(shield=True), trio.move_on_after(8):
                 await self._call(self._cluster.close)
@@ -150,7 +161,9 @@ class KafkaBackend(Backend):
 
     # -- reader groups -----------------------------------------------------
     async def attach(self, name: str, group: str) -> int:
-        return await self._call(self._cluster.attach, name, group)
+        # Shielded: once the mount joined the group, the caller must learn it
+        # (and detach later), or the mount would hold the partition for no reader.
+        return await self._call(self._cluster.attach, name, group, shield=True)
 
     async def detach(self, name: str, group: str) -> None:
         await self._call(self._cluster.detach, name, group, shield=True)
@@ -180,6 +193,10 @@ class KafkaBackend(Backend):
         if not await self.pipe_exists(name):
             return False
         return await self._call(self._cluster.delete_group, name, group)
+
+    async def health(self) -> str:
+        """"ok", or why the cluster's metadata cannot be read right now."""
+        return self._cluster.health if self._cluster is not None else "not started"
 
 
 def _quiet_aiokafka() -> None:

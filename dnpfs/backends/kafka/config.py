@@ -10,6 +10,9 @@ and kcat, so one file can serve both::
     sasl.password = s3cret
     ssl.ca.location = /etc/kafka/ca.pem
 
+``bootstrap.servers`` is accepted (kcat reads it) but the address given to
+``dnpfs mount --kafka`` is the one used.
+
 Unknown keys are refused (a typo must not silently disable TLS).  Secrets are
 never logged or shown: ``ClientConfig.describe()`` masks them.
 """
@@ -26,6 +29,7 @@ from ...errors import StoreError
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 KEYS = (
+    "bootstrap.servers",  # for kcat -F; the address given to dnpfs mount wins
     "security.protocol",
     "sasl.mechanism",
     "sasl.username",
@@ -83,6 +87,10 @@ class ClientConfig:
         config = cls(dict(props), source)
         config.client_kwargs(build_ssl=False)  # validate now, build the SSL context later
         return config
+
+    @property
+    def bootstrap(self) -> str | None:
+        return self.properties.get("bootstrap.servers")
 
     @property
     def protocol(self) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from ...model import Cursor, Kind, Record, StoredRecord
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SESSION_HEADER = "dnpfs.session"
 KIND_HEADER = "dnpfs.kind"
 CURSOR_VERSION = 1
+# Kafka refuses commit metadata over offset.metadata.max.bytes (default 4096).
+MAX_METADATA = 4000
 
 _KINDS = {k.value.encode(): k for k in Kind}
 _KIND_BYTES = {k: k.value.encode() for k in Kind}
@@ -72,18 +74,22 @@ def _session(raw: bytes | None) -> str | None:
     return text if text.isprintable() else None
 
 
-def record_overhead(record: Record) -> int:
-    """Bytes a record adds to its value in a batch, headers included (an upper bound)."""
-    _, headers = encode_record(record)
-    return 32 + sum(len(k) + len(v or b"") + 10 for k, v in headers)
-
-
 # -- cursors -----------------------------------------------------------------
 
 def encode_cursor(cursor: Cursor) -> str:
     """Commit metadata for *cursor*; the committed offset is ``cursor.offset``."""
-    body = {"v": CURSOR_VERSION, "pos": cursor.byte_pos, "open": sorted(cursor.open_sessions)}
-    return json.dumps(body, separators=(",", ":"))
+    sessions = sorted(cursor.open_sessions)
+    while True:
+        body = {"v": CURSOR_VERSION, "pos": cursor.byte_pos, "open": sessions}
+        text = json.dumps(body, separators=(",", ":"))
+        if len(text.encode()) <= MAX_METADATA:
+            return text
+        # Hundreds of writers open at once: keep what fits.  A dropped session
+        # can only make EOF come early, once every kept one has ended.
+        keep = len(sessions) * MAX_METADATA // len(text.encode())
+        log.warning("cursor metadata too long: keeping %d of %d open sessions", keep,
+                    len(cursor.open_sessions))
+        sessions = sessions[:keep]
 
 
 def decode_cursor(offset: int, metadata: str | None) -> Cursor:
@@ -110,7 +116,3 @@ def decode_cursor(offset: int, metadata: str | None) -> Cursor:
         log.warning("ignoring commit metadata %.80r: %s", metadata, e)
         return Cursor(offset)
     return Cursor(offset, pos, frozenset(sessions))
-
-
-def data_bytes(records: Sequence[StoredRecord]) -> int:
-    return sum(len(r.data) for r in records)

@@ -1,0 +1,71 @@
+"""`dnpfs status`: what a running mount holds, read from its xattrs.
+
+The daemon answers ``user.dnpfs.status`` on the mount's root and
+``user.dnpfs.stat`` on each pipe (JSON), so this needs no other channel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .mount import MountError, mount_type
+
+STATUS_XATTR = "user.dnpfs.status"
+STAT_XATTR = "user.dnpfs.stat"
+
+
+def dnpfs_mounts() -> list[Path]:
+    from .mount import _mountinfo
+
+    return [Path(point) for point, fstype in _mountinfo() if fstype == "fuse.dnpfs"]
+
+
+def collect(mountpoint: Path) -> dict:
+    mountpoint = Path(os.path.abspath(mountpoint))
+    if mount_type(mountpoint) != "fuse.dnpfs":
+        raise MountError(f"{mountpoint} is not a dnpfs mount")
+    try:
+        mount = json.loads(os.getxattr(mountpoint, STATUS_XATTR))
+        pipes = []
+        for name in sorted(os.listdir(mountpoint)):
+            try:
+                pipes.append(json.loads(os.getxattr(mountpoint / name, STAT_XATTR)))
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+    except OSError as e:
+        raise MountError(f"{mountpoint}: {e.strerror} (is the daemon alive?)") from None
+    return {"mountpoint": str(mountpoint), **mount, "pipes": pipes}
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def render(status: dict) -> str:
+    lines = [
+        f"{status['mountpoint']}: {status['backend']}  health: {status['health']}  "
+        f"pid {status['pid']}  pipes: {status['pipes'] if isinstance(status['pipes'], int) else len(status['pipes'])}",
+    ]
+    rows = [("PIPE", "RECORDS", "BYTES", "WRITERS", "READERS", "BACKLOG per group (records/bytes)")]
+    for p in status["pipes"]:
+        backlog = "  ".join(
+            f"{g or 'default'} {s['backlog_records'] if s['backlog_records'] is not None else '-'}"
+            f"/{_size(s['backlog_bytes'])}"
+            for g, s in p["groups"].items()
+        )
+        readers = sum(s["readers_here"] for s in p["groups"].values())
+        rows.append((p["pipe"], "-" if p["records"] is None else str(p["records"]),
+                     _size(p["bytes"]), str(p["writers_here"]), str(readers), backlog))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:5], widths[1:])]
+        lines.append("  ".join(cells + [r[5]]).rstrip())
+    return "\n".join(lines)

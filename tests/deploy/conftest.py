@@ -1,0 +1,51 @@
+"""Deployment artefacts checked here, with no container engine and no cluster:
+the image is built with podman (chroot isolation) and its filesystem run in a
+chroot; compose and Kubernetes files are validated against their schemas; the
+systemd unit goes through `systemd-analyze verify`.  See docs/deploy.md.
+
+The image tests install what they need (podman, debootstrap) and take a few
+minutes the first time; `-m "not deploy_image"` leaves them out locally.  CI
+runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "deploy_image: builds the container image with podman (minutes when cold)")
+
+
+def sh(cmd: list[str], *, timeout: float = 120, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a program; text output; on failure an AssertionError that shows it."""
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+    return result
+
+
+def ensure_debs(*packages: str, commands: tuple[str, ...] = ()) -> None:
+    """Install the Debian packages that are missing (as scripts/_deps.sh does).
+    Fails, never skips: CI runs as root and must run these tests."""
+    missing = [p for p in packages
+               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if not missing and all(shutil.which(c) for c in commands):
+        return
+    if os.geteuid() != 0:
+        pytest.fail(f"needs the Debian packages {' '.join(missing or packages)}; run as root"
+                    " (the test installs them) or install them first", pytrace=False)
+    sh(["apt-get", "update", "-qq"], timeout=600)
+    sh(["apt-get", "install", "-y", "-qq", *(missing or packages)], timeout=900,
+       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
