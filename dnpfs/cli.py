@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, logs
 from .backends.base import Backend
 from .backends.sqlite import SqliteBackend, default_store_path
 from .config import ConfigError, fstab_argv, load_toml
@@ -77,21 +76,6 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return p, m
 
 
-def _setup_logging(debug: bool, log_file: Path | None) -> None:
-    handler: logging.Handler
-    if log_file is None:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    if not debug:
-        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
-
-
 def _backend(args: argparse.Namespace) -> Backend:
     if args.kafka:
         if args.store:
@@ -131,7 +115,7 @@ def _mount(args: argparse.Namespace) -> int:
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20)
 
     if args.foreground:
-        _setup_logging(args.debug, None)
+        logs.setup(args.debug, None)
 
         def ready(error: str | None) -> None:
             if error:
@@ -151,7 +135,7 @@ def _mount(args: argparse.Namespace) -> int:
 
     os.close(read_end)
     os.setsid()
-    _setup_logging(args.debug, _log_file(args, backend))
+    logs.setup(args.debug, _log_file(args, backend))
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

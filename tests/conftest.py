@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,18 +24,21 @@ DNPFS = [sys.executable, "-m", "dnpfs"]
 class Mount:
     """One dnpfs daemon in the foreground, logging to a file."""
 
-    def __init__(self, path: Path, backend_args: list[str], log: Path, extra: list[str] = ()):
+    def __init__(self, path: Path, backend_args: list[str], log: Path, extra: list[str] = (),
+                 wrap=None):
         self.path = path
         self.backend_args = list(backend_args)
         self.log = log
         self.extra = list(extra)
+        self.wrap = wrap or (lambda argv: argv)  # e.g. run inside a host's network namespace
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mount:
         self.path.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [*DNPFS, "mount", "--foreground", *self.backend_args, *self.extra, str(self.path)],
+            self.wrap([*DNPFS, "mount", "--foreground", *self.backend_args, *self.extra,
+                       str(self.path)]),
             stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         logf.close()

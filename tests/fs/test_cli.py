@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ..conftest import DNPFS, ROOT
-from ..util import mounted, run, spawn, wait_blocked, wait_for
+from ..util import mounted, run, spawn, wait_blocked
 
 
 def dnpfs(*args, check=False, timeout=30):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import StoreError
+from ...logs import register_secret
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
@@ -84,6 +85,8 @@ class ClientConfig:
             raise StoreError(
                 f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(KEYS)}"
             )
+        for key in SECRET_KEYS:
+            register_secret(props.get(key, ""))
         config = cls(dict(props), source)
         config.client_kwargs(build_ssl=False)  # validate now, build the SSL context later
         return config
