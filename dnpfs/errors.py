@@ -17,6 +17,10 @@ class PipeNotFound(DnpfsError):
     pass
 
 
+class Busy(DnpfsError):
+    """In use: a reader group with readers open cannot be deleted."""
+
+
 class PipeGone(DnpfsError):
     """The pipe was deleted while a handle still had it open."""
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 
 from .errors import (
+    Busy,
     DnpfsError,
     Interrupted,
     InvalidName,
@@ -49,6 +50,7 @@ STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
 # The one place where dnpfs errors become errno values.
 _ERRNO = {
     InvalidName: errno.EINVAL,
+    Busy: errno.EBUSY,
     PipeExists: errno.EEXIST,
     PipeNotFound: errno.ENOENT,
     PipeGone: errno.EPIPE,

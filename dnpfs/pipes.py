@@ -13,7 +13,7 @@ import math
 import trio
 
 from .backends.base import Backend
-from .errors import PipeGone, PipeNotFound, ShuttingDown
+from .errors import Busy, PipeGone, PipeNotFound, ShuttingDown
 from .interrupts import SignalWatcher
 from .names import check_name
 from .reader import ReaderHandle
@@ -142,6 +142,9 @@ class Pipes:
             state.notify()
 
     async def delete_group(self, name: str, group: str) -> None:
+        state = self._states.get(name)
+        if state and any(r.group == group for r in state.readers):
+            raise Busy(f"reader group {group!r} of {name} has readers open here")
         if not await self.backend.delete_group(name, group):
             raise PipeNotFound(f"{name}@{group}")
 

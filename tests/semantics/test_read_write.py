@@ -393,3 +393,27 @@ def test_killed_writer_ends_its_session(mounts):
     writer.wait()
     rest, _ = cat.communicate(timeout=5)
     assert cat.returncode == 0 and out + rest == b"last words"
+
+
+def test_removing_a_group_with_readers_open_is_ebusy(mounts):
+    a, b = mounts
+    mkfifo(a)
+    run(f"printf x > {a/'p'}", shell=True)
+    fd = os.open(a / "p@g", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(fd, 10) == b"x"  # the group has a position now
+        with pytest.raises(OSError) as e:
+            os.unlink(a / "p@g")
+        assert e.value.errno == errno.EBUSY
+    finally:
+        os.close(fd)
+
+    def removed():  # the reader's release reaches the daemon just after close()
+        try:
+            os.unlink(a / "p@g")
+            return True
+        except OSError as e:
+            assert e.errno == errno.EBUSY
+            return False
+
+    wait_for(removed, 5, interval=0.1, what="the group to be removable")

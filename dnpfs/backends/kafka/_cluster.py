@@ -35,7 +35,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from ...errors import DnpfsError, InvalidName, PipeGone, StoreError
+from ...errors import Busy, DnpfsError, InvalidName, PipeGone, StoreError
 from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
@@ -490,7 +490,7 @@ class Cluster:
         if code == GROUP_NOT_FOUND:
             return False
         if code == NON_EMPTY_GROUP:
-            raise StoreError(f"reader group {group!r} of {name} has readers open")
+            raise Busy(f"reader group {group!r} of {name} has readers open")
         if code:
             raise StoreError(f"cannot delete reader group {group!r} of {name}:"
                              f" {for_code(code).__name__}")
