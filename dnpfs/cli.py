@@ -62,6 +62,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                    help="how often the embedded store removes records (default 30)")
     m.add_argument("--buffer-mib", type=int, default=16,
                    help="in-memory write buffer per pipe before writers block (default 16)")
+    m.add_argument("--delivery-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="close/fsync report EIO when records are not stored within this"
+                        " (default 120, as Kafka's delivery.timeout.ms)")
     m.add_argument("--max-tasks", type=int, default=20000,
                    help="concurrent requests, each blocked read holds one (default 20000)")
 
@@ -112,7 +115,8 @@ def _mount(args: argparse.Namespace) -> int:
         raise MountError(f"store {backend.path} is inside the mountpoint {mountpoint}")
     backend.check()
     options, owner = fuse_options(backend.description, args.options)
-    run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20)
+    run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
+               delivery_timeout=args.delivery_timeout)
 
     if args.foreground:
         logs.setup(args.debug, None)

@@ -32,6 +32,7 @@ MOUNT_OPTIONS: dict[str, type] = {
     "retention-days": float,
     "retention-check": float,
     "buffer-mib": int,
+    "delivery-timeout": float,
     "max-tasks": int,
 }
 

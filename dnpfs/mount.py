@@ -125,11 +125,12 @@ def serve(
     *,
     max_tasks: int,
     buffer_bytes: int,
+    delivery_timeout: float,
     on_ready: Callable[[str | None], None],
 ) -> int:
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
     mount answers, or *on_ready(message)* if it could not start."""
-    pipes = Pipes(backend, buffer_bytes=buffer_bytes)
+    pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout)
     fs = Filesystem(pipes, owner)
     mounted = False
 

@@ -56,10 +56,12 @@ class Pipes:
         backend: Backend,
         *,
         buffer_bytes: int = 16 << 20,
+        delivery_timeout: float = 120.0,
         signals: SignalWatcher | None = None,
     ) -> None:
         self.backend = backend
         self.buffer_bytes = buffer_bytes
+        self.delivery_timeout = delivery_timeout
         self.signals = signals or SignalWatcher()
         self.closing = False
         self._states: dict[str, PipeState] = {}
@@ -226,7 +228,7 @@ class Pipes:
             raise PipeNotFound(name)
         state = self._state(name)
         if state.outbox is None:
-            state.outbox = Outbox(self.backend, name, self.buffer_bytes)
+            state.outbox = Outbox(self.backend, name, self.buffer_bytes, self.delivery_timeout)
             self._nursery.start_soon(state.outbox.run, self._outbox_idle)
         session = WriterSession(state.outbox, self.backend.max_record_size, sync,
                                 guard=lambda: self.signals.interruptible(pid))

@@ -43,10 +43,15 @@ class Outbox:
     per batch, and a kill -9 of the daemon still loses nothing stored.
     """
 
-    def __init__(self, backend: Backend, name: str, limit_bytes: int) -> None:
+    def __init__(
+        self, backend: Backend, name: str, limit_bytes: int, delivery_timeout: float = 120.0
+    ) -> None:
         self.backend = backend
         self.name = name
         self.limit_bytes = limit_bytes
+        # How long one append may take before its sessions get EIO (a broker
+        # away, a store locked).  The records may still arrive later.
+        self.delivery_timeout = delivery_timeout
         self._queue: deque[tuple[int, Record, WriterSession]] = deque()
         self._queued_bytes = 0
         self._next_seq = 0
@@ -136,7 +141,13 @@ class Outbox:
     async def _append(self, records: list[Record], sessions: set[WriterSession], durable: bool):
         """Append; on failure, every session whose records were at stake fails."""
         try:
-            await self.backend.append(self.name, records, durable=durable)
+            with trio.fail_after(self.delivery_timeout):
+                await self.backend.append(self.name, records, durable=durable)
+        except trio.TooSlowError:
+            log.warning("pipe %s: %d records not stored within %.0fs", self.name, len(records),
+                        self.delivery_timeout)
+            for session in sessions:
+                session.fail(StoreError(f"not stored within {self.delivery_timeout:.0f}s"))
         except DnpfsError as e:
             err = e if isinstance(e, (PipeGone, StoreError)) else StoreError(str(e))
             log.warning("pipe %s: %d records not stored: %s", self.name, len(records), err)

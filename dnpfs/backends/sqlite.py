@@ -94,7 +94,10 @@ class _Conn:
         self.db.execute(f"PRAGMA busy_timeout={busy_ms}")
         self.limiter = trio.CapacityLimiter(1)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], abandon: bool = False) -> T:
+        """Run *fn* in a worker thread.  *abandon*: a cancelled caller stops
+        waiting while the thread finishes on its own (the connection stays
+        reserved until then) — only for work whose late success harms no one."""
         def call() -> T:
             try:
                 return fn(self.db)
@@ -103,7 +106,8 @@ class _Conn:
                     self.db.rollback()
                 raise StoreError(f"embedded store: {e}") from e
 
-        return await trio.to_thread.run_sync(call, limiter=self.limiter)
+        return await trio.to_thread.run_sync(call, limiter=self.limiter,
+                                             abandon_on_cancel=abandon)
 
 
 def _transaction(db: sqlite3.Connection):
@@ -256,7 +260,9 @@ class SqliteBackend(Backend):
                 # earlier commit durable too (a checkpoint syncs on its own).
                 self._sync_wal()
 
-        await self._writer.run(append)
+        # Abandoned on cancel (the delivery timeout): the records may still
+        # be stored later, which at-least-once allows; a consume is never abandoned.
+        await self._writer.run(append, abandon=True)
         if records:
             self._on_change(name)
 

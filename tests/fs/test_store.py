@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import statistics
@@ -147,3 +148,27 @@ def test_writer_blocked_by_a_full_buffer_can_be_killed(make_mount, store):
         lock.close()
     # The daemon is fine and the pipe still works.
     run(f"printf after > {m/'p'}", shell=True)
+
+
+def test_close_reports_eio_after_the_delivery_timeout(make_mount, store):
+    m = make_mount(["--store", str(store)], extra=["--delivery-timeout", "2"])
+    os.mkfifo(m / "p")
+    w = open(m / "p", "wb", buffering=0)  # BEGIN is stored before the store is locked
+    lock = sqlite3.connect(store, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        w.write(b"will not be stored in time")
+        start = time.monotonic()
+        try:
+            w.close()
+            code = 0
+        except OSError as e:
+            code = e.errno
+        took = time.monotonic() - start
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert code == errno.EIO
+    assert 1.5 < took < 10, took
+    # The daemon goes on: new sessions work once the store is back.
+    run(f"printf fine > {m/'p'}", shell=True)
