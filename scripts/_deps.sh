@@ -4,7 +4,9 @@
 need_debs() {
     local missing=()
     for pkg in "$@"; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+        # dpkg-query, not dpkg -s: a removed package whose config files remain is missing.
+        [ "$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] \
+            || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "dnpfs: installing Debian packages: ${missing[*]}" >&2

@@ -11,7 +11,6 @@ runs them.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,16 +35,23 @@ def sh(cmd: list[str], *, timeout: float = 120, check: bool = True, **kw) -> sub
     return result
 
 
-def ensure_debs(*packages: str, commands: tuple[str, ...] = ()) -> None:
-    """Install the Debian packages that are missing (as scripts/_deps.sh does).
+def _installed(package: str) -> bool:
+    # Not `dpkg -s`: that also succeeds for a removed package whose
+    # configuration files are left.
+    status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package],
+                            capture_output=True, text=True).stdout
+    return status == "install ok installed"
+
+
+def ensure_debs(*packages: str) -> None:
+    """Install the Debian packages that are missing, as scripts/_deps.sh does.
     Fails, never skips: CI runs as root and must run these tests."""
-    missing = [p for p in packages
-               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
-    if not missing and all(shutil.which(c) for c in commands):
+    missing = [p for p in packages if not _installed(p)]
+    if not missing:
         return
     if os.geteuid() != 0:
-        pytest.fail(f"needs the Debian packages {' '.join(missing or packages)}; run as root"
-                    " (the test installs them) or install them first", pytrace=False)
+        pytest.fail(f"needs the Debian packages {' '.join(missing)}: run as root (the test"
+                    " installs them) or install them first", pytrace=False)
     sh(["apt-get", "update", "-qq"], timeout=600)
-    sh(["apt-get", "install", "-y", "-qq", *(missing or packages)], timeout=900,
+    sh(["apt-get", "install", "-y", "-qq", *missing], timeout=900,
        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})

@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,6 @@ class Image:
     healthcheck: dict   # podman image inspect: Healthcheck (docker-format images only)
     size: int
     base_size: int
-    build_seconds: float
 
 
 # -- building ---------------------------------------------------------------
@@ -168,20 +166,18 @@ def _build(build_base: str, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> Image:
-    ensure_debs("podman", "debootstrap", commands=("podman", "debootstrap"))
+    ensure_debs("podman", "debootstrap")
     CACHE.mkdir(parents=True, exist_ok=True)
     workdir = tmp_path_factory.mktemp("image")
     with _locked(CACHE / "lock"):
-        start = time.monotonic()
         base = _base_image()
         _build(_with_host_trust(base, workdir), workdir / "build.log")
-        seconds = time.monotonic() - start
         info = json.loads(sh(["podman", "image", "inspect", IMAGE]).stdout)[0]
         base_info = json.loads(sh(["podman", "image", "inspect", base]).stdout)[0]
         root = Path(sh(["podman", "image", "mount", IMAGE]).stdout.strip())
         try:
             yield Image(IMAGE, root, info["Config"], info.get("Healthcheck") or {},
-                        info["Size"], base_info["Size"], seconds)
+                        info["Size"], base_info["Size"])
         finally:
             sh(["podman", "image", "unmount", IMAGE], check=False)
 
@@ -201,9 +197,15 @@ class Chroot:
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
         ours = os.readlink("/proc/self/ns/mnt")
-        wait_for(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != ours,
-                 timeout=10, what="a private mount namespace")
-        root = image.root
+        try:
+            wait_for(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != ours,
+                     timeout=10, what="a private mount namespace")
+            self._mount_what_a_container_gets(image.root)
+        except BaseException:
+            self.close()
+            raise
+
+    def _mount_what_a_container_gets(self, root: Path) -> None:
         for path in ("mnt", "var/lib/dnpfs", "tmp", "run"):
             self.host(["mount", "-t", "tmpfs", "tmpfs", f"{root}/{path}"])
         self.host(["mount", "-t", "proc", "proc", f"{root}/proc"])
@@ -260,7 +262,12 @@ class Daemon:
                  args: list[str] = ()):
         self.chroot, self.log, self.env = chroot, log, env or {}
         self.proc = chroot.start([*_entrypoint(chroot.image), *args], self.env, log)
-        wait_for(self.healthy, timeout=60, interval=0.2, what="the image's HEALTHCHECK")
+        try:
+            wait_for(self.healthy, timeout=60, interval=0.2, what="the image's HEALTHCHECK")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def healthy(self) -> bool:
         if self.proc.poll() is not None:

@@ -103,9 +103,9 @@ def test_kubernetes_validation_rejects_a_misspelt_field():
 def test_compose_runs_dnpfs_with_what_fuse_needs():
     services = _compose()["services"]
     dnpfs = services["dnpfs"]
-    assert (COMPOSE.parent / dnpfs["build"]["context"]).resolve() == ROOT
-    assert (ROOT / dnpfs["build"]["context"] / dnpfs["build"]["dockerfile"]).resolve() \
-        == ROOT / "Dockerfile"
+    context = (COMPOSE.parent / dnpfs["build"]["context"]).resolve()
+    assert context == ROOT
+    assert context / dnpfs["build"]["dockerfile"] == ROOT / "Dockerfile"
     assert any(d.split(":")[0] == "/dev/fuse" for d in dnpfs["devices"])
     assert "SYS_ADMIN" in dnpfs["cap_add"]
     assert "apparmor:unconfined" in dnpfs["security_opt"]
