@@ -56,6 +56,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     m.add_argument("--log-file", type=Path, default=None,
                    help="log file when in the background (default: next to the store)")
     m.add_argument("--debug", action="store_true", help="log every request")
+    m.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="json: one JSON object per line, for log collectors")
+    m.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics")
     m.add_argument("--retention-days", type=float, default=7.0,
                    help="remove records older than this (default 7)")
     m.add_argument("--retention-check", type=float, default=30.0, metavar="SECONDS",
@@ -116,10 +120,10 @@ def _mount(args: argparse.Namespace) -> int:
     backend.check()
     options, owner = fuse_options(backend.description, args.options)
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
-               delivery_timeout=args.delivery_timeout)
+               delivery_timeout=args.delivery_timeout, metrics_address=args.metrics)
 
     if args.foreground:
-        logs.setup(args.debug, None)
+        logs.setup(args.debug, None, args.log_format)
 
         def ready(error: str | None) -> None:
             if error:
@@ -139,7 +143,7 @@ def _mount(args: argparse.Namespace) -> int:
 
     os.close(read_end)
     os.setsid()
-    logs.setup(args.debug, _log_file(args, backend))
+    logs.setup(args.debug, _log_file(args, backend), args.log_format)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

@@ -29,6 +29,8 @@ MOUNT_OPTIONS: dict[str, type] = {
     "options": list,
     "log-file": Path,
     "debug": bool,
+    "log-format": str,
+    "metrics": str,
     "retention-days": float,
     "retention-check": float,
     "buffer-mib": int,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import trio
 
 from .errors import Interrupted
+from .metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class SignalWatcher:
                 if not scopes:
                     del self._waits[pid]
         if scope.cancelled_caught:
+            METRICS.count("interrupted")
             raise Interrupted(f"pid {pid} has a signal pending")
 
     async def run(self) -> None:

@@ -8,6 +8,7 @@ message, whatever logger produced it.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -35,7 +36,18 @@ class _Redact(logging.Filter):
         return True
 
 
-def setup(debug: bool, log_file: Path | None) -> None:
+class _Json(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_text or record.exc_info:
+            entry["traceback"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup(debug: bool, log_file: Path | None, fmt: str = "text") -> None:
     """Log to stderr (foreground) or *log_file*, one line per event."""
     handler: logging.Handler
     if log_file is None:
@@ -43,7 +55,8 @@ def setup(debug: bool, log_file: Path | None) -> None:
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Json() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_Redact())
     root = logging.getLogger()
     root.handlers[:] = [handler]

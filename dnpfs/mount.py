@@ -19,6 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from . import metrics
 from .backends.base import Backend
 from .fs import PID_XATTR, Filesystem, Ownership
 from .pipes import Pipes
@@ -126,6 +127,7 @@ def serve(
     max_tasks: int,
     buffer_bytes: int,
     delivery_timeout: float,
+    metrics_address: str | None = None,
     on_ready: Callable[[str | None], None],
 ) -> int:
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
@@ -138,6 +140,8 @@ def serve(
         nonlocal mounted
         async with trio.open_nursery() as nursery:
             await nursery.start(pipes.run)
+            if metrics_address:
+                await nursery.start(metrics.serve, metrics_address)
             pyfuse3.init(fs, str(mountpoint), options)
             mounted = True
             nursery.start_soon(_stop_on_signal, pipes)

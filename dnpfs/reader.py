@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .backends.base import Fetched
 from .delivery import ReaderView, Taken, take, would_deliver
+from .metrics import METRICS
 from .model import Cursor
 from .errors import PipeGone, StoreError, WouldBlock
 
@@ -77,15 +78,19 @@ class ReaderHandle:
                 self.eof = True
                 break
             if taken.data:
+                METRICS.count("reads")
+                METRICS.count("bytes_out", len(taken.data))
                 return taken.data
             if self.nonblock:
                 raise WouldBlock(self.name)
             self.blocked = True
+            METRICS.blocked_readers += 1
             try:
                 with self.pipes.signals.interruptible(self.pid):
                     await changed.wait()
             finally:
                 self.blocked = False
+                METRICS.blocked_readers -= 1
         return b""
 
     async def readable(self) -> bool:

@@ -22,6 +22,7 @@ import trio
 
 from .backends.base import Backend
 from .errors import DnpfsError, Interrupted, PipeGone, StoreError
+from .metrics import METRICS
 from .model import Kind, Record
 
 log = logging.getLogger(__name__)
@@ -140,20 +141,28 @@ class Outbox:
 
     async def _append(self, records: list[Record], sessions: set[WriterSession], durable: bool):
         """Append; on failure, every session whose records were at stake fails."""
+        start = trio.current_time()
         try:
             with trio.fail_after(self.delivery_timeout):
                 await self.backend.append(self.name, records, durable=durable)
+            METRICS.observe_append(trio.current_time() - start)
+            METRICS.count("records_in", len(records))
+            METRICS.count("bytes_in", sum(len(r.data) for r in records))
+            return
         except trio.TooSlowError:
+            METRICS.count("delivery_errors")
             log.warning("pipe %s: %d records not stored within %.0fs", self.name, len(records),
                         self.delivery_timeout)
             for session in sessions:
                 session.fail(StoreError(f"not stored within {self.delivery_timeout:.0f}s"))
         except DnpfsError as e:
             err = e if isinstance(e, (PipeGone, StoreError)) else StoreError(str(e))
+            METRICS.count("delivery_errors")
             log.warning("pipe %s: %d records not stored: %s", self.name, len(records), err)
             for session in sessions:
                 session.fail(err)
         except Exception as e:  # noqa: BLE001 - a store bug must not kill the daemon
+            METRICS.count("delivery_errors")
             log.exception("pipe %s: append failed", self.name)
             for session in sessions:
                 session.fail(StoreError(f"append failed: {e}"))
