@@ -69,6 +69,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     m.add_argument("--delivery-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="close/fsync report EIO when records are not stored within this"
                         " (default 120, as Kafka's delivery.timeout.ms)")
+    m.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="end the writer sessions of a mount silent this long, so its"
+                        " readers elsewhere get EOF (default 30; embedded store)")
     m.add_argument("--max-tasks", type=int, default=20000,
                    help="concurrent requests, each blocked read holds one (default 20000)")
 
@@ -120,7 +123,8 @@ def _mount(args: argparse.Namespace) -> int:
     backend.check()
     options, owner = fuse_options(backend.description, args.options)
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
-               delivery_timeout=args.delivery_timeout, metrics_address=args.metrics)
+               delivery_timeout=args.delivery_timeout, session_timeout=args.session_timeout,
+               metrics_address=args.metrics)
 
     if args.foreground:
         logs.setup(args.debug, None, args.log_format)

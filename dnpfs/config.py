@@ -35,6 +35,7 @@ MOUNT_OPTIONS: dict[str, type] = {
     "retention-check": float,
     "buffer-mib": int,
     "delivery-timeout": float,
+    "session-timeout": float,
     "max-tasks": int,
 }
 

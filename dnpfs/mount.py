@@ -127,12 +127,14 @@ def serve(
     max_tasks: int,
     buffer_bytes: int,
     delivery_timeout: float,
+    session_timeout: float = 30.0,
     metrics_address: str | None = None,
     on_ready: Callable[[str | None], None],
 ) -> int:
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
     mount answers, or *on_ready(message)* if it could not start."""
-    pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout)
+    pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout,
+                  session_timeout=session_timeout)
     fs = Filesystem(pipes, owner)
     mounted = False
 

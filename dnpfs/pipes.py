@@ -15,6 +15,7 @@ import trio
 from .backends.base import Backend
 from .errors import Busy, PipeGone, PipeNotFound, ShuttingDown
 from .interrupts import SignalWatcher
+from .leases import Leases, new_mount_id
 from .names import check_name
 from .reader import ReaderHandle
 from .writer import Outbox, WriterSession
@@ -57,9 +58,12 @@ class Pipes:
         *,
         buffer_bytes: int = 16 << 20,
         delivery_timeout: float = 120.0,
+        session_timeout: float = 30.0,
         signals: SignalWatcher | None = None,
     ) -> None:
         self.backend = backend
+        self.mount_id = new_mount_id()
+        self.leases = Leases(self, self.mount_id, session_timeout)
         self.buffer_bytes = buffer_bytes
         self.delivery_timeout = delivery_timeout
         self.signals = signals or SignalWatcher()
@@ -74,6 +78,7 @@ class Pipes:
             self._nursery = nursery
             await self.backend.start(nursery, self._on_change)
             nursery.start_soon(self.signals.run)
+            nursery.start_soon(self.leases.run)
             task_status.started()
             await trio.sleep(math.inf)
 
@@ -113,6 +118,11 @@ class Pipes:
                     session.fail(PipeGone(state.name))
         finally:
             state.checking_gone = False
+
+    def waiting_groups(self) -> list[tuple[str, str]]:
+        """(pipe, group) pairs with a reader blocked in read() on this mount."""
+        return sorted({(s.name, r.group) for s in self._states.values()
+                       for r in s.readers if r.blocked})
 
     def _state(self, name: str) -> PipeState:
         state = self._states.get(name)
@@ -231,7 +241,8 @@ class Pipes:
             state.outbox = Outbox(self.backend, name, self.buffer_bytes, self.delivery_timeout)
             self._nursery.start_soon(state.outbox.run, self._outbox_idle)
         session = WriterSession(state.outbox, self.backend.max_record_size, sync,
-                                guard=lambda: self.signals.interruptible(pid))
+                                guard=lambda: self.signals.interruptible(pid),
+                                mount_id=self.mount_id)
         await session.begin()
         return session
 

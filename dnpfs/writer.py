@@ -31,8 +31,10 @@ _BATCH_BYTES = 8 << 20
 _BATCH_RECORDS = 4096
 
 
-def new_session_id() -> str:
-    return secrets.token_hex(8)
+def new_session_id(mount_id: str) -> str:
+    """``<mount id>.<random>``: readers elsewhere can tell whose session it is,
+    and end it if that mount stops showing signs of life (leases.py)."""
+    return f"{mount_id}.{secrets.token_hex(6)}"
 
 
 class Outbox:
@@ -177,8 +179,9 @@ class WriterSession:
         max_record: int,
         sync: bool,
         guard: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+        mount_id: str = "local",
     ) -> None:
-        self.id = new_session_id()
+        self.id = new_session_id(mount_id)
         self.outbox = outbox
         self.max_record = max_record
         self.sync = sync

@@ -58,3 +58,22 @@ def wait_blocked(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     wait_for(blocked, timeout, what=f"pid {proc.pid} to block")
     time.sleep(0.2)
     assert proc.poll() is None, f"process ended early: {proc.communicate()}"
+
+
+def peek_until(proc: subprocess.Popen, want: bytes, timeout: float) -> bytes:
+    """Read *proc*'s stdout as it comes until *want* is in it; return what was read."""
+    import select
+
+    got = b""
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    while want not in got:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {want!r}; got {got!r}")
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"output ended before {want!r}; got {got!r}")
+            got += chunk
+    return got

@@ -140,6 +140,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def delete_group(self, name: str, group: str) -> bool: ...
 
+    # -- liveness of mounts (session leases) --------------------------------
+    #: True if heartbeat/mount_ages work; otherwise no session ever expires.
+    tracks_liveness: bool = False
+
+    async def heartbeat(self, mount_id: str) -> None:
+        """Record that mount *mount_id* is alive now."""
+
+    async def mount_ages(self) -> dict[str, float]:
+        """Seconds since each known mount's last heartbeat."""
+        return {}
+
     # -- status ---------------------------------------------------------------
     async def stats(self, name: str) -> PipeStats:
         """Retained records and each group's backlog.  Raises PipeGone."""

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_by_pipe ON records (pipe, id);
 CREATE INDEX IF NOT EXISTS records_by_age ON records (ts);
+CREATE TABLE IF NOT EXISTS mounts (
+    id   TEXT PRIMARY KEY,
+    seen REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS groups (
     pipe     INTEGER NOT NULL,
     name     TEXT NOT NULL,
@@ -379,6 +383,26 @@ class SqliteBackend(Backend):
                 ).rowcount == 1
 
         return await self._meta.run(delete)
+
+    # -- liveness ----------------------------------------------------------
+    tracks_liveness = True  # one host, one clock: wall-clock heartbeats compare
+
+    async def heartbeat(self, mount_id: str) -> None:
+        now = time.time()
+
+        def beat(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("INSERT OR REPLACE INTO mounts (id, seen) VALUES (?, ?)",
+                           (mount_id, now))
+                # Forget mounts silent for a day: their sessions ended long ago.
+                db.execute("DELETE FROM mounts WHERE seen < ?", (now - 86400,))
+
+        await self._meta.run(beat)
+
+    async def mount_ages(self) -> dict[str, float]:
+        now = time.time()
+        rows = await self._meta.run(lambda db: db.execute("SELECT id, seen FROM mounts").fetchall())
+        return {mount: max(0.0, now - seen) for mount, seen in rows}
 
     # -- status ------------------------------------------------------------
     async def stats(self, name: str) -> PipeStats:
