@@ -14,9 +14,11 @@ DEFAULT_GROUP = ""
 
 
 def check_name(name: str, what: str = "pipe") -> str:
-    if name in (".", "..") or not _NAME.fullmatch(name):
+    # "__" starts the names Kafka and dnpfs keep for themselves (heartbeats).
+    if name in (".", "..") or name.startswith("__") or not _NAME.fullmatch(name):
         raise InvalidName(
-            f"invalid {what} name {name!r}: use 1-{MAX_NAME} of [A-Za-z0-9._-], not '.' or '..'"
+            f"invalid {what} name {name!r}: use 1-{MAX_NAME} of [A-Za-z0-9._-],"
+            " not '.', '..' or a leading '__'"
         )
     return name
 

@@ -9,7 +9,8 @@ def test_valid(name):
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "x" * 250, "a b", "a/b", "é", "a@b", "a:b"])
+@pytest.mark.parametrize("name", ["", ".", "..", "x" * 250, "a b", "a/b", "é", "a@b", "a:b",
+                                  "__consumer_offsets", "__dnpfs_mounts"])
 def test_invalid(name):
     with pytest.raises(InvalidName):
         check_name(name)

@@ -40,6 +40,7 @@ from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
 from . import wire
+from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._protocol import DeleteGroupsRequest
 from .config import ClientConfig
@@ -179,6 +180,11 @@ class Cluster:
         finally:
             logging.getLogger("aiokafka").removeHandler(capture)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="topic refresh")
+        self.liveness = Liveness(self)
+        try:
+            await self.liveness.start()
+        except Exception as e:  # noqa: BLE001 - leases are a nicety; pipes work without
+            log.warning("session leases are off: %s", describe_error(e))
 
     async def _message_max_bytes(self) -> int | None:
         """The broker's message.max.bytes (new topics inherit it), if it says."""
@@ -216,6 +222,8 @@ class Cluster:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if getattr(self, "liveness", None) is not None:
+            await self.liveness.close()
         members = list(self._members.values())
         self._members.clear()
         await asyncio.gather(*(m.close() for m in members), *self._closing,

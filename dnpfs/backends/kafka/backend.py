@@ -194,6 +194,15 @@ class KafkaBackend(Backend):
             return False
         return await self._call(self._cluster.delete_group, name, group)
 
+    # -- liveness (session leases) ------------------------------------------
+    tracks_liveness = True
+
+    async def heartbeat(self, mount_id: str) -> None:
+        await self._call(self._cluster.liveness.beat, mount_id)
+
+    async def mount_ages(self) -> dict[str, float]:
+        return await self._call(self._cluster.liveness.ages)
+
     async def health(self) -> str:
         """"ok", or why the cluster's metadata cannot be read right now."""
         return self._cluster.health if self._cluster is not None else "not started"

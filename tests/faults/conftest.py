@@ -1,0 +1,286 @@
+"""Fixtures of the fault tests: a broker of our own, mounts per backend, and
+the collector that turns every test's measured outcome into a row of
+docs/reliability.md.
+
+- ``fault_broker`` (session): a Kafka broker started with scripts/kafka-dev
+  under its own state folder and ports, so that tests may SIGSTOP it without
+  touching the shared dev broker (127.0.0.1:39092) that others use.  Stopped
+  and removed at the end of the session; leftovers of a killed session are
+  removed by the next one.
+- ``backend_args`` (parametrized sqlite/kafka, narrowed by DNPFS_TEST_BACKENDS).
+- ``reliability``: ``reliability.row(fault=..., expected=...)`` and
+  ``reliability.measure(key=value, ...)``.  At the end of the session the
+  rows, with each test's outcome, are merged into bench-results/reliability.json
+  (DNPFS_RELIABILITY_JSON); ``scripts/reliability-report`` renders the table.
+
+DNPFS_LONG=1 selects the long variants (durations, sizes, examples).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ..conftest import ROOT, Mount
+
+LONG = os.environ.get("DNPFS_LONG") == "1"
+BACKENDS = [b for b in os.environ.get("DNPFS_TEST_BACKENDS", "sqlite,kafka").split(",") if b]
+RESULTS = Path(os.environ.get("DNPFS_RELIABILITY_JSON") or ROOT / "bench-results" / "reliability.json")
+STATE_PREFIX = "/tmp/dnpfs-faults-kafka-"
+KAFKA_DEV = ROOT / "scripts" / "kafka-dev"
+
+
+def long_or(short, long):
+    return long if LONG else short
+
+
+# --------------------------------------------------------------------------- our broker
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _kafka_dev(env: dict, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(KAFKA_DEV), *args], cwd=ROOT, env={**os.environ, **env},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _broker_pid(state: Path) -> int | None:
+    """The pid in *state*/kafka.pid if that process is the broker of *state*."""
+    try:
+        pid = int((state / "kafka.pid").read_text().split()[0])
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if str(state / "server.properties").encode() in argv else None
+
+
+def _reap_leftovers() -> None:
+    """Brokers of fault-test sessions that were killed: continue, stop, remove."""
+    for state in Path("/tmp").glob("dnpfs-faults-kafka-*"):
+        try:
+            owner = int(state.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if _pid_alive(owner):
+            continue
+        pid = _broker_pid(state)
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+            _kafka_dev({"DNPFS_KAFKA_STATE": str(state)}, "stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass
+class FaultBroker:
+    """A broker only the fault tests use: SIGSTOP/SIGCONT are ours to send."""
+
+    state: Path
+    bootstrap: str  # PLAINTEXT on 127.0.0.1
+    hosts_addr: str | None  # the HOSTS listener on 10.213.0.1, for tests/hosts.py
+    pid: int
+    stopped: bool = False
+
+    def freeze(self) -> None:
+        assert _broker_pid(self.state) == self.pid, "not our broker"
+        os.kill(self.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def thaw(self) -> None:
+        if self.stopped:
+            os.kill(self.pid, signal.SIGCONT)
+            self.stopped = False
+
+
+@pytest.fixture(scope="session")
+def fault_broker():
+    if "kafka" not in BACKENDS:
+        pytest.skip("kafka is not in DNPFS_TEST_BACKENDS")
+    if os.geteuid() != 0:
+        pytest.skip("the fault tests' broker and hosts need root")
+    _reap_leftovers()
+    state = Path(f"{STATE_PREFIX}{os.getpid()}")
+    env = {"DNPFS_KAFKA_STATE": str(state)}
+    for var in ("DNPFS_KAFKA_PORT", "DNPFS_KAFKA_CONTROLLER_PORT", "DNPFS_KAFKA_SASL_PORT",
+                "DNPFS_KAFKA_SSL_PORT", "DNPFS_KAFKA_HOSTS_PORT", "DNPFS_KAFKA_SASL_SSL_PORT"):
+        port = _free_port()
+        while str(port) in env.values():
+            port = _free_port()
+        env[var] = str(port)
+    r = _kafka_dev(env, "start", timeout=900)
+    if r.returncode != 0 or not r.stdout.strip():
+        shutil.rmtree(state, ignore_errors=True)
+        pytest.fail(f"starting the fault tests' broker failed:\n{r.stderr}{r.stdout}",
+                    pytrace=False)
+    bootstrap = r.stdout.strip().splitlines()[-1]
+    hosts = _kafka_dev(env, "address", "hosts")
+    broker = FaultBroker(state, bootstrap, hosts.stdout.strip() if hosts.returncode == 0 else None,
+                         _broker_pid(state))
+    try:
+        yield broker
+    finally:
+        broker.thaw()
+        _kafka_dev(env, "stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def thawed(fault_broker):
+    """Whatever a test does to the broker, it runs again afterwards."""
+    yield fault_broker
+    fault_broker.thaw()
+
+
+def kafka_args(bootstrap: str) -> list[str]:
+    return ["--kafka", bootstrap, "--topic-prefix", f"f{uuid.uuid4().hex[:8]}."]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_args(request, tmp_path):
+    """Two daemons given these arguments share one store (or one cluster)."""
+    request.node.backend = request.param
+    if request.param == "sqlite":
+        return ["--store", str(tmp_path / "store" / "dnpfs.sqlite")]
+    return kafka_args(request.getfixturevalue("fault_broker").bootstrap)
+
+
+@pytest.fixture
+def backend(request, backend_args):
+    return request.node.backend
+
+
+def make_plain_mount(tmp_path: Path, name: str, backend_args, extra=(), wrap=None) -> Mount:
+    return Mount(tmp_path / name, list(backend_args), tmp_path / f"{name}.log", list(extra),
+                 wrap=wrap)
+
+
+# --------------------------------------------------------------------------- daemon probes
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (kB) and Threads of a process, plus its open fds."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "Threads"):
+                out[key] = int(value.split()[0])
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        pass
+    return out
+
+
+def mount_status(m: Mount, timeout: float = 10) -> dict:
+    """The root's user.dnpfs.status (JSON), read in a child so a hung daemon
+    cannot hang the test."""
+    code = ("import json, os, sys; "
+            "print(os.getxattr(sys.argv[1], 'user.dnpfs.status').decode())")
+    r = subprocess.run([os.sys.executable, "-c", code, str(m.path)], capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"status of {m.path}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def answers(m: Mount, timeout: float = 10) -> bool:
+    """The daemon is alive and a fresh pipe round-trips through it."""
+    if m.proc is None or m.proc.poll() is not None:
+        return False
+    name = f"alive{uuid.uuid4().hex[:6]}"
+    script = (f"import os; p=os.path.join({str(m.path)!r}, {name!r}); os.mkfifo(p); "
+              "f=open(p,'wb',buffering=0); f.write(b'ping'); f.close(); "
+              "fd=os.open(p, os.O_RDONLY); d=os.read(fd, 10); os.close(fd); os.unlink(p); "
+              "assert d == b'ping', d")
+    try:
+        r = subprocess.run([os.sys.executable, "-c", script], capture_output=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return r.returncode == 0
+
+
+# --------------------------------------------------------------------------- the table
+
+_ROWS: dict[str, dict] = {}
+
+
+class Reliability:
+    """One test's row: what is done to dnpfs, what should happen, what did."""
+
+    def __init__(self, nodeid: str, name: str) -> None:
+        self.data = _ROWS.setdefault(nodeid, {"test": name, "measured": {}})
+
+    def row(self, fault: str, expected: str) -> None:
+        self.data["fault"] = fault
+        self.data["expected"] = expected
+
+    def measure(self, **values) -> None:
+        self.data["measured"].update(values)
+
+    def note(self, text: str) -> None:
+        self.data.setdefault("notes", []).append(text)
+
+
+@pytest.fixture
+def reliability(request) -> Reliability:
+    return Reliability(request.node.nodeid, request.node.name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    row = _ROWS.get(item.nodeid)
+    if row is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        if hasattr(report, "wasxfail"):
+            row["result"] = "xfail" if report.skipped else "XPASS"
+        else:
+            row["result"] = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[report.outcome]
+        if report.when == "call":
+            row["seconds"] = round(report.duration, 1)
+        if hasattr(report, "wasxfail"):
+            row["xfail_reason"] = report.wasxfail
+    elif report.when == "teardown" and report.outcome == "failed" and row.get("result") == "pass":
+        row["result"] = "FAIL (teardown)"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _ROWS:
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        old = {}
+    rows = old.get("rows", {})
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    for nodeid, row in _ROWS.items():
+        if "result" not in row:
+            continue  # never ran to a verdict (deselected, interrupted)
+        rows[nodeid] = {**row, "variant": "long" if LONG else "short", "when": now}
+    RESULTS.write_text(json.dumps({"rows": rows}, indent=1, sort_keys=True) + "\n")
