@@ -64,7 +64,9 @@ class Mount:
         return self.path / name
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
+        if self.proc is None:  # never started, or killed: a stale mount may be left
+            if mounted(self.path):
+                subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -21,7 +21,7 @@ import trio
 
 from dnpfs.backends.kafka import KafkaBackend
 from dnpfs.delivery import ReaderView, take
-from dnpfs.errors import InvalidName, PipeGone, StoreError
+from dnpfs.errors import Busy, InvalidName, PipeGone, StoreError
 from dnpfs.model import Cursor, Kind, Record
 
 pytestmark = pytest.mark.kafka
@@ -374,7 +374,7 @@ def test_delete_group(kafka_bootstrap):
             horizon = await b.attach("p", "audit")
             taken = await consume(b, "p", "audit", 3, ReaderView(horizon))
             assert taken.data == b"one"
-            with pytest.raises(StoreError, match="readers open"):
+            with pytest.raises(Busy, match="readers open"):
                 await b.delete_group("p", "audit")
             await b.detach("p", "audit")
             assert await b.delete_group("p", "audit") is True
