@@ -227,9 +227,14 @@ class WriterSession:
         done = 0
         for at in range(0, len(data), self.max_record):
             chunk = data[at : at + self.max_record]
+            record = Record(Kind.DATA, self.id, chunk)
+            if self.outbox.has_room:  # the common case: no wait, so no signal watch
+                self._last_seq = self.outbox.put_nowait(record, self)
+                done += len(chunk)
+                continue
             try:
                 with self.guard():
-                    self._last_seq = await self.outbox.put(Record(Kind.DATA, self.id, chunk), self)
+                    self._last_seq = await self.outbox.put(record, self)
             except Interrupted:
                 if done:
                     return done  # a short write, as POSIX allows after a signal

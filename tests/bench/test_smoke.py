@@ -15,10 +15,7 @@ import pytest
 
 from benchmarks import smoke
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed"),
-]
+pytestmark = pytest.mark.kafka
 
 TOLERANCE = 0.5  # fail below half of the recorded ratio
 

@@ -390,10 +390,7 @@ class Cluster:
             raise PipeGone(name)
         self._produced.add(topic)
         try:
-            sent = []
-            for record in records:
-                value, headers = wire.encode_record(record)
-                sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
+            sent = await self._send_batches(topic, records)
             acks = asyncio.ensure_future(asyncio.gather(*sent))
             while True:
                 done, _ = await asyncio.wait([acks], timeout=APPEND_CHECK)
@@ -410,6 +407,27 @@ class Cluster:
                 raise PipeGone(name) from None
             raise StoreError(f"Kafka did not store the records of {name}: {describe_error(e)}") \
                 from None
+
+    async def _send_batches(self, topic: str, records: Sequence[Record]) -> list[asyncio.Future]:
+        """Hand *records* to the producer as few record batches: building them
+        here costs a fraction of one send() per record (small writes ran
+        several times faster).  Returns the batches' delivery futures."""
+        sent = []
+        batch = self.producer.create_batch()
+        for record in records:
+            value, headers = wire.encode_record(record)
+            if batch.append(timestamp=None, key=None, value=value, headers=headers) is not None:
+                continue
+            if batch.record_count():  # full: send it, start the next with this record
+                sent.append(await self.producer.send_batch(batch, topic, partition=0))
+                batch = self.producer.create_batch()
+                if batch.append(timestamp=None, key=None, value=value, headers=headers):
+                    continue
+            # Larger than a whole batch: the producer sizes a batch for it.
+            sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
+        if batch.record_count():
+            sent.append(await self.producer.send_batch(batch, topic, partition=0))
+        return sent
 
     async def end_offset(self, name: str) -> int:
         """The pipe's end offset (its high watermark): the next record's offset."""

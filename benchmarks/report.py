@@ -1,0 +1,514 @@
+"""results.json -> docs/benchmarks.md: tables with every figure next to its
+references from the same run, the ratios, and the issue's targets.
+
+    python -m benchmarks.report bench-results/results.json > /tmp/benchmarks.md
+
+Pure formatting: it reads the results dict and returns text.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .rig import GiB, ROOT, size_text
+
+# The targets of the issue "As fast as kcat through a plain file".
+WRITE_VS_KCAT = 0.8
+READ_VS_KCAT = 0.8
+SMALL_RECORDS_S = 20_000
+P50_EXTRA_MS = 1.0
+P99_FACTOR = 2.0
+EMBEDDED_VS_FIFO = 0.5
+SATURATED_CORE = 0.85  # a daemon at this share of one core is GIL/CPU bound
+RISE = 1.05  # a step up in pipes counts as rising above this factor
+DROP = 0.90  # ... and as falling below this one
+
+TOOLS = {
+    "dnpfs": "dnpfs on Kafka (dd -> mount A, cat <- mount B)",
+    "kcat": "kcat 1.7 (-P one file per message, -C -c N)",
+    "aiokafka": "plain aiokafka script (dnpfs's client settings)",
+    "fifo": "local kernel FIFO (dd | cat)",
+    "fuse": "FUSE ceiling: pyfuse3 filesystem that stores nothing",
+    "sqlite": "SQLite alone (dnpfs's schema, no FUSE, no daemon)",
+}
+
+
+def git_describe() -> str:
+    r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], cwd=ROOT,
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
+# -- numbers -------------------------------------------------------------------------
+
+def _mib(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _x(r: dict | None) -> str:
+    """A ratio with its spread over the repetitions: 0.78× (0.74–0.81)."""
+    if not r:
+        return "–"
+    text = f"**{r['median']:.2f}×**"
+    if r["min"] != r["max"]:
+        text += f" ({r['min']:.2f}–{r['max']:.2f})"
+    return text
+
+
+def _ms(us: float | None) -> str:
+    return "–" if us is None else f"{us / 1000:.2f}"
+
+
+def _rate(step: dict | None, field: str = "mib_s") -> float | None:
+    return None if not step else step.get(field)
+
+
+def _ok(scenarios: dict, name: str) -> dict | None:
+    s = scenarios.get(name)
+    return s if s and "error" not in s else None
+
+
+def _per_gib(step: dict, field: str) -> float | None:
+    if not step or not step.get("bytes"):
+        return None
+    return step.get(field, 0) / (step["bytes"] / GiB)
+
+
+def _per_record_us(step: dict, field: str) -> float | None:
+    if not step or not step.get("records"):
+        return None
+    return step.get(field, 0) / step["records"] * 1e6
+
+
+# -- targets -------------------------------------------------------------------------
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets, each met (True), not met (False) or not measured (None)."""
+    sc = results.get("scenarios", {})
+    out: list[dict] = []
+
+    def add(target: str, met: bool | None, measured: str, bound: str = "") -> None:
+        out.append({"target": target, "met": met, "measured": measured, "bound": bound})
+
+    def med(scenario: dict, name: str) -> float | None:
+        return (scenario["ratios"].get(name) or {}).get("median")
+
+    bulk = _ok(sc, "bulk")
+    for phase, want in (("write", WRITE_VS_KCAT), ("read", READ_VS_KCAT)):
+        r = bulk and bulk["ratios"].get(f"{phase}_vs_kcat")
+        if r:
+            s = bulk["summary"]
+            ref, mine, fuse = (med(bulk, f"aiokafka_{phase}_vs_kcat"),
+                               med(bulk, f"{phase}_vs_aiokafka"), med(bulk, f"{phase}_vs_fuse"))
+            bound = (f"client library: plain aiokafka reaches {ref:.2f}× kcat, dnpfs"
+                     f" {mine:.2f}× aiokafka" if ref is not None and mine is not None else "")
+            if fuse is not None:
+                bound += f"; FUSE ceiling {_mib(s['fuse.' + phase]['mib_s'])} MiB/s"
+            add(f"bulk {phase} ≥ {want}× kcat", r["median"] >= want,
+                f"{r['median']:.2f}× (dnpfs {_mib(s[f'dnpfs.{phase}']['mib_s'])} MiB/s,"
+                f" kcat {_mib(s[f'kcat.{phase}']['mib_s'])} MiB/s)", bound)
+        else:
+            add(f"bulk {phase} ≥ {want}× kcat", None, "not measured")
+
+    small = _ok(sc, "small")
+    if small:
+        s = small["summary"]
+        rate = s["dnpfs.write"]["records_s"]
+        fuse = s.get("fuse.write", {}).get("records_s")
+        add(f"small writes ≥ {SMALL_RECORDS_S:,} records/s", rate >= SMALL_RECORDS_S,
+            f"{rate:,.0f} records/s (kcat {s['kcat.write']['records_s']:,.0f},"
+            f" aiokafka {s['aiokafka.write']['records_s']:,.0f})",
+            f"FUSE request rate: a pyfuse3 filesystem that stores nothing takes {fuse:,.0f}"
+            f" writes/s; dnpfs {rate / fuse:.2f}× of that" if fuse else "")
+    else:
+        add(f"small writes ≥ {SMALL_RECORDS_S:,} records/s", None, "not measured")
+
+    lat = _ok(sc, "latency")
+    if lat:
+        d, ref = lat["reps"][0]["dnpfs"], lat["reps"][0]["aiokafka"]
+        extra = (d["p50_us"] - ref["p50_us"]) / 1000
+        add(f"latency p50 ≤ raw aiokafka + {P50_EXTRA_MS:g} ms", extra <= P50_EXTRA_MS,
+            f"dnpfs {_ms(d['p50_us'])} ms, aiokafka {_ms(ref['p50_us'])} ms: {extra:+.2f} ms",
+            "hops: FUSE both ends, 3 thread wake-ups on the reading mount (see Latency)")
+        factor = d["p99_us"] / ref["p99_us"]
+        add(f"latency p99 ≤ {P99_FACTOR:g}× raw aiokafka", factor <= P99_FACTOR,
+            f"dnpfs {_ms(d['p99_us'])} ms, aiokafka {_ms(ref['p99_us'])} ms: {factor:.2f}×")
+    else:
+        add(f"latency p50 ≤ raw aiokafka + {P50_EXTRA_MS:g} ms", None, "not measured")
+        add(f"latency p99 ≤ {P99_FACTOR:g}× raw aiokafka", None, "not measured")
+
+    emb = _ok(sc, "embedded")
+    r = emb and emb["ratios"].get("through_vs_fifo")
+    if r:
+        s = emb["summary"]
+        sq = med(emb, "sqlite_write_vs_fifo")
+        add(f"embedded bulk ≥ {EMBEDDED_VS_FIFO}× local FIFO", r["median"] >= EMBEDDED_VS_FIFO,
+            f"{r['median']:.2f}× (dd A | cat B {_mib(s['dnpfs.through']['mib_s'])} MiB/s,"
+            f" FIFO {_mib(s['fifo.through']['mib_s'])} MiB/s)",
+            f"store: SQLite alone inserts {_mib(s['sqlite.write']['mib_s'])} MiB/s ="
+            f" {sq:.2f}× FIFO; dnpfs writes {med(emb, 'write_vs_sqlite'):.2f}× of that"
+            if sq is not None else "")
+    else:
+        add(f"embedded bulk ≥ {EMBEDDED_VS_FIFO}× local FIFO", None, "not measured")
+
+    scale = _ok(sc, "scaling")
+    target = "aggregate throughput rises with pipes until a core is saturated"
+    if scale:
+        cores = results["meta"]["machine"]["cores"]
+        met, text = scaling_verdict(scale, cores)
+        steps = [scale["reps"][0][f"pipes.{n}"] for n in scale["params"]["pipes"]
+                 if f"pipes.{n}" in scale["reps"][0]]
+        add(target, met, text,
+            f"machine cores busy (all processes, of {cores}): "
+            + ", ".join(f"{s['cores_busy_machine']:.2f}" for s in steps)
+            + "; busiest daemon: " + ", ".join(f"{s['cores_busy_max_daemon']:.2f}" for s in steps)
+            + "; broker: " + ", ".join(f"{s['cores_busy_broker']:.2f}" for s in steps))
+    else:
+        add(target, None, "not measured")
+    return out
+
+
+def scaling_verdict(scale: dict, cores: int) -> tuple[bool, str]:
+    """Rising while nothing is saturated; where it stops rising, something must be."""
+    steps = [(n, scale["reps"][0][f"pipes.{n}"]) for n in scale["params"]["pipes"]]
+    notes, met = [], True
+    for (n0, a), (n1, b) in zip(steps, steps[1:]):
+        grow = b["mib_s"] / a["mib_s"]
+        busiest = max(a["cores_busy_max_daemon"], b["cores_busy_max_daemon"])
+        machine = max(a["cores_busy_machine"], b["cores_busy_machine"])
+        saturated = busiest >= SATURATED_CORE or machine >= 0.9 * cores
+        if grow >= RISE:
+            continue
+        if grow < DROP:
+            met = False
+            notes.append(f"falls {n0}→{n1} pipes ({grow:.2f}×)")
+        elif not saturated:
+            met = False
+            notes.append(f"flat {n0}→{n1} pipes ({grow:.2f}×) with no core saturated")
+        else:
+            notes.append(f"flat from {n0} pipes: busiest daemon {busiest:.2f} cores,"
+                         f" machine {machine:.2f} of {cores}")
+    rates = ", ".join(f"{n}: {_mib(s['mib_s'])}" for n, s in steps)
+    return met, f"MiB/s by pipes {rates}" + (f"; {'; '.join(notes)}" if notes else "; rising")
+
+
+# -- markdown ------------------------------------------------------------------------
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _machine(meta: dict) -> str:
+    m = meta["machine"]
+    disk = m.get("disk_broker") or m["disk_bench"]
+    def describe_disk(d: dict | None) -> str:
+        if not d:
+            return "–"
+        kind = {True: "rotational per the kernel", False: "non-rotational"}.get(
+            d.get("rotational"), "?")
+        return (f"{d.get('device', '?')} ({d.get('fs', '?')}, {d.get('size_gib', '?')} GiB,"
+                f" {kind}, {d.get('free_gib')} GiB free)")
+    pk = m["packages"]
+    rows = [
+        ["CPU", f"{m['cores']} cores, {m['cpu_model']}"],
+        ["memory", f"{m['memory_gib']} GiB"],
+        ["kernel / OS", f"Linux {m['kernel']} / {m['os']}"],
+        ["Python", f"{m['python']} (pyfuse3 {pk['pyfuse3']}, trio {pk['trio']},"
+                   f" aiokafka {pk['aiokafka']})"],
+        ["Kafka", f"{m['kafka']}, one KRaft broker on this machine (scripts/kafka-dev),"
+                  " replication factor 1, on 127.0.0.1"],
+        ["kcat", m["kcat"]],
+        ["disk (broker log, bench data, SQLite store)",
+         f"broker: {describe_disk(disk)}; bench: {describe_disk(m['disk_bench'])}"],
+        ["load average at start", " / ".join(m["loadavg_at_start"]) + " (1/5/15 min)"],
+        ["run", f"{meta['started']}, {meta.get('duration_s', 0) / 60:.1f} min,"
+                f" commit {meta['git']}" + (", --quick" if meta["quick"] else "")],
+    ]
+    return _table(["", ""], rows)
+
+
+def _targets_md(results: dict) -> str:
+    icon = {True: "✅ met", False: "❌ not met", None: "– not measured"}
+    rows = [[t["target"], t["measured"], icon[t["met"]], t.get("bound", "")]
+            for t in results.get("targets", [])]
+    return _table(["target (issue)", "measured in this run", "", "what bounds it (same run)"],
+                  rows)
+
+
+def _bulk_md(b: dict, pictures: dict, image_dir: str) -> str:
+    s, r = b["summary"], b["ratios"]
+    p = b["params"]
+    out = ["## Bulk over Kafka\n",
+           f"{size_text(p['bytes'])} in {p['record'] >> 10} KiB records, {p['reps']}"
+           " repetition(s); MiB/s (medians). *write*: no reader yet, until the writer's"
+           " close() returned (all acks). *read*: the backlog, from starting the reader"
+           " (for dnpfs: open, join the reader group) to its last byte. *through*: reader"
+           " waiting first, from the writer's start to the reader's last byte.\n"]
+    if "bulk" in pictures:
+        out.append(f"![bulk throughput]({image_dir}/{pictures['bulk']})\n")
+    rows = []
+    for tool in ("dnpfs", "kcat", "aiokafka", "fifo", "fuse"):
+        rows.append([TOOLS[tool]] + [_mib(_rate(s.get(f"{tool}.{ph}")))
+                                     for ph in ("write", "read", "through")])
+    for ref in ("kcat", "aiokafka"):
+        rows.append([f"**dnpfs / {ref}**"] + [_x(r.get(f"{ph}_vs_{ref}"))
+                                              for ph in ("write", "read", "through")])
+    rows.append(["**dnpfs / local FIFO**", "–", "–", _x(r.get("through_vs_fifo"))])
+    rows.append(["**dnpfs / FUSE ceiling**", _x(r.get("write_vs_fuse")),
+                 _x(r.get("read_vs_fuse")), "–"])
+    rows.append(["aiokafka / kcat (the client library's own gap)",
+                 _x(r.get("aiokafka_write_vs_kcat")), _x(r.get("aiokafka_read_vs_kcat")), "–"])
+    out.append(_table(["MiB/s", "write", "read", "through"], rows))
+    out.append("\nWhat each costs, per GiB moved (medians):\n")
+    out.append(_cost_table(s, [(f"{t}.{ph}", f"{t} {ph}") for t in ("dnpfs", "kcat", "aiokafka")
+                               for ph in ("write", "read", "through")] +
+                           [("fifo.through", "fifo through"), ("fuse.write", "FUSE ceiling write"),
+                            ("fuse.read", "FUSE ceiling read")]))
+    return "\n".join(out)
+
+
+def _cost_table(s: dict, keys: list[tuple[str, str]], per_record: bool = False) -> str:
+    rows = []
+    for key, label in keys:
+        step = s.get(key)
+        if not step:
+            continue
+        row = [label,
+               _num(_per_gib(step, "daemon_cpu_s")) if step.get("daemon_cpu_s") else "–",
+               _num(_per_gib(step, "broker_cpu_s")),
+               _num(_per_gib(step, "client_cpu_s")),
+               _mib(step.get("daemon_peak_rss_mib")) if step.get("daemon_peak_rss_mib") else "–",
+               f"{step['machine_busy_s'] / (step.get('wall_s') or step['seconds']):.2f}"]
+        if per_record:
+            row[1:1] = [_num(_per_record_us(step, "daemon_cpu_s"), 1)
+                        if step.get("daemon_cpu_s") else "–",
+                        _num(_per_record_us(step, "client_cpu_s"), 1)]
+        rows.append(row)
+    header = ["step", "dnpfs daemons CPU s/GiB", "broker CPU s/GiB", "client CPU s/GiB",
+              "daemon peak RSS MiB", "machine cores busy"]
+    if per_record:
+        header[1:1] = ["daemons CPU µs/record", "client CPU µs/record"]
+    return _table(header, rows)
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _small_md(sm: dict, pictures: dict, image_dir: str) -> str:
+    s, r, p = sm["summary"], sm["ratios"], sm["params"]
+    out = ["## Small writes over Kafka\n",
+           f"{p['lines']:,} lines of {p['size']} bytes through one open handle, one write()"
+           " per line (`dd bs=100`), against `kcat -P` reading the same lines from stdin"
+           " (one message per line) and the aiokafka script (one send() per line);"
+           f" {p['reps']} repetition(s), records/s (medians).\n"]
+    if "small" in pictures:
+        out.append(f"![small writes]({image_dir}/{pictures['small']})\n")
+    def rate(key: str) -> str:
+        x = _rate(s.get(key), "records_s")
+        return "–" if x is None else f"{x:,.0f}"
+
+    rows = [[TOOLS[t], rate(f"{t}.write"), rate(f"{t}.through")]
+            for t in ("dnpfs", "kcat", "aiokafka", "fuse")]
+    for ref in ("kcat", "aiokafka"):
+        rows.append([f"**dnpfs / {ref}**", _x(r.get(f"write_vs_{ref}")),
+                     _x(r.get(f"through_vs_{ref}"))])
+    rows.append(["**dnpfs / FUSE ceiling**", _x(r.get("write_vs_fuse")), "–"])
+    rows.append(["target", f"≥ {SMALL_RECORDS_S:,}", ""])
+    out.append(_table(["records/s", "write", "through (reader on mount B)"], rows))
+    out.append("\nCost per record and per GiB (medians):\n")
+    out.append(_cost_table(s, [(f"{t}.{ph}", f"{t} {ph}") for t in ("dnpfs", "kcat", "aiokafka")
+                               for ph in ("write", "through")] +
+                           [("fuse.write", "FUSE ceiling write")], per_record=True))
+    return "\n".join(out)
+
+
+def _latency_md(lat: dict | None, emb: dict | None, pictures: dict, image_dir: str) -> str:
+    out = ["## Latency\n",
+           "One 100-byte message at a time: the writer writes only when the previous"
+           " message arrived and the reader is blocked in read() again (2 ms later). From"
+           " just before write() (or send()) to the reader's read() (getone()) returning"
+           " it.\n"]
+    if "latency" in pictures:
+        out.append(f"![latency]({image_dir}/{pictures['latency']})\n")
+    rows = []
+
+    def row(label: str, x: dict | None) -> None:
+        if x:
+            rows.append([label, str(x["n"]), _ms(x["p50_us"]), _ms(x["p90_us"]),
+                         _ms(x["p99_us"]), _ms(x["max_us"])])
+
+    if lat:
+        rep = lat["reps"][0]
+        row("dnpfs on Kafka (write on mount A, read on mount B)", rep.get("dnpfs"))
+        row("raw aiokafka (send → getone, consumer assigned and waiting)", rep.get("aiokafka"))
+        row("local FIFO", rep.get("fifo"))
+    if emb:
+        row("dnpfs embedded store (mount A → mount B)", emb["latency"].get("dnpfs"))
+        row("local FIFO (embedded scenario)", emb["latency"].get("fifo"))
+    out.append(_table(["path", "messages", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows))
+    if lat:
+        r = lat["ratios"]
+        d = r.get("p50_minus_aiokafka_ms", {}).get("median")
+        f = r.get("p99_vs_aiokafka", {}).get("median")
+        if d is not None and f is not None:
+            out.append(f"\ndnpfs − aiokafka at p50: **{d:+.2f} ms** (target ≤ +{P50_EXTRA_MS:g}"
+                       f" ms); dnpfs / aiokafka at p99: **{f:.2f}×** (target ≤"
+                       f" {P99_FACTOR:g}×).")
+    return "\n".join(out)
+
+
+def _scaling_md(sc: dict, cores: int, pictures: dict, image_dir: str) -> str:
+    p = sc["params"]
+    out = ["## Scaling: many pipes at once (Kafka)\n",
+           f"{size_text(p['total_bytes'])} in total at every point, split evenly over"
+           f" N pipes, {p['record'] >> 10} KiB writes; one writer thread (mount A) and one"
+           " reader thread (mount B) per pipe, all started together once every reader group"
+           " is joined. *cores busy*: CPU seconds over wall seconds (1.00 = one core).\n"]
+    if "scaling" in pictures:
+        out.append(f"![scaling]({image_dir}/{pictures['scaling']})\n")
+    rows = []
+    first = None
+    for n in p["pipes"]:
+        s = sc["reps"][0].get(f"pipes.{n}")
+        if not s:
+            continue
+        first = first or s["mib_s"]
+        a, b = (s["per_daemon_cpu_s"] + [0, 0])[:2]
+        rows.append([str(n), _mib(s["mib_s"]), f"{s['mib_s'] / first:.2f}×",
+                     f"{a / s['seconds']:.2f}", f"{b / s['seconds']:.2f}",
+                     f"{s['cores_busy_broker']:.2f}", f"{s['cores_busy_machine']:.2f}",
+                     f"{s['fastest_pipe_s']:.2f}–{s['slowest_pipe_s']:.2f}",
+                     _num(_per_gib(s, "daemon_cpu_s")), _mib(s["daemon_peak_rss_mib"])])
+    out.append(_table(["pipes", "aggregate MiB/s", "vs 1 pipe", "daemon A cores",
+                       "daemon B cores", "broker cores", f"machine cores (of {cores})",
+                       "pipes done after s", "daemons CPU s/GiB", "daemon peak RSS MiB"], rows))
+    met, text = scaling_verdict(sc, cores)
+    out.append(f"\nVerdict: {text}.")
+    return "\n".join(out)
+
+
+def _embedded_md(e: dict, pictures: dict, image_dir: str) -> str:
+    s, r, p = e["summary"], e["ratios"], e["params"]
+    out = ["## Embedded store (SQLite)\n",
+           f"{size_text(p['bytes'])} in {p['record'] >> 10} KiB records between two mounts of"
+           f" one SQLite store (two daemons, as two containers sharing a volume), {p['reps']}"
+           " repetition(s), next to a local FIFO measured in the same repetition.\n"]
+    rows = [["dnpfs embedded store"] + [_mib(_rate(s.get(f"dnpfs.{ph}")))
+                                        for ph in ("write", "read", "through")],
+            [TOOLS["fifo"], "–", "–", _mib(_rate(s.get("fifo.through")))],
+            [TOOLS["sqlite"], _mib(_rate(s.get("sqlite.write"))),
+             _mib(_rate(s.get("sqlite.read"))), "–"],
+            ["**dnpfs / local FIFO**", _x(r.get("write_vs_fifo")), _x(r.get("read_vs_fifo")),
+             _x(r.get("through_vs_fifo"))],
+            ["**dnpfs / SQLite alone**", _x(r.get("write_vs_sqlite")),
+             _x(r.get("read_vs_sqlite")), "–"],
+            ["SQLite alone / local FIFO", _x(r.get("sqlite_write_vs_fifo")), "–", "–"]]
+    out.append(_table(["MiB/s", "write", "read", "through"], rows))
+    out.append("\n(write and read are compared with the FIFO's through figure: a FIFO cannot"
+               " hold a backlog. *SQLite alone*: the same bytes inserted with dnpfs's schema and"
+               " pragmas, 64 records per transaction as the outbox batches them, the WAL synced"
+               " at the end as close() does; then one SELECT of everything.)\n")
+    out.append(_cost_table(s, [(f"dnpfs.{ph}", f"embedded {ph}")
+                               for ph in ("write", "read", "through")]))
+    return "\n".join(out)
+
+
+def _methods(results: dict, image_dir: str) -> str:
+    meta = results["meta"]
+    return f"""## How it is measured
+
+- `make bench` runs `python -m benchmarks` (benchmarks/suite.py): fresh daemons per
+  scenario (`dnpfs mount --foreground`, default options), a topic prefix of the run's own
+  (`{meta['topic_prefix']}`, deleted at the end), and the dev broker on 127.0.0.1.
+  `make bench-quick` is the same with small sizes; `make bench-smoke` runs tests/bench.
+- Every figure sits next to references measured **in the same repetition**, minutes apart
+  at most, with the tool order rotated between repetitions. Tables show medians; a ratio
+  is the median of the per-repetition ratios, with its range in brackets. Other engineers
+  use this machine: the *machine cores busy* column counts every process, ours and theirs.
+- dnpfs: `dd if=DATA of=A/pipe bs=128k` (the writer: each write() is one record; close()
+  returns when every record is acknowledged by the broker) and `cat B/pipe` on a second
+  mount of the same topic prefix (the reader: 1 MiB reads, EOF after the writer's END).
+- kcat: the data cut into files of one record each, `kcat -P -X enable.idempotence=true -X
+  acks=all -p 0 FILE...` (kcat sends each file as one message, byte for byte: `-D` cannot
+  carry binary data, any delimiter may occur in it), and `kcat -C -p 0 -o beginning -c N -f
+  %s` (not `-e`: librdkafka signals the partition's end only after a fetch that waited
+  `fetch.wait.max.ms`, 500 ms). For small writes kcat reads lines from stdin (one message
+  per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
+- aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
+  linger 1 ms, 256 KiB batches; 2 MiB fetches); timed from after it connected (the daemon
+  is connected before a step starts too).
+- Readers write into `probes count`, a byte counter started before the reader, which
+  reports when the first and the last byte arrived.
+- Costs: CPU = utime+stime from /proc/PID/stat before and after a step (daemons, broker
+  JVM) or from wait4() rusage (dd, cat, kcat, the scripts); peak RSS = VmHWM of the larger
+  daemon, reset (`clear_refs` 5) before each step.
+- Raw numbers, every repetition: [results.json]({image_dir}/results.json)."""
+
+
+def markdown(results: dict, pictures: dict[str, str], image_dir: str = "benchmarks") -> str:
+    meta = results["meta"]
+    sc = results.get("scenarios", {})
+    parts = [
+        "# Benchmarks\n",
+        "<!-- Generated by `make bench` (benchmarks/report.py) from one run; edits are"
+        " overwritten. -->\n",
+        "How fast dnpfs moves data next to what it is built on: kcat and a plain aiokafka"
+        " client on the same broker, and a local kernel FIFO as the ceiling, measured back to"
+        " back in one run. Issue: *As fast as kcat through a plain file*.\n",
+        "## Targets\n", _targets_md(results),
+        "\n## Machine\n", _machine(meta), "",
+    ]
+    if _ok(sc, "bulk"):
+        parts += [_bulk_md(sc["bulk"], pictures, image_dir), ""]
+    if _ok(sc, "small"):
+        parts += [_small_md(sc["small"], pictures, image_dir), ""]
+    if _ok(sc, "latency") or _ok(sc, "embedded"):
+        parts += [_latency_md(_ok(sc, "latency"), _ok(sc, "embedded"), pictures, image_dir), ""]
+    if _ok(sc, "scaling"):
+        parts += [_scaling_md(sc["scaling"], meta["machine"]["cores"], pictures, image_dir), ""]
+    if _ok(sc, "embedded"):
+        parts += [_embedded_md(sc["embedded"], pictures, image_dir), ""]
+    if "cost" in pictures:
+        parts += ["## Where the CPU goes\n", "CPU seconds per GiB of each process in the bulk"
+                  " steps (stacked), the same bytes through each path.\n",
+                  f"![cpu per GiB]({image_dir}/{pictures['cost']})\n"]
+    failed = {k: v["error"] for k, v in sc.items() if "error" in v}
+    if failed:
+        parts += ["## Failed scenarios\n"] + [f"- {k}: {v}" for k, v in failed.items()] + [""]
+    if results.get("smoke"):
+        sm = results["smoke"]
+        parts += ["## Smoke ratios (benchmarks/baseline.json)\n",
+                  f"64 MiB, best of {sm['params']['tries']}; tests/bench/test_smoke.py fails"
+                  " when a ratio falls below half of these.\n",
+                  _table(["ratio", "value"], [[k, f"{v:.2f}×"] for k, v in sm["ratios"].items()]),
+                  ""]
+    parts.append(_methods(results, image_dir))
+    return "\n".join(parts) + "\n"
+
+
+def console_summary(results: dict) -> str:
+    icon = {True: "MET    ", False: "NOT MET", None: "-      "}
+    lines = ["", "targets:"]
+    lines += [f"  {icon[t['met']]}  {t['target']}: {t['measured']}"
+              for t in results.get("targets", [])]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench-results" / "results.json"
+    results = json.loads(path.read_text())
+    results["targets"] = targets(results)
+    pictures = {p.stem: p.name for p in path.parent.glob("*.png")}
+    sys.stdout.write(markdown(results, pictures, image_dir="."))
+
+
+if __name__ == "__main__":
+    main()
