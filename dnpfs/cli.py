@@ -164,8 +164,10 @@ def _mount(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from . import status
 
-    points = [args.mountpoint] if args.mountpoint else status.dnpfs_mounts()
-    found = [status.collect(p) for p in points]
+    if args.mountpoint:
+        found = [status.collect(args.mountpoint)]
+    else:  # every mount; a dead one is listed as such, not an error
+        found = [status.collect_or_dead(p) for p in status.dnpfs_mounts()]
     if args.json:
         print(json.dumps(found if not args.mountpoint else found[0], indent=2))
     elif not found:

@@ -39,6 +39,14 @@ def collect(mountpoint: Path) -> dict:
     return {"mountpoint": str(mountpoint), **mount, "pipes": pipes}
 
 
+def collect_or_dead(mountpoint: Path) -> dict:
+    try:
+        return collect(mountpoint)
+    except MountError as e:
+        return {"mountpoint": str(mountpoint), "backend": "?", "pid": "-", "pipes": [],
+                "health": f"not answering: {e} (umount -l, or dnpfs mount again, cleans it)"}
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "-"

@@ -53,3 +53,11 @@ def test_status_of_a_non_mount_is_one_line(tmp_path):
                        timeout=30, cwd=ROOT)
     assert r.returncode == 1
     assert r.stderr.strip() == f"dnpfs: {tmp_path} is not a dnpfs mount"
+
+
+def test_status_lists_a_dead_mount_without_failing(make_mount):
+    m = make_mount()
+    m.kill()  # a stale mount, as a crash leaves it
+    out = status()
+    line = next(l for l in out.splitlines() if l.startswith(str(m.path)))
+    assert "not answering" in line
