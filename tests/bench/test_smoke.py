@@ -26,7 +26,9 @@ def test_throughput_ratios_hold_against_the_baseline(kafka_bootstrap, tmp_path):
     baseline = smoke.load_baseline()
     best: dict[str, float] = {}
     for round_ in range(ROUNDS):
-        measured = smoke.run(kafka_bootstrap, tmp_path / f"round{round_}")
+        work = tmp_path / f"round{round_}"
+        work.mkdir()
+        measured = smoke.run(kafka_bootstrap, work)
         assert set(measured["ratios"]) == set(baseline["ratios"]), \
             "benchmarks/smoke.py and baseline.json disagree on the ratios: run `make bench`"
         for name, value in measured["ratios"].items():
