@@ -55,7 +55,7 @@ class Leases:
                 nursery.start_soon(self._expire_loop)
 
     async def _beat(self) -> None:
-        while True:
+        while not self.pipes.closing:  # the store closes during shutdown
             try:
                 await self.pipes.backend.heartbeat(self.mount_id)
             except DnpfsError as e:
@@ -63,7 +63,7 @@ class Leases:
             await trio.sleep(self.timeout / 6)
 
     async def _expire_loop(self) -> None:
-        while True:
+        while not self.pipes.closing:
             await trio.sleep(self.timeout / 4)
             try:
                 await self.expire()

@@ -120,9 +120,10 @@ class Pipes:
             state.checking_gone = False
 
     def waiting_groups(self) -> list[tuple[str, str]]:
-        """(pipe, group) pairs with a reader blocked in read() on this mount."""
+        """(pipe, group) pairs with a reader waiting on this mount: blocked in
+        read(), or in poll/select/epoll (it left a poll handle)."""
         return sorted({(s.name, r.group) for s in self._states.values()
-                       for r in s.readers if r.blocked})
+                       for r in s.readers if r.blocked or r.poll_handle is not None})
 
     def _state(self, name: str) -> PipeState:
         state = self._states.get(name)

@@ -40,6 +40,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import zlib
 
@@ -142,7 +143,7 @@ def writer(args) -> int:
             seq += 1  # maybe stored, never acknowledged
             fail("write", e)
             continue
-        log.json(written=seq)
+        log.json(written=seq, t=round(time.time(), 3))
         seq += 1
         in_session += 1
         if args.sync:
@@ -169,6 +170,8 @@ def writer(args) -> int:
                 time.sleep(delay)
             else:
                 next_at = time.monotonic()
+    while args.hold and not _stopped(args):
+        time.sleep(0.05)  # --count reached: keep the session open until told to stop
     if fd is not None:
         try:
             timed("close", os.close, fd)
@@ -198,7 +201,7 @@ def reader(args) -> int:
             data = os.read(fd, args.size)
         except OSError as e:
             log.raw(b"X %d %d\n" % (time.time_ns(), e.errno))
-            os.close(fd)
+            _close(fd)
             fd = None
             time.sleep(0.1)
             continue
@@ -207,20 +210,27 @@ def reader(args) -> int:
             log.raw(b"D %d %d\n" % (now, len(data)) + data)
             continue
         log.raw(b"E %d\n" % now)
-        os.close(fd)
+        _close(fd)
         fd = None
         if not args.reopen:
             break
     if fd is not None:
-        os.close(fd)
+        _close(fd)
     return 0
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)  # the fd is released even when this fails (a dead mount: ENOTCONN)
+    except OSError:
+        pass
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.faults.agent")
     sub = p.add_subparsers(dest="role", required=True)
     w = sub.add_parser("writer")
-    w.add_argument("path")
+    w.add_argument("path", nargs="+", help="several: one thread each; {i} in --id and --log")
     w.add_argument("--id", required=True)
     w.add_argument("--log", required=True)
     w.add_argument("--count", type=int, default=0)
@@ -229,9 +239,11 @@ def main(argv=None) -> int:
     w.add_argument("--session-every", type=int, default=0)
     w.add_argument("--sync", action="store_true", help="O_SYNC: every write is acknowledged")
     w.add_argument("--pad", type=int, default=0)
+    w.add_argument("--hold", action="store_true",
+                   help="after --count records, keep the file open until stopped")
     w.add_argument("--stop", default=None, help="stop when this file exists")
     r = sub.add_parser("reader")
-    r.add_argument("path")
+    r.add_argument("path", nargs="+", help="several: one thread each; {i} in --log")
     r.add_argument("--log", required=True)
     r.add_argument("--packet", action="store_true", help="O_DIRECT: one record per read")
     r.add_argument("--reopen", action="store_true", help="after EOF, open again")
@@ -239,14 +251,28 @@ def main(argv=None) -> int:
     r.add_argument("--size", type=int, default=65536)
     r.add_argument("--stop", default=None)
     args = p.parse_args(argv)
+    role = writer if args.role == "writer" else reader
     if args.role == "writer":
         # Stop between writes.  Readers keep the default: SIGTERM or SIGKILL
         # ends a blocked read at once (dnpfs answers EINTR), and the tests
         # stop readers only once nothing is in flight to them.
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-        return writer(args)
-    return reader(args)
+    if len(args.path) == 1:
+        args.path = args.path[0]
+        return role(args)
+    threads = []
+    for i, path in enumerate(args.path):
+        one = argparse.Namespace(**vars(args))
+        one.path, one.log = path, args.log.format(i=i)
+        if args.role == "writer":
+            one.id = args.id.format(i=i)
+        threads.append(threading.Thread(target=role, args=(one,), daemon=True))
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.1)  # the main thread stays free to run signal handlers
+    return 0
 
 
 if __name__ == "__main__":

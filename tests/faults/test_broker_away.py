@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from .conftest import LONG, kafka_args, long_or, make_plain_mount
-from .workload import Reader, Writer, judge, stop_all, wait_delivered
+from .conftest import kafka_args, long_or, make_plain_mount
+from .workload import Reader, Writer, stop_all, wait_delivered
 from ..util import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -50,7 +50,6 @@ def test_broker_sigstop_mid_stream_loses_no_acknowledged_record(thawed, tmp_path
         time.sleep(3)
         before = [len(w.acked()) for w in writers]
         broker.freeze()
-        frozen_at = time.time()
         time.sleep(FREEZE)
         during = [len(w.acked()) for w in writers]
         broker.thaw()

@@ -22,10 +22,10 @@ AGENT = [sys.executable, "-m", "tests.faults.agent"]
 
 
 class Agent:
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, proc: subprocess.Popen | None = None) -> None:
         self.log = log
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = proc or subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     @property
     def pid(self) -> int:
@@ -42,6 +42,20 @@ class Agent:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
+    @classmethod
+    def group(cls, argv: list[str], logs: list[Path], **fields) -> list:
+        """One process serving several pipes (a thread each); one handle per pipe."""
+        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        out = []
+        for i, log in enumerate(logs):
+            handle = cls.__new__(cls)
+            Agent.__init__(handle, argv, log, proc)
+            for k, v in fields.items():
+                setattr(handle, k, v[i] if isinstance(v, list) else v)
+            out.append(handle)
+        return out
+
     def stderr(self) -> str:
         if self.proc.poll() is None:
             return ""
@@ -51,7 +65,7 @@ class Agent:
 class Writer(Agent):
     def __init__(self, path: Path, wid: str, log: Path, *, fsync_every: int = 0,
                  session_every: int = 0, sync: bool = False, rate: float = 0, count: int = 0,
-                 pad: int = 0, stop: Path | None = None) -> None:
+                 pad: int = 0, stop: Path | None = None, hold: bool = False) -> None:
         self.wid = wid
         argv = [*AGENT, "writer", str(path), "--id", wid, "--log", str(log)]
         for flag, value in (("--fsync-every", fsync_every), ("--session-every", session_every),
@@ -60,6 +74,8 @@ class Writer(Agent):
                 argv += [flag, str(value)]
         if sync:
             argv.append("--sync")
+        if hold:
+            argv.append("--hold")
         if stop is not None:
             argv += ["--stop", str(stop)]
         super().__init__(argv, log)
@@ -94,6 +110,10 @@ class Writer(Agent):
         """The highest seq whose write() returned (-1: none)."""
         return max((e["written"] for e in self.events() if "written" in e), default=-1)
 
+    def written_at(self) -> dict[int, float]:
+        """seq -> time.time() when its write() returned."""
+        return {e["written"]: e["t"] for e in self.events() if "written" in e and "t" in e}
+
     def errors(self) -> list[dict]:
         return [e for e in self.events() if "err" in e]
 
@@ -107,6 +127,26 @@ class Writer(Agent):
             if "slow" in e:
                 worst[e["slow"]] = max(worst.get(e["slow"], 0.0), e["s"])
         return worst
+
+
+def writers_for(paths: list[Path], logdir: Path, prefix: str, **opts) -> list[Writer]:
+    """One writer process for many pipes; writer ids prefix0, prefix1, ..."""
+    argv = [*AGENT, "writer", *map(str, paths), "--id", f"{prefix}{{i}}", "--log",
+            str(logdir / f"{prefix}{{i}}.log")]
+    for flag, value in opts.items():
+        if value is True:
+            argv.append("--" + flag.replace("_", "-"))
+        elif value:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    logs = [logdir / f"{prefix}{i}.log" for i in range(len(paths))]
+    return Writer.group(argv, logs, wid=[f"{prefix}{i}" for i in range(len(paths))])
+
+
+def readers_for(paths: list[Path], logdir: Path, prefix: str, packet: bool = True,
+                size: int = 65536) -> list[Reader]:
+    argv = [*AGENT, "reader", *map(str, paths), "--log", str(logdir / f"{prefix}{{i}}.log"),
+            "--size", str(size), "--ready", "--reopen"] + (["--packet"] if packet else [])
+    return Reader.group(argv, [logdir / f"{prefix}{i}.log" for i in range(len(paths))])
 
 
 class Reader(Agent):
@@ -165,7 +205,7 @@ class Delivery:
     eofs: int = 0
     read_errors: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)  # seconds, first delivery of each record
-    first_after: dict[str, float] = field(default_factory=dict)
+    warmup_latencies: list[float] = field(default_factory=list)  # of records written before *since*
 
     @property
     def max_latency(self) -> float:
@@ -189,9 +229,6 @@ class Delivery:
             out["latency_max_ms"] = round(self.max_latency * 1000, 1)
         return out
 
-    def missing(self, writers) -> set[tuple[str, int]]:
-        return set(self.lost)
-
 
 def records_of(reader: Reader, packet: bool = True):
     """(t_read_ns, line) per record a reader got; lines split across reads are joined."""
@@ -210,7 +247,8 @@ def records_of(reader: Reader, packet: bool = True):
     return out, eofs, errors
 
 
-def judge(writers: list[Writer], readers: list[Reader]) -> Delivery:
+def judge(writers: list[Writer], readers: list[Reader], since: float = 0.0) -> Delivery:
+    """*since* (time.time()): latencies of records written before it count as warm-up."""
     d = Delivery()
     acked = {(w.wid, s) for w in writers for s in w.acked()}
     written = {w.wid: w.written() for w in writers}
@@ -233,7 +271,8 @@ def judge(writers: list[Writer], readers: list[Reader]) -> Delivery:
                 # +1: a write() that returned to a writer killed before it could log it
                 d.phantom += 1
             if seen[key] == 0:
-                d.latencies.append(max(0.0, (t_read - t_write) / 1e9))
+                lat = max(0.0, (t_read - t_write) / 1e9)
+                (d.latencies if t_write / 1e9 >= since else d.warmup_latencies).append(lat)
                 if seq < last.get(wid, -1):
                     d.out_of_order += 1
             seen[key] += 1

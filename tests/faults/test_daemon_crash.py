@@ -1,0 +1,146 @@
+"""kill -9 of a dnpfs daemon under load, and `dnpfs mount` of the same
+mountpoint again: nothing acknowledged is lost; the duplicate window is measured."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from ..util import run, spawn, wait_blocked, wait_for
+from .conftest import answers, long_or, make_plain_mount
+from .test_broker_away import first_read_after
+from .workload import Reader, Writer, stop_all, wait_delivered
+
+ROUNDS = long_or(1, 5)
+
+
+def test_kill_9_of_writer_and_reader_daemons_then_remount(backend, backend_args, tmp_path,
+                                                          reliability):
+    reliability.row(
+        fault=f"kill -9 of the writers' daemon, `dnpfs mount` again; then kill -9 of the readers'"
+              f" daemon, mount again ({ROUNDS} round(s), {backend})",
+        expected="the same mountpoint mounts again; writers and readers carry on after reopening;"
+                 " every record whose fsync()/close() returned 0 is delivered; duplicates only"
+                 " within the documented window (kafka: ~100 ms of reads; sqlite: none); on"
+                 " sqlite at most the one record being read at each kill is allowed missing"
+                 " (xfail below)")
+    a = make_plain_mount(tmp_path, "a", backend_args).start()
+    b = make_plain_mount(tmp_path, "b", backend_args).start()
+    agents = []
+    recover = []
+    try:
+        os.mkfifo(a / "p")
+        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
+        reader = Reader(b / "p", tmp_path / "r.log", packet=False)
+        agents.append(reader)
+        wait_for(reader.opened, 10, what="reader open")
+        writers = [Writer(a / "p", "w1", tmp_path / "w1.log", fsync_every=20, rate=400),
+                   Writer(a / "p", "w2", tmp_path / "w2.log", session_every=10, rate=100)]
+        agents += writers
+        time.sleep(2)
+        reader_kills = []
+        for _ in range(ROUNDS):
+            for m in (a, b):
+                if m is b:
+                    reader_kills.append(time.time())
+                m.kill()
+                time.sleep(0.5)
+                started = time.monotonic()
+                m.start()
+                remount = time.monotonic() - started
+                restarted = time.time()
+                wait_for(lambda: first_read_after(reader, restarted) is not None, 60,
+                         what="the reader to get data again")
+                recover.append((round(remount, 2), round(first_read_after(reader, restarted), 2)))
+                time.sleep(2)
+        for w in writers:
+            w.stop(timeout=60)
+        d = wait_delivered(writers, [reader], timeout=60)
+        # A record whose read() was under way when the readers' daemon died may
+        # be gone on the embedded store (see the strace test below): at most one
+        # per kill, written just before it.  Anything else lost is a failure.
+        written_at = {w.wid: w.written_at() for w in writers}
+        in_flight = [k for k in d.lost
+                     if any(0 <= t - written_at[k[0]].get(k[1], 0) < 1.0 for t in reader_kills)]
+        if backend != "sqlite" or len(in_flight) > len(reader_kills):
+            in_flight = []
+        hard_lost = [k for k in d.lost if k not in in_flight]
+        reliability.measure(
+            kills=2 * ROUNDS,
+            **{k: v for k, v in d.summary().items() if not k.startswith("latency")},
+            lost_in_flight_at_kill=len(in_flight),
+            duplicate_window_bytes=d.duplicate_bytes,
+            writer_errors=sorted({f"{e['op']}:{e['err']}" for w in writers for e in w.errors()}),
+            remount_s_and_first_read_s=recover,
+        )
+        assert not hard_lost, f"{len(hard_lost)} acknowledged records lost: {hard_lost[:10]}"
+        assert d.corrupt == 0 and d.phantom == 0 and d.out_of_order == 0, d.summary()
+        if backend == "sqlite":
+            assert d.duplicates == 0
+        assert answers(a) and answers(b)
+    finally:
+        stop_all(agents)
+        a.stop()
+        b.stop()
+
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed")
+def test_read_whose_reply_dies_with_the_daemon_is_delivered_again(backend, backend_args,
+                                                                  tmp_path, reliability, request):
+    """The worst instant for a kill -9: a read() has taken its bytes from the
+    group's cursor and the daemon dies before the kernel has the reply.
+    strace kills the readers' daemon exactly there: at its first writev to
+    /dev/fuse (the reply to the blocked read) after a writer on the other
+    mount writes one record."""
+    if backend == "sqlite":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "embedded store: SqliteBackend.consume moves the group cursor in the same"
+            " transaction that fetches the bytes, before the FUSE reply is written; a daemon"
+            " killed in between loses them (at-most-once on crash)")))
+    reliability.row(
+        fault=f"kill -9 of the readers' daemon between taking a record from the group and"
+              f" writing the read() reply to the kernel (strace fault injection; {backend})",
+        expected="the record is not lost: after `dnpfs mount` again the next reader gets it"
+                 " (at-least-once)")
+    a = make_plain_mount(tmp_path, "a", backend_args).start()
+    b = make_plain_mount(tmp_path, "b", backend_args).start()
+    tracer = None
+    try:
+        os.mkfifo(a / "p")
+        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
+        cat = spawn(["cat", str(b / "p")])
+        wait_blocked(cat)
+        time.sleep(1.5)  # Kafka: the mount joins the reader group in the background
+        trace_log = tmp_path / "strace.txt"
+        tracer = subprocess.Popen(
+            [STRACE, "-f", "-e", "trace=writev", "-e", "inject=writev:error=EIO:signal=KILL:when=1",
+             "-p", str(b.pid)], stderr=open(trace_log, "w"))
+        wait_for(lambda: "attached" in trace_log.read_text(), 10, what="strace to attach")
+        time.sleep(0.3)
+        with open(a / "p", "wb", buffering=0) as w:
+            w.write(b"the one record\n")
+        b.proc.wait(20)
+        died = b.proc.returncode
+        first, _ = cat.communicate(timeout=10)
+        tracer.wait(10)
+        b.proc = None
+        b.start()
+        wait = "20" if backend == "kafka" else "5"  # Kafka: the dead member's session ends first
+        again = run(["timeout", wait, "head", "-c", "15", str(b / "p")], check=False, timeout=40)
+        reliability.measure(daemon_exit=died, first_reader_got=first.decode(errors="replace"),
+                            next_reader_got=again.stdout.decode(errors="replace"))
+        assert died == -9, "strace did not kill the daemon at the reply"
+        assert first == b""
+        assert again.stdout == b"the one record\n", "the record taken by the dead daemon is lost"
+    finally:
+        if tracer is not None and tracer.poll() is None:
+            tracer.kill()
+        a.stop()
+        b.stop()
