@@ -33,7 +33,7 @@ class MountError(Exception):
     """One line for the user; the command exits non-zero."""
 
 
-def _mountinfo() -> list[tuple[str, str]]:
+def mounts() -> list[tuple[str, str]]:
     """(mountpoint, fstype) of every mount, unescaped."""
     mounts = []
     with open("/proc/self/mountinfo") as f:
@@ -47,7 +47,7 @@ def _mountinfo() -> list[tuple[str, str]]:
 def mount_type(path: Path) -> str | None:
     target = os.path.abspath(path)
     found = None
-    for point, fstype in _mountinfo():
+    for point, fstype in mounts():
         if point == target:
             found = fstype  # the last one is on top
     return found

@@ -36,7 +36,7 @@ class PipeState:
 
     @property
     def unused(self) -> bool:
-        return not self.readers and self.outbox is None and not any(self.attaching.values())
+        return not self.readers and self.outbox is None and not self.attaching
 
     def notify(self) -> None:
         """The pipe may have new records, or be gone: wake readers and pollers."""

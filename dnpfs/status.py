@@ -10,16 +10,12 @@ import json
 import os
 from pathlib import Path
 
-from .mount import MountError, mount_type
-
-STATUS_XATTR = "user.dnpfs.status"
-STAT_XATTR = "user.dnpfs.stat"
+from .fs import STAT_XATTR, STATUS_XATTR
+from .mount import MountError, mount_type, mounts
 
 
 def dnpfs_mounts() -> list[Path]:
-    from .mount import _mountinfo
-
-    return [Path(point) for point, fstype in _mountinfo() if fstype == "fuse.dnpfs"]
+    return [Path(point) for point, fstype in mounts() if fstype == "fuse.dnpfs"]
 
 
 def collect(mountpoint: Path) -> dict:
