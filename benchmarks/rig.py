@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import mount  # the tests' dnpfs daemon: the bench mounts the same way
+from tests.util import proc_state, wait_for  # noqa: F401 (proc_state: for steps.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # daemons and probes run under the suite's own interpreter
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -218,90 +221,25 @@ class Child:
         return repr(argv[:90])
 
 
-def proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return "gone"
-
-
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RigError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(predicate, timeout, interval, what, error=RigError)
 
 
 # -- dnpfs daemons -------------------------------------------------------------------
 
-def _mounted(path: Path) -> bool:
-    target = os.path.abspath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
+class Mount(mount.Mount):
+    """`dnpfs mount --foreground` of one backend, as a user would run it
+    (tests/mount.py), with the bench's patience and its RigError."""
 
-
-class Mount:
-    """`dnpfs mount --foreground` of one backend, as a user would run it."""
-
-    def __init__(self, path: Path, backend_args: list[str], log: Path) -> None:
-        self.path = path
-        self.backend_args = backend_args
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def argv(self) -> list[str]:
-        return [PYTHON, "-m", "dnpfs", "mount", "--foreground", *self.backend_args,
-                str(self.path)]
-
-    def start(self) -> Mount:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=ROOT)
-        wait_until(self._ready, 60, f"{self.argv()[2]} to mount {self.path} (log: {self.log})")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RigError(f"{self.argv()[2]} exited {self.proc.returncode}; log {self.log}:\n"
-                           f"{self.log.read_text(errors='replace')[-2000:]}")
-        if not _mounted(self.path):
-            return False
-        try:
-            os.getxattr(self.path, "user.dnpfs.pid")
-            return True
-        except OSError:
-            return False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if _mounted(self.path):
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-        self.proc = None
+    error = RigError
+    ready_timeout = 60.0
+    stop_timeout = 20.0
 
 
 class NullMount(Mount):
     """benchmarks/nullfs.py: the same pyfuse3 and trio, storing nothing."""
+
+    name = "nullfs"
 
     def __init__(self, path: Path, log: Path) -> None:
         super().__init__(path, [], log)
@@ -309,10 +247,8 @@ class NullMount(Mount):
     def argv(self) -> list[str]:
         return [PYTHON, "-m", "benchmarks.nullfs", str(self.path)]
 
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RigError(f"nullfs exited {self.proc.returncode}: {self.log.read_text()[-800:]}")
-        return _mounted(self.path)
+    def _answers(self) -> bool:
+        return True  # nothing to ask: mounted is ready
 
 
 # -- the broker ------------------------------------------------------------------------

@@ -104,6 +104,59 @@ def _rotate(items: list, n: int) -> list:
     return items[n:] + items[:n]
 
 
+def _repeat(bench: Bench, count: int, tag: str,
+            parts: Callable[[dict, str], list[Callable[[], None]]], topics: bool = False
+            ) -> list[dict]:
+    """*count* repetitions of the parts that ``parts(row, sub)`` returns, run in
+    an order rotated by one at each repetition; they fill *row* and name their
+    pipes and topics ``sub + ...`` (sub: "bulk0.", "bulk1." ...).  With *topics*,
+    each repetition's topics are deleted after it."""
+    reps = []
+    for rep in range(count):
+        row: dict[str, dict] = {}
+        sub = f"{tag}{rep}."
+        todo = parts(row, sub)
+        bench.say(f"  repetition {rep + 1}/{count}")
+        for part in _rotate(todo, rep):
+            part()
+        reps.append(row)
+        if topics:
+            bench.admin.delete_prefix(bench.topic(sub))
+    return reps
+
+
+def _fifos(mount: Mount, sub: str) -> tuple[str, str]:
+    """Two new pipes: one to write then read, one to go through at once."""
+    pipe, thru = sub + "dnpfs", sub + "dnpfs-thru"
+    os.mkfifo(mount / pipe)
+    os.mkfifo(mount / thru)
+    return pipe, thru
+
+
+def _topics(bench: Bench, sub: str, tool: str) -> tuple[str, str]:
+    """The same two, as topics of a reference *tool*."""
+    t, thru = bench.topic(sub + tool), bench.topic(sub + tool + "-thru")
+    bench.admin.create([t, thru])
+    return t, thru
+
+
+def _dnpfs_bulk(bench: Bench, row: dict, A: Mount, B: Mount, sub: str, src, size: int,
+                record: int, kafka: bool) -> tuple[str, str]:
+    """dd into mount A, cat from mount B, then both at once through a second
+    pipe: row's dnpfs.write, dnpfs.read and dnpfs.through.  Returns the pipes."""
+    records = -(-size // record)
+    daemons = [A.pid, B.pid]
+    pipe, thru = _fifos(A, sub)
+    row["dnpfs.write"] = bench.run("dnpfs write (dd -> mount A)", steps.dd_write, bench, src,
+                                   A / pipe, size, record, daemons)
+    row["dnpfs.read"] = bench.run("dnpfs read (cat <- mount B)", steps.cat_read, bench, B / pipe,
+                                  size, records, record, daemons)
+    row["dnpfs.through"] = bench.run("dnpfs through (dd A | cat B at once)", steps.dnpfs_through,
+                                     bench, src, A / thru, B / thru, size, record, daemons,
+                                     thru if kafka else None)
+    return pipe, thru
+
+
 def _scenario(title: str, params: dict, reps: list[dict], ratios: dict) -> dict:
     return {"title": title, "params": params, "reps": reps, "summary": summarize(reps),
             "ratios": {k: v for k, v in ratios.items() if v}}
@@ -120,28 +173,13 @@ def bulk_kafka(bench: Bench) -> dict:
     src = bench.source(size)
     folder, files = bench.parts(size, record)
     bench.say(f"bulk over Kafka: {a.bulk_mib} MiB in {a.record_kib} KiB records, {a.reps} rep(s)")
-    reps = []
     with kafka_mounts(bench, "bulk") as (A, B), null_mount(bench, "bulk") as N:
-        daemons = [A.pid, B.pid]
-        for rep in range(a.reps):
-            row: dict[str, dict] = {}
-            sub = f"bulk{rep}."
-
+        def parts(row: dict, sub: str) -> list[Callable[[], None]]:
             def dnpfs() -> None:
-                pipe, thru = sub + "dnpfs", sub + "dnpfs-thru"
-                os.mkfifo(A / pipe)
-                os.mkfifo(A / thru)
-                row["dnpfs.write"] = bench.run("dnpfs write (dd -> mount A)", steps.dd_write,
-                                               bench, src, A / pipe, size, record, daemons)
-                row["dnpfs.read"] = bench.run("dnpfs read (cat <- mount B)", steps.cat_read,
-                                              bench, B / pipe, size, records, record, daemons)
-                row["dnpfs.through"] = bench.run(
-                    "dnpfs through (dd A | cat B at once)", steps.dnpfs_through, bench, src,
-                    A / thru, B / thru, size, record, daemons, thru)
+                _dnpfs_bulk(bench, row, A, B, sub, src, size, record, kafka=True)
 
             def kcat() -> None:
-                t, thru = bench.topic(sub + "kcat"), bench.topic(sub + "kcat-thru")
-                bench.admin.create([t, thru])
+                t, thru = _topics(bench, sub, "kcat")
                 row["kcat.write"] = bench.run("kcat -P (one file = one message)", steps.kcat_write,
                                               bench, t, folder, files, size, record)
                 row["kcat.read"] = bench.run("kcat -C -c N", steps.kcat_read, bench, t, size,
@@ -150,8 +188,7 @@ def bulk_kafka(bench: Bench) -> dict:
                                                 bench, thru, folder, files, size, records, record)
 
             def aiokafka() -> None:
-                t, thru = bench.topic(sub + "aiokafka"), bench.topic(sub + "aiokafka-thru")
-                bench.admin.create([t, thru])
+                t, thru = _topics(bench, sub, "aiokafka")
                 row["aiokafka.write"] = bench.run("aiokafka producer", steps.ref_write, bench, t,
                                                   src, size, record)
                 row["aiokafka.read"] = bench.run("aiokafka consumer", steps.ref_read, bench, t,
@@ -171,11 +208,9 @@ def bulk_kafka(bench: Bench) -> dict:
                                              bench, N / f"source-{size}", size, records, record,
                                              [N.pid])
 
-            bench.say(f"  repetition {rep + 1}/{a.reps}")
-            for part in _rotate([fifo, fuse, dnpfs, kcat, aiokafka], rep):
-                part()
-            reps.append(row)
-            bench.admin.delete_prefix(bench.topic(sub))
+            return [fifo, fuse, dnpfs, kcat, aiokafka]
+
+        reps = _repeat(bench, a.reps, "bulk", parts, topics=True)
     ratios = {
         "write_vs_kcat": ratio(reps, "dnpfs.write", "kcat.write"),
         "read_vs_kcat": ratio(reps, "dnpfs.read", "kcat.read"),
@@ -204,17 +239,12 @@ def small_writes(bench: Bench) -> dict:
     lines = bench.lines(n, size)
     nbytes = n * size
     bench.say(f"small writes over Kafka: {n} lines of {size} bytes, {a.reps_small} rep(s)")
-    reps = []
     with kafka_mounts(bench, "small") as (A, B), null_mount(bench, "small") as N:
         daemons = [A.pid, B.pid]
-        for rep in range(a.reps_small):
-            row: dict[str, dict] = {}
-            sub = f"small{rep}."
 
+        def parts(row: dict, sub: str) -> list[Callable[[], None]]:
             def dnpfs() -> None:
-                pipe, thru = sub + "dnpfs", sub + "dnpfs-thru"
-                os.mkfifo(A / pipe)
-                os.mkfifo(A / thru)
+                pipe, thru = _fifos(A, sub)
                 row["dnpfs.write"] = bench.run("dnpfs: dd bs=100 -> mount A", steps.dd_write,
                                                bench, lines, A / pipe, nbytes, size, daemons)
                 row["dnpfs.through"] = bench.run("dnpfs: dd bs=100 A | cat B", steps.dnpfs_through,
@@ -222,8 +252,7 @@ def small_writes(bench: Bench) -> dict:
                                                  daemons, thru)
 
             def kcat() -> None:
-                t, thru = bench.topic(sub + "kcat"), bench.topic(sub + "kcat-thru")
-                bench.admin.create([t, thru])
+                t, thru = _topics(bench, sub, "kcat")
                 row["kcat.write"] = bench.run("kcat -P < lines", steps.kcat_write_lines, bench, t,
                                               lines, n, size)
                 row["kcat.through"] = bench.run("kcat -P | kcat -C at once", steps.kcat_through,
@@ -231,8 +260,7 @@ def small_writes(bench: Bench) -> dict:
                                                 lines=lines)
 
             def aiokafka() -> None:
-                t, thru = bench.topic(sub + "aiokafka"), bench.topic(sub + "aiokafka-thru")
-                bench.admin.create([t, thru])
+                t, thru = _topics(bench, sub, "aiokafka")
                 row["aiokafka.write"] = bench.run("aiokafka producer, send() per line",
                                                   steps.ref_write, bench, t, lines, nbytes, size)
                 row["aiokafka.through"] = bench.run("aiokafka producer | consumer",
@@ -244,11 +272,9 @@ def small_writes(bench: Bench) -> dict:
                                               steps.dd_write, bench, lines, N / "sink", nbytes,
                                               size, [N.pid])
 
-            bench.say(f"  repetition {rep + 1}/{a.reps_small}")
-            for part in _rotate([dnpfs, fuse, kcat, aiokafka], rep):
-                part()
-            reps.append(row)
-            bench.admin.delete_prefix(bench.topic(sub))
+            return [dnpfs, fuse, kcat, aiokafka]
+
+        reps = _repeat(bench, a.reps_small, "small", parts, topics=True)
     ratios = {
         "write_vs_kcat": ratio(reps, "dnpfs.write", "kcat.write", "records_s"),
         "write_vs_aiokafka": ratio(reps, "dnpfs.write", "aiokafka.write", "records_s"),
@@ -331,29 +357,16 @@ def embedded(bench: Bench) -> dict:
     a = bench.args
     # dd bs=1M by default: the core issue's measure (the kernel's largest FUSE write).
     size, record = a.embedded_mib * MiB, a.embedded_record_kib << 10
-    records = -(-size // record)
     src = bench.source(size)
     bench.say(f"embedded store: {a.embedded_mib} MiB in {a.embedded_record_kib} KiB records,"
               f" {a.reps} rep(s); latency {a.latency_count} messages")
-    reps = []
     with store_mounts(bench, "embedded") as (A, B):
         daemons = [A.pid, B.pid]
-        for rep in range(a.reps):
-            row: dict[str, dict] = {}
-            pipe, thru = f"bulk{rep}", f"thru{rep}"
 
+        def parts(row: dict, sub: str) -> list[Callable[[], None]]:
             def dnpfs() -> None:
-                os.mkfifo(A / pipe)
-                os.mkfifo(A / thru)
-                row["dnpfs.write"] = bench.run("dnpfs write (dd -> mount A)", steps.dd_write,
-                                               bench, src, A / pipe, size, record, daemons)
-                row["dnpfs.read"] = bench.run("dnpfs read (cat <- mount B)", steps.cat_read,
-                                              bench, B / pipe, size, records, record, daemons)
-                row["dnpfs.through"] = bench.run(
-                    "dnpfs through (dd A | cat B at once)", steps.dnpfs_through, bench, src,
-                    A / thru, B / thru, size, record, daemons, None)
-                os.unlink(A / pipe)
-                os.unlink(A / thru)
+                for pipe in _dnpfs_bulk(bench, row, A, B, sub, src, size, record, kafka=False):
+                    os.unlink(A / pipe)
 
             def fifo() -> None:
                 row["fifo.through"] = bench.run("local FIFO (dd | cat)", steps.fifo_through,
@@ -365,10 +378,9 @@ def embedded(bench: Bench) -> dict:
                 row["sqlite.read"] = step.pop("then_read")
                 row["sqlite.write"] = step
 
-            bench.say(f"  repetition {rep + 1}/{a.reps}")
-            for part in _rotate([fifo, sqlite, dnpfs], rep):
-                part()
-            reps.append(row)
+            return [fifo, sqlite, dnpfs]
+
+        reps = _repeat(bench, a.reps, "bulk", parts)
         os.mkfifo(A / "lat")
         lat = {
             "fifo": bench.run("latency: local FIFO", steps.fifo_latency, bench, a.latency_count,

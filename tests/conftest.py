@@ -1,93 +1,20 @@
 """Shared fixtures: real dnpfs daemons on real mountpoints.
 
-A `Mount` runs `dnpfs mount --foreground` as a child process, exactly as a
-user would, and the tests drive it with real programs (cat, printf, dd, head)
-and plain Python file I/O.  Two mounts of one store stand in for two hosts.
+A `Mount` (tests/mount.py) runs `dnpfs mount --foreground` as a child
+process, exactly as a user would, and the tests drive it with real programs
+(cat, printf, dd, head) and plain Python file I/O.  Two mounts of one store
+stand in for two hosts.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .util import mounted, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-DNPFS = [sys.executable, "-m", "dnpfs"]
-
-
-class Mount:
-    """One dnpfs daemon in the foreground, logging to a file."""
-
-    def __init__(self, path: Path, backend_args: list[str], log: Path, extra: list[str] = (),
-                 wrap=None):
-        self.path = path
-        self.backend_args = list(backend_args)
-        self.log = log
-        self.extra = list(extra)
-        self.wrap = wrap or (lambda argv: argv)  # e.g. run inside a host's network namespace
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Mount:
-        self.path.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            self.wrap([*DNPFS, "mount", "--foreground", *self.backend_args, *self.extra,
-                       str(self.path)]),
-            stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        logf.close()
-        wait_for(lambda: self._ready(), timeout=30, what=f"mount {self.path}")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()}")
-        if not mounted(self.path):
-            return False
-        try:
-            os.getxattr(self.path, "user.dnpfs.pid")
-            return True
-        except OSError:
-            return False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc is None:  # never started, or killed: a stale mount may be left
-            if mounted(self.path):
-                subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if mounted(self.path):
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-        code, self.proc = self.proc.returncode, None
-        return code
-
-    def kill(self) -> None:
-        """kill -9: leaves a stale mount behind, as a crash would."""
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+from .mount import DNPFS, ROOT, Mount  # noqa: F401 (test modules import them from here)
 
 
 @pytest.fixture
@@ -103,8 +30,7 @@ def make_mount(tmp_path, request):
     def make(backend_args=None, name=None, extra=()):
         if backend_args is None:
             backend_args = ["--store", str(tmp_path / "store" / "dnpfs.sqlite")]
-        name = name or f"mnt{len(mounts)}"
-        m = Mount(tmp_path / name, backend_args, tmp_path / f"{name}.log", extra)
+        m = Mount.under(tmp_path, name or f"mnt{len(mounts)}", backend_args, extra)
         mounts.append(m)
         return m.start()
 

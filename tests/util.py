@@ -14,14 +14,17 @@ def mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition",
+             error: type[Exception] = AssertionError):
+    """Poll *predicate* until it returns something true, and return that; raise
+    *error* after *timeout* seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise error(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
 
 
@@ -47,7 +50,7 @@ def proc_state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return "gone"
 
 

@@ -18,7 +18,6 @@ DNPFS_LONG=1 selects the long variants (durations, sizes, examples).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -34,7 +33,6 @@ from pathlib import Path
 import pytest
 
 from ..conftest import DNPFS, ROOT, Mount
-from ..util import mounted, wait_for
 
 LONG = os.environ.get("DNPFS_LONG") == "1"
 BACKENDS = [b for b in os.environ.get("DNPFS_TEST_BACKENDS", "sqlite,kafka").split(",") if b]
@@ -175,41 +173,8 @@ def backend(request, backend_args):
     return request.node.backend
 
 
-class FaultMount(Mount):
-    """tests/conftest.py's Mount, able to start again after kill(): its start()
-    creates the mountpoint with Path.mkdir(exist_ok=True), which stats the
-    mountpoint and fails with ENOTCONN on the stale mount a killed daemon
-    leaves behind.  `dnpfs mount` itself cleans that up."""
-
-    def start(self) -> Mount:
-        try:
-            os.mkdir(self.path)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            if e.errno != errno.ENOTCONN:
-                raise
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            self.wrap([*DNPFS, "mount", "--foreground", *self.backend_args, *self.extra,
-                       str(self.path)]),
-            stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        logf.close()
-        wait_for(lambda: self._ready(), timeout=30, what=f"mount {self.path}")
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        """Also unmounts what a killed daemon left behind."""
-        code = super().stop(sig, timeout)
-        if mounted(self.path):
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-        return code
-
-
-def make_plain_mount(tmp_path: Path, name: str, backend_args, extra=(), wrap=None) -> FaultMount:
-    return FaultMount(tmp_path / name, list(backend_args), tmp_path / f"{name}.log", list(extra),
-                      wrap=wrap)
+def make_plain_mount(tmp_path: Path, name: str, backend_args, extra=(), wrap=None) -> Mount:
+    return Mount.under(tmp_path, name, backend_args, extra, wrap)
 
 
 # --------------------------------------------------------------------------- daemon probes

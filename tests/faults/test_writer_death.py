@@ -110,13 +110,9 @@ def _check_eof_after_host_death(reliability, reader: subprocess.Popen, writer: W
         f"no EOF within {EOF_BUDGET:.0f} s of the writer's host dying"
 
 
-def test_readers_get_eof_when_the_writers_daemon_is_killed(backend, backend_args, tmp_path,
-                                                           reliability):
-    reliability.row(
-        fault=f"The writer's host dies: kill -9 of the daemon holding an open writer session"
-              f" ({backend})",
-        expected=f"a reader on another mount gets every acknowledged record, then EOF within the"
-                 f" configurable session timeout ({SESSION_TIMEOUT:.0f} s here, 30 s by default)")
+def _kill_the_writers_daemon(reliability, tmp_path, backend_args, start_reader) -> None:
+    """A writer on mount a, a reader on mount b (``start_reader(path)``), then
+    kill -9 of a's daemon once 100 records are acknowledged."""
     extra = _expiry_args()
     a = make_plain_mount(tmp_path, "a", backend_args, extra).start()
     b = make_plain_mount(tmp_path, "b", backend_args, extra).start()
@@ -124,7 +120,7 @@ def test_readers_get_eof_when_the_writers_daemon_is_killed(backend, backend_args
     try:
         os.mkfifo(a / "p")
         wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
-        reader = cat(b / "p")
+        reader = start_reader(b / "p")
         w = Writer(a / "p", "w", tmp_path / "w.log", fsync_every=10, rate=100)
         wait_for(lambda: len(w.acked()) >= 100, 20, what="100 acknowledged records")
         a.kill()
@@ -136,6 +132,16 @@ def test_readers_get_eof_when_the_writers_daemon_is_killed(backend, backend_args
             stop_all([w])
         a.stop()
         b.stop()
+
+
+def test_readers_get_eof_when_the_writers_daemon_is_killed(backend, backend_args, tmp_path,
+                                                           reliability):
+    reliability.row(
+        fault=f"The writer's host dies: kill -9 of the daemon holding an open writer session"
+              f" ({backend})",
+        expected=f"a reader on another mount gets every acknowledged record, then EOF within the"
+                 f" configurable session timeout ({SESSION_TIMEOUT:.0f} s here, 30 s by default)")
+    _kill_the_writers_daemon(reliability, tmp_path, backend_args, cat)
 
 
 @pytest.mark.kafka
@@ -195,29 +201,16 @@ while True:
 """
 
 
+def poll_reader(path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", POLL_READER, str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def test_poll_reader_gets_eof_when_the_writers_daemon_is_killed(tmp_path, reliability):
     reliability.row(
         fault="The writer's daemon is killed while the only reader waits in poll() with"
               " O_NONBLOCK (event-loop style) on another mount (sqlite)",
         expected=f"the same as a blocked reader: every acknowledged record, then EOF within"
                  f" the session timeout ({SESSION_TIMEOUT:.0f} s here)")
-    extra = _expiry_args()
     args = ["--store", str(tmp_path / "store" / "s.sqlite")]
-    a = make_plain_mount(tmp_path, "a", args, extra).start()
-    b = make_plain_mount(tmp_path, "b", args, extra).start()
-    w = None
-    try:
-        os.mkfifo(a / "p")
-        reader = subprocess.Popen([sys.executable, "-c", POLL_READER, str(b / "p")],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        w = Writer(a / "p", "w", tmp_path / "w.log", fsync_every=10, rate=100)
-        wait_for(lambda: len(w.acked()) >= 100, 20, what="100 acknowledged records")
-        a.kill()
-        died = time.monotonic()
-        w.kill()
-        _check_eof_after_host_death(reliability, reader, w, died, "kill -9 of the daemon")
-    finally:
-        if w is not None:
-            stop_all([w])
-        a.stop()
-        b.stop()
+    _kill_the_writers_daemon(reliability, tmp_path, args, poll_reader)

@@ -4,7 +4,7 @@ Every test talks to the broker started by scripts/kafka-dev (fixture
 ``kafka_bootstrap`` in conftest.py); nothing is mocked.  Each test uses its own
 topic and group names, so the tests can run against a long-lived dev broker.
 aiokafka is asyncio-only and no async pytest plugin is assumed: each test runs
-its coroutine with ``asyncio.run`` under a timeout.
+its coroutine with ``asyncio.run`` under a timeout (tests/kafka/admin.py).
 """
 
 import asyncio
@@ -21,20 +21,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError, OffsetMetadataTooLargeError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from .admin import create_topic, run, wait_for
+
 pytestmark = pytest.mark.kafka
 
 # Kafka's default for message.max.bytes (broker) and max.message.bytes (topic):
 # 1 MiB + 12 bytes of record-batch log overhead.
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1048588
-
-
-def run(coro, timeout=30):
-    """Run one test coroutine, failing (not hanging) after `timeout` seconds."""
-
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 def unique(prefix):
@@ -44,31 +37,6 @@ def unique(prefix):
 async def started(client):
     await client.start()
     return client
-
-
-async def create_topic(admin, name, partitions=1, configs=None):
-    resp = await admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1,
-                  topic_configs=configs or {})]
-    )
-    errors = resp.to_object()["topic_errors"]
-    assert [(e["topic"], e["error_code"]) for e in errors] == [(name, 0)], errors
-
-    async def has_leaders():
-        [desc] = await admin.describe_topics([name])
-        return (desc["error_code"] == 0 and len(desc["partitions"]) == partitions
-                and all(p["leader"] == 1 for p in desc["partitions"]))
-
-    await wait_for(has_leaders, 10, f"topic {name} to have a leader")
-
-
-async def wait_for(predicate, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 async def consume(consumer, n, timeout=15):

@@ -8,7 +8,6 @@ Commands switch only the network namespace, so files and mounts made inside a
 host are visible to the test.  Needs root.
 """
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -18,9 +17,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.hosts import NETNS_DIR, RUN_DIR, Hosts, HostsError
+from tests.kafka.admin import create_topic_at, run
 from tests.util import mounted
 
 pytestmark = [
@@ -53,24 +52,6 @@ def broker(kafka_bootstrap):
 def hosts():
     with Hosts(["h1", "h2"]) as h:
         yield h
-
-
-def create_topic(bootstrap, name):
-    async def go():
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(name, 1, 1)])
-            for _ in range(200):
-                [desc] = await admin.describe_topics([name])
-                if desc["error_code"] == 0 and [p["leader"] for p in desc["partitions"]] == [1]:
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"topic {name} has no leader")
-        finally:
-            await admin.close()
-
-    asyncio.run(asyncio.wait_for(go(), 30))
 
 
 def kcat_metadata(hosts, host, broker, wait=3):
@@ -114,7 +95,7 @@ def test_kcat_metadata_from_each_host(hosts, broker):
 
 def test_produce_in_h1_consume_in_h2(hosts, broker, kafka_bootstrap):
     topic = f"dnpfs-test-hosts-{uuid.uuid4().hex[:10]}"
-    create_topic(kafka_bootstrap, topic)
+    run(create_topic_at(kafka_bootstrap, topic))
     value = f"from h1 {uuid.uuid4().hex}"
     p = hosts.run("h1", ["kcat", "-b", broker, "-P", "-t", topic, "-p", "0", "-m", "10"],
                   input=value + "\n")

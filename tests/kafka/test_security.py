@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
+
+from .admin import create_topic_at, run
 
 pytestmark = pytest.mark.kafka
 
@@ -33,10 +34,6 @@ KAFKA_DEV = ROOT / "scripts" / "kafka-dev"
 CONFIGS = ("scram", "plain", "ssl", "sasl-ssl")
 KCAT = shutil.which("kcat")
 needs_kcat = pytest.mark.skipif(not KCAT, reason="kcat not installed (apt-get install kcat)")
-
-
-def run(coro, timeout=30):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def unique(prefix):
@@ -102,23 +99,6 @@ def aiokafka_kwargs(props, password=None, cafile=True):
     return kw
 
 
-async def create_topic(bootstrap, name):
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        resp = await admin.create_topics([NewTopic(name, 1, 1)])
-        errors = resp.to_object()["topic_errors"]
-        assert [(e["topic"], e["error_code"]) for e in errors] == [(name, 0)], errors
-        for _ in range(200):
-            [desc] = await admin.describe_topics([name])
-            if desc["error_code"] == 0 and [p["leader"] for p in desc["partitions"]] == [1]:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"topic {name} has no leader")
-    finally:
-        await admin.close()
-
-
 def write_private(path, props):
     path = Path(path)
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -164,7 +144,7 @@ def test_aiokafka_produce_consume(sec, kafka_bootstrap, name):
     value = f"over {name} {uuid.uuid4().hex}".encode()
 
     async def go():
-        await create_topic(kafka_bootstrap, topic)
+        await create_topic_at(kafka_bootstrap, topic)
         producer = AIOKafkaProducer(**aiokafka_kwargs(props), acks="all")
         await producer.start()
         try:
@@ -245,7 +225,7 @@ def plain_over_tls(sec, tmp_path):
 def test_kcat_produce_consume(sec, kafka_bootstrap, name, tmp_path):
     conf = plain_over_tls(sec, tmp_path) if name == "plain-over-sasl-ssl" else sec[name][0]
     topic = unique(name.replace("-over-", "-"))
-    run(create_topic(kafka_bootstrap, topic))
+    run(create_topic_at(kafka_bootstrap, topic))
     value = f"kcat over {name} {uuid.uuid4().hex}"
     p = kcat("-F", str(conf), "-P", "-t", topic, "-p", "0", "-m", "10", input=value + "\n")
     if (p.returncode != 0 and "SCRAM" in read_props(conf).get("sasl.mechanism", "")

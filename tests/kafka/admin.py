@@ -1,0 +1,55 @@
+"""asyncio helpers of the tests that talk to the broker with aiokafka directly.
+
+No async pytest plugin is assumed: a test runs its coroutine with run().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+
+def run(coro, timeout: float = 30):
+    """Run one test coroutine, failing (not hanging) after *timeout* seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def wait_for(predicate, timeout: float, what: str, step: float = 0.05) -> None:
+    """Await *predicate* until it returns something true; AssertionError after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def create_topic(admin: AIOKafkaAdminClient, name: str, partitions: int = 1,
+                       configs: dict | None = None) -> None:
+    """Create *name* and wait until each of its partitions has a leader (the dev
+    broker is node 1), as dnpfs's mkfifo does."""
+    resp = await admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1,
+                  topic_configs=configs or {})]
+    )
+    errors = resp.to_object()["topic_errors"]
+    assert [(e["topic"], e["error_code"]) for e in errors] == [(name, 0)], errors
+
+    async def has_leaders():
+        [desc] = await admin.describe_topics([name])
+        return (desc["error_code"] == 0 and len(desc["partitions"]) == partitions
+                and all(p["leader"] == 1 for p in desc["partitions"]))
+
+    await wait_for(has_leaders, 10, f"topic {name} to have a leader")
+
+
+async def create_topic_at(bootstrap: str, name: str) -> None:
+    """create_topic() through an admin client of its own."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await create_topic(admin, name)
+    finally:
+        await admin.close()
