@@ -160,14 +160,14 @@ def sqlite_ceiling(args) -> dict:
     of everything.  No FUSE, no daemon."""
     import sqlite3
 
-    from dnpfs.backends.sqlite import SCHEMA
+    from dnpfs.backends.sqlite import RECORDS_SCHEMA
 
     path = os.path.join(args.dir, "ceiling.sqlite")
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA page_size=65536")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
+    db.executescript(RECORDS_SCHEMA)
     blob = os.urandom(args.record)
     count = args.bytes // args.record
     start = time.monotonic()

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import pyfuse3
+import trio
 
 from .errors import (
     Busy,
@@ -128,6 +129,10 @@ class Filesystem(pyfuse3.Operations):
         self._fifo_alias: dict[int, str] = {}  # mknod replies, see module doc
         self._fhs = itertools.count(1)
         self._handles: dict[int, ReaderHandle | WriterSession] = {}
+        # For a clean stop (quiesce): reads being answered, and reader handles
+        # not closed since their last read was answered (fh -> trio clock).
+        self._reads_in_flight = 0
+        self._answered: dict[int, float] = {}
 
     # -- inodes and attributes ---------------------------------------------
     def _ino(self, path: str) -> int:
@@ -323,7 +328,25 @@ class Filesystem(pyfuse3.Operations):
 
     @syscall
     async def read(self, fh, off, size):
-        return await self._handle(fh, ReaderHandle).read(size)
+        handle = self._handle(fh, ReaderHandle)
+        self._reads_in_flight += 1
+        try:
+            data = await handle.read(size)
+        finally:
+            self._reads_in_flight -= 1
+        self._answered[fh] = trio.current_time()
+        return data
+
+    async def quiesce(self, since: float, deadline: float) -> None:
+        """After ``Pipes.shutdown``: keep answering until no read is in flight
+        and every reader handle whose read was answered after *since* (trio
+        clock) was closed, or until *deadline*.  A process given data comes
+        back for EOF, and one given EOF closes its file; once the mount is
+        gone, that read or close would fail (ENOTCONN, ECONNABORTED: `cat`
+        exits 1) instead of ending cleanly."""
+        with trio.move_on_at(deadline):
+            while self._reads_in_flight or any(t >= since for t in self._answered.values()):
+                await trio.sleep(0.02)
 
     @syscall
     async def write(self, fh, off, buf):
@@ -331,17 +354,22 @@ class Filesystem(pyfuse3.Operations):
 
     @syscall
     async def flush(self, fh):
+        self._answered.pop(fh, None)  # close(): a reader of it is done
+        await self._sync(fh)
+
+    @syscall
+    async def fsync(self, fh, datasync):
+        await self._sync(fh)
+
+    async def _sync(self, fh) -> None:
         handle = self._handles.get(fh)
         if isinstance(handle, WriterSession):
             await handle.flush()
 
     @syscall
-    async def fsync(self, fh, datasync):
-        await self.flush(fh)
-
-    @syscall
     async def release(self, fh):
         handle = self._handles.pop(fh, None)
+        self._answered.pop(fh, None)
         if isinstance(handle, WriterSession):
             await self.pipes.close_writer(handle)
         elif isinstance(handle, ReaderHandle):

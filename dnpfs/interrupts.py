@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterator
 
@@ -27,23 +28,48 @@ log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT)
 _IGNORED_MASK = sum(1 << (s - 1) for s in _STOP_SIGNALS)
+MAX_INTERVAL = 0.5
 
 
-def pending_signals(pid: int) -> int | None:
-    """Mask of signals pending and not blocked for *pid*; None if it is gone."""
-    fields: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line[:6] in (b"SigPnd", b"ShdPnd", b"SigBlk"):
-                    key, _, value = line.partition(b":")
-                    fields[key.decode()] = int(value.strip(), 16)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:
+def _mask(status: bytes, field: bytes) -> int:
+    at = status.find(field)
+    if at < 0:
         return 0
-    pending = fields.get("SigPnd", 0) | fields.get("ShdPnd", 0)
-    return pending & ~fields.get("SigBlk", 0) & ~_IGNORED_MASK
+    end = status.find(b"\n", at)
+    return int(status[at + len(field):end], 16)
+
+
+def pending_signals(status: bytes) -> int:
+    """Mask of signals pending and not blocked, from /proc/PID/status."""
+    pending = _mask(status, b"SigPnd:") | _mask(status, b"ShdPnd:")
+    return pending & ~_mask(status, b"SigBlk:") & ~_IGNORED_MASK
+
+
+class _StatusFiles:
+    """/proc/PID/status kept open per waiting process: pread on an open file
+    costs a third of open+read+close (1,000 waiting readers are scanned
+    several times a second), and the open file stays bound to that process
+    even if its pid is reused.  Used from the scanning thread only."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+
+    def scan(self, pids: list[int]) -> list[int | None]:
+        for pid in self._fds.keys() - set(pids):
+            os.close(self._fds.pop(pid))
+        return [self._read(pid) for pid in pids]
+
+    def _read(self, pid: int) -> int | None:
+        """Signals pending for *pid*; None if it is gone."""
+        try:
+            fd = self._fds.get(pid)
+            if fd is None:
+                fd = self._fds[pid] = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+            return pending_signals(os.pread(fd, 8192, 0))
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            return 0
 
 
 class SignalWatcher:
@@ -53,6 +79,7 @@ class SignalWatcher:
         self.interval = interval
         self._waits: dict[int, set[trio.CancelScope]] = {}
         self._wake = trio.Event()
+        self._files = _StatusFiles()
 
     @contextlib.contextmanager
     def interruptible(self, pid: int) -> Iterator[None]:
@@ -84,11 +111,14 @@ class SignalWatcher:
                 await self._wake.wait()
             pids = list(self._waits)
             # Reading /proc for many processes is blocking file I/O: keep it off the loop.
-            found = await trio.to_thread.run_sync(lambda: [pending_signals(p) for p in pids])
+            found = await trio.to_thread.run_sync(self._files.scan, pids)
             for pid, pending in zip(pids, found):
                 if pending:
                     log.debug("pid %d has signals %#x pending: interrupting its wait", pid, pending)
                     for scope in list(self._waits.get(pid, ())):
                         scope.cancel()
-            # Many waiting processes: check less often so the scan stays cheap.
-            await trio.sleep(max(self.interval, len(pids) * 0.0002))
+            # Many waiting processes: check less often so the scan stays cheap
+            # (a /proc read costs ~25 us of CPU; 1,000 blocked readers at 100 ms
+            # took a quarter of a core), but often enough to answer a signal
+            # within a second.
+            await trio.sleep(min(MAX_INTERVAL, max(self.interval, len(pids) * 0.0005)))

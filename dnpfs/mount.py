@@ -27,6 +27,11 @@ from .pipes import Pipes
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 4.0  # leaves time to unmount inside the promised 5 s
+# Then readers answered since READING_SECONDS before the signal come back for
+# EOF and close their files: for up to READERS_SECONDS, within STOP_SECONDS.
+READING_SECONDS = 1.0
+READERS_SECONDS = 1.5
+STOP_SECONDS = 4.5
 
 
 class MountError(Exception):
@@ -146,7 +151,7 @@ def serve(
                 await nursery.start(metrics.serve, metrics_address)
             pyfuse3.init(fs, str(mountpoint), options)
             mounted = True
-            nursery.start_soon(_stop_on_signal, pipes)
+            nursery.start_soon(_stop_on_signal, pipes, fs)
             on_ready(None)
             log.info("mounted %s on %s", backend.description, mountpoint)
             # Each blocked read holds one task: 1,000 blocked readers need
@@ -176,11 +181,15 @@ def _one_line(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-async def _stop_on_signal(pipes: Pipes) -> None:
+async def _stop_on_signal(pipes: Pipes, fs: Filesystem) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s: stopping", signal.Signals(signum).name)
+            start = trio.current_time()
             await pipes.shutdown(SHUTDOWN_SECONDS)
+            await fs.quiesce(start - READING_SECONDS,
+                             min(start + STOP_SECONDS, trio.current_time() + READERS_SECONDS))
+            log.info("stopped taking work after %.2fs; unmounting", trio.current_time() - start)
             pyfuse3.terminate()
             return
 

@@ -13,7 +13,7 @@ import math
 import trio
 
 from .backends.base import Backend
-from .errors import Busy, PipeGone, PipeNotFound, ShuttingDown
+from .errors import Busy, DnpfsError, PipeGone, PipeNotFound, ShuttingDown
 from .interrupts import SignalWatcher
 from .leases import Leases, new_mount_id
 from .names import check_name
@@ -70,6 +70,8 @@ class Pipes:
         self.closing = False
         self._states: dict[str, PipeState] = {}
         self._nursery: trio.Nursery | None = None
+        self._leases_scope = trio.CancelScope()
+        self._leases_done: trio.Event | None = None  # set while the leases task runs
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -78,13 +80,27 @@ class Pipes:
             self._nursery = nursery
             await self.backend.start(nursery, self._on_change)
             nursery.start_soon(self.signals.run)
-            nursery.start_soon(self.leases.run)
+            nursery.start_soon(self._run_leases)
             task_status.started()
             await trio.sleep(math.inf)
 
+    async def _run_leases(self) -> None:
+        self._leases_done = trio.Event()
+        try:
+            with self._leases_scope:
+                await self.leases.run()
+        finally:
+            self._leases_done.set()
+
     async def shutdown(self, timeout: float) -> None:
         """Stop taking work, wake every reader with EOF, end every writer
-        session and store what writers handed over (for up to *timeout*)."""
+        session and store what writers handed over (for up to *timeout*).
+
+        From ``closing`` on, writes and opens are refused (ENOTCONN), so each
+        session's END queued here is its last record: a write() that returned
+        queued its record before it, and the store is closed only after every
+        queue drained.
+        """
         self.closing = True
         states = list(self._states.values())
         for state in states:
@@ -95,8 +111,19 @@ class Pipes:
                     if state.outbox is not None:
                         for session in list(state.outbox.sessions):
                             nursery.start_soon(session.close)
+            # Records queued without a waiter (an END of an open that failed)
+            # are stored too before the store closes.
+            for state in list(self._states.values()):
+                if state.outbox is not None:
+                    await state.outbox.wait_drained()
         if scope.cancelled_caught:
             log.error("shutdown: writers' records not all stored within %.1fs", timeout)
+        # Nothing may use the store once it is closed: stop the heartbeat and
+        # session expiry first (a heartbeat on a closed store failed the daemon).
+        self._leases_scope.cancel()
+        if self._leases_done is not None:
+            with trio.move_on_after(1):  # a call already in the store's thread finishes
+                await self._leases_done.wait()
         await self.backend.close()
 
     # -- change notifications from the backend -----------------------------
@@ -106,6 +133,8 @@ class Pipes:
             if state is None:
                 continue
             state.notify()
+            if self.closing:
+                continue
             if state.outbox is not None and state.outbox.sessions and not state.checking_gone:
                 state.checking_gone = True
                 self._nursery.start_soon(self._check_gone, state)
@@ -116,6 +145,8 @@ class Pipes:
             if not await self.backend.pipe_exists(state.name) and state.outbox is not None:
                 for session in state.outbox.sessions:
                     session.fail(PipeGone(state.name))
+        except DnpfsError as e:  # the store away or closing: the next change checks again
+            log.debug("checking whether %s still exists: %s", state.name, e)
         finally:
             state.checking_gone = False
 
@@ -237,13 +268,16 @@ class Pipes:
         self._check_open()
         if not await self.backend.pipe_exists(name):
             raise PipeNotFound(name)
+        # Shutdown may have begun meanwhile: a session it did not see would
+        # never get its END.  No await from here until begin() registers it.
+        self._check_open()
         state = self._state(name)
         if state.outbox is None:
             state.outbox = Outbox(self.backend, name, self.buffer_bytes, self.delivery_timeout)
             self._nursery.start_soon(state.outbox.run, self._outbox_idle)
         session = WriterSession(state.outbox, self.backend.max_record_size, sync,
                                 guard=lambda: self.signals.interruptible(pid),
-                                mount_id=self.mount_id)
+                                mount_id=self.mount_id, stopping=lambda: self.closing)
         await session.begin()
         return session
 

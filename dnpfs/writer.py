@@ -21,7 +21,7 @@ from typing import ContextManager
 import trio
 
 from .backends.base import Backend
-from .errors import DnpfsError, Interrupted, PipeGone, StoreError
+from .errors import DnpfsError, Interrupted, PipeGone, ShuttingDown, StoreError
 from .metrics import METRICS
 from .model import Kind, Record
 
@@ -78,9 +78,13 @@ class Outbox:
     def has_room(self) -> bool:
         return self._queued_bytes < self.limit_bytes
 
-    async def put(self, record: Record, session: WriterSession) -> int:
+    async def wait_room(self) -> None:
+        """Wait until the buffer has room (or is empty: one record may exceed it)."""
         while not self.has_room and self._queue:
             await self._changed.wait()
+
+    async def put(self, record: Record, session: WriterSession) -> int:
+        await self.wait_room()
         return self.put_nowait(record, session)
 
     def put_nowait(self, record: Record, session: WriterSession) -> int:
@@ -96,6 +100,14 @@ class Outbox:
         """Wait until record *seq* is visible to readers (or failed)."""
         while self._stored_seq < seq:
             await self._changed.wait()
+
+    async def wait_drained(self) -> None:
+        """Wait until every record queued so far was handed to the backend (or failed)."""
+        while self._stored_seq < self._next_seq - 1:
+            await self._changed.wait()
+
+    def settled(self, seq: int) -> bool:
+        return self._durable_seq >= seq
 
     async def wait_settled(self, seq: int) -> None:
         """Wait until record *seq* is durable (or failed: see the session's error)."""
@@ -180,6 +192,7 @@ class WriterSession:
         sync: bool,
         guard: Callable[[], ContextManager[None]] = contextlib.nullcontext,
         mount_id: str = "local",
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.id = new_session_id(mount_id)
         self.outbox = outbox
@@ -188,6 +201,8 @@ class WriterSession:
         # Wraps waits a process sits in (a full buffer, close, fsync), so
         # that a signal to it ends the wait with EINTR (interrupts.py).
         self.guard = guard
+        # True once the daemon stops (Pipes.closing): no more records are taken.
+        self.stopping = stopping
         self.error: DnpfsError | None = None
         self._last_seq = -1
         self.closed = False
@@ -199,6 +214,17 @@ class WriterSession:
     def _check(self) -> None:
         if self.error is not None:
             raise self.error
+
+    def _check_writable(self) -> None:
+        """Refuse a record that could not be stored any more: once the session
+        is closed (its END is queued: a DATA after it would never reach a
+        reader, and shutdown stops the store after the ENDs) or the daemon
+        stops.  Called with no await between it and the queueing, so a write
+        racing with shutdown is either queued before END (and stored) or
+        refused; never accepted and dropped."""
+        self._check()
+        if self.closed or self.stopping():
+            raise ShuttingDown("dnpfs is shutting down")
 
     async def begin(self) -> None:
         """Open the session.  Returns once BEGIN is in the pipe, so a writer
@@ -223,22 +249,22 @@ class WriterSession:
         self.outbox.leave(self)
 
     async def write(self, data: bytes) -> int:
-        self._check()
+        self._check_writable()
         done = 0
         for at in range(0, len(data), self.max_record):
             chunk = data[at : at + self.max_record]
             record = Record(Kind.DATA, self.id, chunk)
-            if self.outbox.has_room:  # the common case: no wait, so no signal watch
-                self._last_seq = self.outbox.put_nowait(record, self)
-                done += len(chunk)
-                continue
-            try:
-                with self.guard():
-                    self._last_seq = await self.outbox.put(record, self)
-            except Interrupted:
-                if done:
-                    return done  # a short write, as POSIX allows after a signal
-                raise
+            if not self.outbox.has_room:
+                try:
+                    with self.guard():
+                        await self.outbox.wait_room()
+                    # Shutdown may have queued this session's END meanwhile.
+                    self._check_writable()
+                except (Interrupted, ShuttingDown):
+                    if done:
+                        return done  # a short write: what was queued is stored
+                    raise
+            self._last_seq = self.outbox.put_nowait(record, self)
             done += len(chunk)
         if self.sync:
             await self.flush()
@@ -246,6 +272,13 @@ class WriterSession:
 
     async def flush(self) -> None:
         """Wait until every record of this session so far is stored."""
+        if self.closed or self.stopping():
+            # Success only if every record is already durable: the store is
+            # about to close, so a wait could not end in a truthful 0.
+            self._check()
+            if not self.outbox.settled(self._last_seq):
+                raise ShuttingDown("dnpfs is shutting down")
+            return
         with self.guard():
             await self.outbox.wait_settled(self._last_seq)
         self._check()

@@ -12,7 +12,7 @@ on several mounts never deliver the same bytes twice.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -30,7 +30,7 @@ ChangeCallback = Callable[[str | None], None]
 @dataclass(frozen=True, slots=True)
 class Fetched:
     cursor: Cursor
-    records: list[StoredRecord]
+    records: Iterable[StoredRecord]  # iterate once; may be read lazily
 
 
 @dataclass(frozen=True, slots=True)

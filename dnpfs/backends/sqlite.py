@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file that any number of daemons on one host share.
+"""The embedded store: SQLite files that any number of daemons on one host share.
 
 Why SQLite: it is in the standard library, its WAL mode lets several processes
 (two containers sharing a volume) append and read concurrently, and a commit
@@ -8,13 +8,19 @@ Each connection is used by one thread at a time (a CapacityLimiter of 1), so
 the trio loop never waits on the disk.  Every commit uses WAL with
 synchronous=NORMAL: atomic, and it survives kill -9 of the daemon (the
 frames are in the page cache).  A durable append (close, fsync, O_SYNC) then
-fsyncs the WAL file, which makes every earlier commit durable as well; bulk
+fsyncs the WAL files, which makes every earlier commit durable as well; bulk
 writes pay one sync per close instead of one per batch.  Cursor moves are
 never synced: after a power cut a few bytes may be delivered again, which
 at-least-once allows.
 
 Other daemons' commits are noticed by polling ``PRAGMA data_version``, which
 costs one page-cache read; ``poll_interval`` bounds the added latency.
+
+A read moves the group's cursor before the kernel has the reply, so a daemon
+killed in between would lose those bytes.  Each cursor move is therefore also
+written as an *in-flight* range owned by this daemon, and deleted once the
+reply is surely written (see ``consume``).  Ranges of a dead owner are
+delivered again, first, to the group's next reader: at least once.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS pipes (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    name    TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
-);
+# Two files: the records, in large pages (a record is up to 1 MiB: 16 WAL
+# frames instead of 256), and the catalog (pipes, cursors, reads in flight,
+# heartbeats), in small pages, because every read() rewrites a cursor: with
+# 64 KiB pages each small cursor transaction wrote ~256 KiB of WAL.  A
+# transaction that writes one file is atomic; only deleting a pipe writes both
+# (a crash in between leaves unreachable records that retention removes).
+RECORDS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     pipe    INTEGER NOT NULL,
@@ -53,6 +60,13 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_by_pipe ON records (pipe, id);
 CREATE INDEX IF NOT EXISTS records_by_age ON records (ts);
+"""
+CATALOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pipes (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    name    TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS mounts (
     id   TEXT PRIMARY KEY,
     seen REAL NOT NULL
@@ -65,10 +79,42 @@ CREATE TABLE IF NOT EXISTS groups (
     sessions TEXT NOT NULL,
     PRIMARY KEY (pipe, name)
 );
+CREATE TABLE IF NOT EXISTS inflight (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: owners delete by id
+    pipe      INTEGER NOT NULL,
+    grp       TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    taken     REAL NOT NULL,
+    first     INTEGER NOT NULL,
+    first_pos INTEGER NOT NULL,
+    last      INTEGER NOT NULL,
+    last_pos  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inflight_by_group ON inflight (pipe, grp);
 """
 
 _KINDS = {k.value: k for k in Kind}
 _MAX_FETCH_RECORDS = 4096
+# An in-flight range whose owner cannot be checked (another PID namespace,
+# another container) is presumed dead when unacknowledged for this long; a
+# live owner acknowledges within ACK_INTERVAL.
+ORPHAN_AGE = 30.0
+ACK_INTERVAL = 0.1
+
+
+def _process_identity(pid: int | str) -> str | None:
+    """The start time of process *pid* (field 22 of /proc/PID/stat), which
+    tells a live process from a later one that reused its pid; None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _owner_token() -> str:
+    """Who owns an in-flight range: PID namespace, pid and start time."""
+    return f"{os.readlink('/proc/self/ns/pid')} {os.getpid()} {_process_identity('self')}"
 
 
 def default_store_path() -> Path:
@@ -76,6 +122,11 @@ def default_store_path() -> Path:
         return Path("/var/lib/dnpfs/store.sqlite")
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(base) / "dnpfs" / "store.sqlite"
+
+
+def records_path(store: Path) -> Path:
+    """The file beside the catalog that holds a store's records."""
+    return store.with_name(store.name + ".records")
 
 
 def _sessions_text(sessions: frozenset[str]) -> str:
@@ -93,8 +144,10 @@ class _Conn:
         self.db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
         )
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("ATTACH DATABASE ? AS data", (str(records_path(path)),))
+        for schema in ("main", "data"):
+            self.db.execute(f"PRAGMA {schema}.journal_mode=WAL")
+            self.db.execute(f"PRAGMA {schema}.synchronous={synchronous}")
         self.db.execute(f"PRAGMA busy_timeout={busy_ms}")
         self.limiter = trio.CapacityLimiter(1)
 
@@ -106,8 +159,11 @@ class _Conn:
             try:
                 return fn(self.db)
             except sqlite3.Error as e:
-                if self.db.in_transaction:
-                    self.db.rollback()
+                try:
+                    if self.db.in_transaction:
+                        self.db.rollback()
+                except sqlite3.ProgrammingError:
+                    pass  # the connection is closed: nothing to roll back
                 raise StoreError(f"embedded store: {e}") from e
 
         return await trio.to_thread.run_sync(call, limiter=self.limiter,
@@ -159,6 +215,10 @@ class SqliteBackend(Backend):
         self.busy_ms = busy_ms
         self.description = f"sqlite:{self.path}"
         self._on_change: ChangeCallback = lambda name: None
+        self._owner = _owner_token()
+        self._namespace = self._owner.split(" ")[0]
+        self._delivered: list[int] = []  # in-flight rows whose read reply is written
+        self._alive: dict[str, tuple[bool, float]] = {}  # owner -> (alive, checked at)
 
     # -- lifecycle ---------------------------------------------------------
     def check(self) -> None:
@@ -167,21 +227,27 @@ class SqliteBackend(Backend):
         it forks into the background."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab"):  # says why (read-only, permission) better than sqlite
-                pass
+            for path in (self.path, records_path(self.path)):
+                with open(path, "ab"):  # says why (read-only, permission) better than sqlite
+                    pass
         except OSError as e:
             raise StoreError(f"cannot use store {self.path}: {e.strerror}") from e
         try:
-            probe = sqlite3.connect(self.path, timeout=self.busy_ms / 1000)
-            try:
-                # Records are up to 1 MiB (one FUSE write): large pages mean
-                # 16 WAL frames per record instead of 256.  Only takes effect
-                # on a new store, before WAL mode is set.
-                probe.execute("PRAGMA page_size=65536")
-                probe.execute("PRAGMA journal_mode=WAL")
-                probe.executescript(SCHEMA)
-            finally:
-                probe.close()
+            for path, schema, page_size in ((self.path, CATALOG_SCHEMA, 4096),
+                                            (records_path(self.path), RECORDS_SCHEMA, 65536)):
+                probe = sqlite3.connect(path, timeout=self.busy_ms / 1000)
+                try:
+                    # Takes effect only on a new file, before WAL mode is set.
+                    probe.execute(f"PRAGMA page_size={page_size}")
+                    probe.execute("PRAGMA journal_mode=WAL")
+                    probe.executescript(schema)
+                    if path == self.path and probe.execute(
+                            "SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone():
+                        raise StoreError(f"cannot use store {self.path}: it was made by an"
+                                         " earlier dnpfs (records inside the catalog file);"
+                                         " start a new store")
+                finally:
+                    probe.close()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot use store {self.path}: {e}") from e
 
@@ -192,11 +258,20 @@ class SqliteBackend(Backend):
         self._meta = _Conn(self.path, "NORMAL", self.busy_ms)
         self._watch = _Conn(self.path, "NORMAL", self.busy_ms)
         self._on_change = on_change
-        self._heads = await self._watch.run(self._read_heads)
+        self._pipe_names: dict[int, str] = {}
+        self._pipes_signature = None
+        self._newest = await self._watch.run(
+            lambda db: db.execute("SELECT coalesce(max(id), 0) FROM data.records").fetchone()[0])
+        await self._watch.run(self._changes)
         nursery.start_soon(self._watch_changes)
         nursery.start_soon(self._retention_loop)
+        nursery.start_soon(self._ack_loop)
 
     async def close(self) -> None:
+        try:
+            await self._acknowledge()  # a clean stop leaves nothing to deliver again
+        except StoreError as e:
+            log.warning("acknowledging reads at close: %s", e)
         for conn in (self._writer, self._reader, self._meta, self._watch):
             await conn.run(lambda db: db.close())
 
@@ -226,8 +301,9 @@ class SqliteBackend(Backend):
                     pid = _pipe_id(db, name)
                 except PipeGone:
                     return False
-                db.execute("DELETE FROM records WHERE pipe = ?", (pid,))
+                db.execute("DELETE FROM data.records WHERE pipe = ?", (pid,))
                 db.execute("DELETE FROM groups WHERE pipe = ?", (pid,))
+                db.execute("DELETE FROM inflight WHERE pipe = ?", (pid,))
                 db.execute("DELETE FROM pipes WHERE id = ?", (pid,))
                 return True
 
@@ -255,7 +331,7 @@ class SqliteBackend(Backend):
                 with _transaction(db):
                     pid = _pipe_id(db, name)
                     db.executemany(
-                        "INSERT INTO records (pipe, kind, session, ts, data)"
+                        "INSERT INTO data.records (pipe, kind, session, ts, data)"
                         " VALUES (?, ?, ?, ?, ?)",
                         [(pid, r.kind.value, r.session, now, r.data) for r in records],
                     )
@@ -271,14 +347,16 @@ class SqliteBackend(Backend):
             self._on_change(name)
 
     def _sync_wal(self) -> None:
-        try:
-            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
-        except FileNotFoundError:
-            return  # checkpointed and removed: the main file was synced
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # Both files: a pipe created just before must survive with its records.
+        for path in (self.path, records_path(self.path)):
+            try:
+                fd = os.open(f"{path}-wal", os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # checkpointed and removed: the file itself was synced
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # -- reader groups -----------------------------------------------------
     async def attach(self, name: str, group: str) -> int:
@@ -291,7 +369,8 @@ class SqliteBackend(Backend):
                     (pid, group),
                 )
                 # Ids come from one AUTOINCREMENT sequence: later records are larger.
-                row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+                row = db.execute(
+                    "SELECT seq FROM data.sqlite_sequence WHERE name = 'records'").fetchone()
                 return (row[0] if row else 0) + 1
 
         return await self._reader.run(attach)
@@ -300,31 +379,37 @@ class SqliteBackend(Backend):
         pass  # groups are rows; nothing is held per mount
 
     @staticmethod
-    def _fetch(db: sqlite3.Connection, name: str, group: str, max_bytes: int) -> tuple[int, Fetched]:
-        """The group's cursor and the records from it; call inside a transaction."""
+    def _fetch(db: sqlite3.Connection, name: str, group: str, max_bytes: int,
+               lazy: bool = False) -> tuple[int, Fetched]:
+        """The group's cursor and the records from it; call inside a transaction.
+        *lazy*: records are read from the table only as far as the caller
+        iterates (a packet read of one record in a backlog of thousands reads
+        one row, not thousands); the transaction must outlive the iteration."""
         pid = _pipe_id(db, name)
         row = db.execute(
             "SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?", (pid, group)
         ).fetchone()
         cursor = Cursor(row[0], row[1], _sessions_set(row[2])) if row else Cursor()
-        records: list[StoredRecord] = []
-        budget = max_bytes
         # substr() reads only the part of a large record a read can use.
         rows = db.execute(
             "SELECT id, kind, session, length(data),"
             " substr(data, CASE WHEN id = ? THEN ? ELSE 1 END, ?)"
-            " FROM records WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
+            " FROM data.records WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
             (cursor.offset, cursor.byte_pos + 1, max_bytes, pid, cursor.offset,
              _MAX_FETCH_RECORDS),
         )
-        for rid, kind, session, size, data in rows:
-            start = cursor.byte_pos if rid == cursor.offset else 0
-            data = data or b""  # substr() of an empty blob is NULL
-            records.append(StoredRecord(rid, _KINDS[kind], session, data, start, size))
-            budget -= len(data)
-            if budget <= 0:
-                break
-        return pid, Fetched(cursor, records)
+
+        def records():
+            budget = max_bytes
+            for rid, kind, session, size, data in rows:
+                start = cursor.byte_pos if rid == cursor.offset else 0
+                data = data or b""  # substr() of an empty blob is NULL
+                yield StoredRecord(rid, _KINDS[kind], session, data, start, size)
+                budget -= len(data)
+                if budget <= 0:
+                    break
+
+        return pid, Fetched(cursor, records() if lazy else list(records()))
 
     @staticmethod
     def _move(db: sqlite3.Connection, pid: int, group: str, expected: Cursor, new: Cursor) -> bool:
@@ -356,16 +441,155 @@ class SqliteBackend(Backend):
         return await self._reader.run(fetch)
 
     async def consume(self, name, group, max_bytes, decide):
-        # One transaction and one thread hop per read, instead of two of each.
+        # One transaction and one thread hop per read.  The cursor move is
+        # recorded as in flight; once this coroutine has returned to the
+        # reader, pyfuse3 writes the reply before trio runs anything else, so
+        # rows in _delivered are acknowledged (deleted) by the next consume or
+        # by _ack_loop.  A kill -9 in between delivers the range again.
+        done, self._delivered = self._delivered, []
+
         def consume(db: sqlite3.Connection):
+            # Most wake-ups find nothing new (another reader was first): answer
+            # those from a read snapshot, without the one write lock.
+            db.execute("BEGIN")
+            try:
+                idle = self._nothing_new(db, _pipe_id(db, name), group)
+                if idle is not None:
+                    return None, decide(Fetched(idle, []))[1], False
+            finally:
+                db.execute("COMMIT")
             with _transaction(db):
-                pid, fetched = self._fetch(db, name, group, max_bytes)
+                self._delete_inflight(db, done)
+                pid = _pipe_id(db, name)
+                again = self._redeliver(db, pid, group, decide)
+                if again is not None:
+                    return *again, True
+                pid, fetched = self._fetch(db, name, group, max_bytes, lazy=True)
                 new, result = decide(fetched)
+                row = None
                 if new != fetched.cursor:
                     self._move(db, pid, group, fetched.cursor, new)
-                return result
+                    row = self._take_inflight(db, pid, group, fetched.cursor, new)
+                return row, result, True
 
-        return await self._reader.run(consume)
+        try:
+            row, result, acked = await self._reader.run(consume)
+        except BaseException:
+            acked = False
+            raise
+        finally:
+            if not acked:
+                self._delivered[:0] = done
+        if row is not None:
+            self._delivered.append(row)
+        return result
+
+    def _nothing_new(self, db: sqlite3.Connection, pid: int, group: str) -> Cursor | None:
+        """The group's cursor if no record follows it and no dead daemon left
+        bytes in flight: then a read has nothing to take."""
+        row = db.execute("SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?",
+                         (pid, group)).fetchone()
+        if row is None:
+            return None
+        head = db.execute("SELECT max(id) FROM data.records WHERE pipe = ?", (pid,)).fetchone()[0]
+        if head is not None and head >= row[0]:
+            return None
+        for owner, taken in db.execute(
+                "SELECT owner, taken FROM inflight WHERE pipe = ? AND grp = ? AND owner != ?",
+                (pid, group, self._owner)):
+            if not self._owner_alive(owner, taken):
+                return None
+        return Cursor(row[0], row[1], _sessions_set(row[2]))
+
+    def _take_inflight(self, db: sqlite3.Connection, pid: int, group: str,
+                       start: Cursor, end: Cursor) -> int:
+        return db.execute(
+            "INSERT INTO inflight (pipe, grp, owner, taken, first, first_pos, last, last_pos)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (pid, group, self._owner, time.time(), start.offset, start.byte_pos,
+             end.offset, end.byte_pos),
+        ).lastrowid
+
+    @staticmethod
+    def _delete_inflight(db: sqlite3.Connection, rows: Sequence[int]) -> None:
+        if rows:
+            db.executemany("DELETE FROM inflight WHERE id = ?", [(r,) for r in rows])
+
+    def _redeliver(self, db: sqlite3.Connection, pid: int, group: str, decide):
+        """Deliver the data of the oldest in-flight range of a dead owner, if
+        any: (new in-flight row, decide's result), else None."""
+        orphans = db.execute(
+            "SELECT id, owner, taken, first, first_pos, last, last_pos FROM inflight"
+            " WHERE pipe = ? AND grp = ? AND owner != ? ORDER BY first, first_pos",
+            (pid, group, self._owner)).fetchall()
+        for rowid, owner, taken, first, first_pos, last, last_pos in orphans:
+            if self._owner_alive(owner, taken):
+                continue
+            records = []
+            for rid, session, data in db.execute(
+                "SELECT id, session, data FROM data.records WHERE pipe = ? AND kind = 'data'"
+                " AND id >= ? AND id <= ? ORDER BY id", (pid, first, last)):
+                start = first_pos if rid == first else 0
+                end = last_pos if rid == last else len(data)
+                if end > start:
+                    records.append(StoredRecord(rid, Kind.DATA, session, data[start:end],
+                                                start, end))
+            if not records:
+                db.execute("DELETE FROM inflight WHERE id = ?", (rowid,))
+                continue
+            # The range's markers were consumed with it: its sessions count as
+            # open, so only its bytes come out again, never an EOF.
+            at = Cursor(first, first_pos, frozenset(r.session for r in records if r.session))
+            new, result = decide(Fetched(at, records))
+            if new == at:
+                return None, result
+            log.warning("delivering again bytes read by a daemon that died (%s)", owner)
+            if (new.offset, new.byte_pos) >= (last, last_pos) or new.offset > records[-1].offset:
+                db.execute("DELETE FROM inflight WHERE id = ?", (rowid,))
+            else:
+                db.execute("UPDATE inflight SET first = ?, first_pos = ? WHERE id = ?",
+                           (new.offset, new.byte_pos, rowid))
+            return self._take_inflight(db, pid, group, at, new), result
+        return None
+
+    def _owner_alive(self, owner: str, taken: float) -> bool:
+        now = time.monotonic()
+        known = self._alive.get(owner)
+        if known and now - known[1] < 1.0:
+            return known[0]
+        namespace, _, rest = owner.partition(" ")
+        if namespace == self._namespace:
+            pid, _, started = rest.partition(" ")
+            alive = _process_identity(pid) == started
+        else:  # another PID namespace: its processes cannot be seen from here
+            alive = time.time() - taken < ORPHAN_AGE
+        self._alive[owner] = (alive, now)
+        return alive
+
+    async def _acknowledge(self) -> None:
+        done, self._delivered = self._delivered, []
+        if not done:
+            return
+
+        def ack(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                self._delete_inflight(db, done)
+
+        try:
+            await self._reader.run(ack)
+        except BaseException:
+            self._delivered[:0] = done
+            raise
+
+    async def _ack_loop(self) -> None:
+        """Acknowledge the last reads when no further read comes to do it."""
+        while True:
+            await trio.sleep(ACK_INTERVAL)
+            try:
+                await self._acknowledge()
+            except StoreError as e:
+                log.warning("acknowledging reads: %s", e)
+                await trio.sleep(1)
 
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         def commit(db: sqlite3.Connection) -> bool:
@@ -378,6 +602,7 @@ class SqliteBackend(Backend):
         def delete(db: sqlite3.Connection) -> bool:
             with _transaction(db):
                 pid = _pipe_id(db, name)
+                db.execute("DELETE FROM inflight WHERE pipe = ? AND grp = ?", (pid, group))
                 return db.execute(
                     "DELETE FROM groups WHERE pipe = ? AND name = ?", (pid, group)
                 ).rowcount == 1
@@ -411,14 +636,14 @@ class SqliteBackend(Backend):
             try:
                 pid = _pipe_id(db, name)
                 records, size = db.execute(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM records"
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM data.records"
                     " WHERE pipe = ? AND kind = 'data'", (pid,)).fetchone()
                 groups = {}
                 for group, next_id, pos in db.execute(
                     "SELECT name, next, pos FROM groups WHERE pipe = ?", (pid,)
                 ).fetchall():
                     count, left = db.execute(
-                        "SELECT count(*), coalesce(sum(length(data)), 0) FROM records"
+                        "SELECT count(*), coalesce(sum(length(data)), 0) FROM data.records"
                         " WHERE pipe = ? AND id >= ? AND kind = 'data'", (pid, next_id)).fetchone()
                     groups[group] = GroupStats(count, max(0, left - pos))
                 return PipeStats(records, size, groups)
@@ -435,34 +660,54 @@ class SqliteBackend(Backend):
         return "ok"
 
     # -- background --------------------------------------------------------
-    @staticmethod
-    def _read_heads(db: sqlite3.Connection) -> dict[str, int | None]:
-        return dict(
-            db.execute(
-                "SELECT p.name, (SELECT max(id) FROM records r WHERE r.pipe = p.id) FROM pipes p"
-            ).fetchall()
-        )
+    def _changes(self, db: sqlite3.Connection) -> set[str]:
+        """Pipes created, deleted or appended to since the last call: a look at
+        the pipes table's signature, and only the records added since."""
+        changed: set[str] = set()
+        signature = db.execute("SELECT count(*), max(id), total(id) FROM pipes").fetchone()
+        if signature != self._pipes_signature:
+            names = dict(db.execute("SELECT id, name FROM pipes").fetchall())
+            changed |= set(names.values()) ^ set(self._pipe_names.values())
+            self._pipe_names, self._pipes_signature = names, signature
+        for pipe, newest in db.execute(
+                "SELECT pipe, max(id) FROM data.records WHERE id > ? GROUP BY pipe",
+                (self._newest,)).fetchall():
+            self._newest = max(self._newest, newest)
+            if pipe in self._pipe_names:
+                changed.add(self._pipe_names[pipe])
+        return changed
 
     async def _watch_changes(self) -> None:
-        """Notice what other daemons sharing the file did: new records, new or
+        """Notice what other daemons sharing the store did: new records, new or
         deleted pipes.  Our own appends notify directly."""
         version = None
+        orphans_checked = 0.0
         while True:
             try:
                 now = await self._watch.run(
-                    lambda db: db.execute("PRAGMA data_version").fetchone()[0]
+                    lambda db: (db.execute("PRAGMA main.data_version").fetchone()[0],
+                                db.execute("PRAGMA data.data_version").fetchone()[0])
                 )
                 if now != version:
                     version = now
-                    heads = await self._watch.run(self._read_heads)
-                    for name in heads.keys() | self._heads.keys():
-                        if heads.get(name, -1) != self._heads.get(name, -1):
-                            self._on_change(name)
-                    self._heads = heads
+                    for name in await self._watch.run(self._changes):
+                        self._on_change(name)
+                if time.monotonic() - orphans_checked > 1.0:
+                    orphans_checked = time.monotonic()
+                    await self._wake_for_orphans()
             except Exception as e:  # noqa: BLE001 - keep watching whatever happened
                 log.warning("change watch: %s", e)
                 await trio.sleep(1)
             await trio.sleep(self.poll_interval)
+
+    async def _wake_for_orphans(self) -> None:
+        """Readers already blocked must notice bytes a dead daemon left in flight."""
+        rows = await self._watch.run(lambda db: db.execute(
+            "SELECT p.name, i.owner, max(i.taken) FROM inflight i JOIN pipes p ON p.id = i.pipe"
+            " WHERE i.owner != ? GROUP BY p.name, i.owner", (self._owner,)).fetchall())
+        for name, owner, taken in rows:
+            if not self._owner_alive(owner, taken):
+                self._on_change(name)
 
     async def _retention_loop(self) -> None:
         while True:
@@ -481,11 +726,14 @@ class SqliteBackend(Backend):
 
         def prune(db: sqlite3.Connection) -> int:
             with _transaction(db):
-                removed = db.execute("DELETE FROM records WHERE ts < ?", (cutoff,)).rowcount
-                floors = db.execute("SELECT pipe, min(next) FROM groups GROUP BY pipe").fetchall()
+                removed = db.execute("DELETE FROM data.records WHERE ts < ?", (cutoff,)).rowcount
+                # A range in flight may have to be delivered again: keep it.
+                floors = db.execute(
+                    "SELECT pipe, min(next) FROM (SELECT pipe, next FROM groups"
+                    " UNION ALL SELECT pipe, first FROM inflight) GROUP BY pipe").fetchall()
                 for pipe, floor in floors:
                     removed += db.execute(
-                        "DELETE FROM records WHERE pipe = ? AND id < ?", (pipe, floor)
+                        "DELETE FROM data.records WHERE pipe = ? AND id < ?", (pipe, floor)
                     ).rowcount
                 return removed
 

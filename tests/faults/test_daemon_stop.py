@@ -8,8 +8,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from ..util import mounted, proc_state, wait_for
 from .conftest import make_plain_mount
 from .agent import parse
@@ -19,10 +17,6 @@ WRITERS = 4
 BLOCKED = 20
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Pipes.shutdown ends every writer session (END) and then closes the backend, but"
-    " WriterSession.write still accepts writes on those handles: records queued after the END"
-    " are never stored although write() returned their length"))
 def test_sigterm_under_load_flushes_wakes_readers_and_unmounts(backend, backend_args, tmp_path,
                                                                reliability):
     reliability.row(

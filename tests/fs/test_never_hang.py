@@ -44,9 +44,12 @@ def test_python_reader_with_a_handler_sees_eintr_and_can_retry(mount):
     os.mkfifo(mount / "p")
     prog = ("import os, signal, sys\n"
             "signal.signal(signal.SIGUSR1, lambda *a: print('usr1', flush=True))\n"
+            "print('ready', flush=True)\n"
             f"fd = os.open({str(mount / 'p')!r}, os.O_RDONLY)\n"
             "print(os.read(fd, 100).decode(), flush=True)\n")
     py = spawn(["python3", "-c", prog])
+    # A starting interpreter also sleeps (loading modules): wait for its handler.
+    assert py.stdout.readline() == b"ready\n"
     wait_blocked(py)
     py.send_signal(signal.SIGUSR1)
     time.sleep(1)

@@ -9,6 +9,8 @@ import statistics
 import threading
 import time
 
+from dnpfs.backends.sqlite import records_path
+
 from ..util import run, spawn, wait_blocked, wait_for
 
 
@@ -114,7 +116,7 @@ def test_retention_removes_consumed_and_old_records(make_mount, store):
     assert run(["cat", str(m / "p")]).stdout == b"consumed"
 
     def records():
-        db = sqlite3.connect(store)
+        db = sqlite3.connect(records_path(store))
         try:
             return db.execute("SELECT count(*) FROM records").fetchone()[0]
         finally:

@@ -38,6 +38,9 @@ class Bridge:
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._closed = False
+        # Calls not finished yet: stop() fails those the stopped loop never ran,
+        # or a (shielded) caller would wait for them forever.
+        self._pending: set[concurrent.futures.Future] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -91,7 +94,9 @@ class Bridge:
                 pass
 
         future = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)
+        self._pending.add(future)
         future.add_done_callback(wake)
+        future.add_done_callback(self._pending.discard)
         try:
             with trio.CancelScope(shield=shield):
                 await done.wait()
@@ -121,3 +126,11 @@ class Bridge:
             await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
         if thread.is_alive():
             log.warning("the Kafka thread did not stop within %.0f s", timeout)
+        # A call whose task the loop never ran (scheduled just before it
+        # stopped) or left pending when it closed has a future nobody will
+        # complete: its caller gets StoreError instead of waiting forever.
+        for future in list(self._pending):
+            try:
+                future.set_exception(StoreError("the Kafka client is closed"))
+            except concurrent.futures.InvalidStateError:
+                pass  # it finished meanwhile
