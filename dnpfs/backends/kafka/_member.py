@@ -17,6 +17,13 @@ deliver the same bytes.  While this member holds the partition:
   records from the cursor on; it pauses the partition while the buffer is full.
 
 A member that does not hold the partition delivers nothing.
+
+One exception to "asyncio thread only": ``try_consume`` is called from the
+trio thread, so a read whose bytes are already buffered crosses no thread.
+It touches only ``cursor``, ``held`` and the buffer, never an aiokafka
+object, under ``_lock``, which every change of those takes too (never across
+an await); what must follow on the loop (resume fetching, commit) is queued
+with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import conn as _aiokafka_conn
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -44,8 +53,9 @@ SETTLE_WAIT = 3.0  # fetch waits this long for a rebalance to end ...
 CATCH_UP_WAIT = 2.0  # ... and this long for records the broker already has
 COMMIT_INTERVAL = 0.1
 POLL_MS = 500
-PAUSE_BYTES = 4 << 20  # stop fetching ahead above this much buffered data
-RESUME_BYTES = 1 << 20
+FETCH_BYTES = 4 << 20  # per fetch response: ~32 records of 128 KiB per round trip
+PAUSE_BYTES = 2 * FETCH_BYTES  # stop fetching ahead above this much buffered data ...
+RESUME_BYTES = FETCH_BYTES  # ... and go on below this: the next fetch arrives before it runs dry
 MAX_FETCH_RECORDS = 4096
 STOP_TIMEOUT = 5.0
 
@@ -63,9 +73,22 @@ CONSUMER_SETTINGS: dict[str, Any] = dict(
     # test, and expels a mount whose loop really hangs sooner.
     max_poll_interval_ms=30_000,
     fetch_max_wait_ms=POLL_MS,
-    max_partition_fetch_bytes=2 << 20,
+    max_partition_fetch_bytes=FETCH_BYTES,
+    # aiokafka's CRC32C is a table lookup in Cython at ~1.3 GB/s: checking
+    # costs ~2 CPU s per GiB read, a third of the read path.  The broker
+    # checks every batch when it is produced and TCP checksums the wire;
+    # librdkafka (kcat) does not check either by default (check.crcs=false).
+    check_crcs=False,
     retry_backoff_ms=100,
 )
+
+# aiokafka reads responses through an asyncio StreamReader of 64 KiB limit,
+# which stops and restarts reading the socket (two epoll_ctl and a loop turn)
+# every 128 KiB of a multi-MiB fetch response.  A limit of a fetch response
+# reads it in one go.  Process-wide, for every aiokafka connection of the
+# daemon; only flow control changes (a frame is read whole either way).
+if getattr(_aiokafka_conn, "READER_LIMIT", None) is not None:
+    _aiokafka_conn.READER_LIMIT = max(_aiokafka_conn.READER_LIMIT, FETCH_BYTES)
 
 
 def group_id(topic: str, group: str) -> str:
@@ -95,12 +118,16 @@ class GroupMember(ConsumerRebalanceListener):
         self._paused = False
         self._tasks: list[asyncio.Task] = []
         self._loader: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # cursor, held and the buffer change under this lock (see the module doc)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<member {self.group_id}>"
 
     # -- life ----------------------------------------------------------------
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name=f"poll {self.group_id}"),
             asyncio.create_task(self._commit_loop(), name=f"commit {self.group_id}"),
@@ -164,15 +191,17 @@ class GroupMember(ConsumerRebalanceListener):
         self._generation += 1
         self._settled.clear()
         await self._flush(final=True)
-        self._clear()
+        with self._lock:
+            self._clear()
 
     async def on_partitions_assigned(self, assigned) -> None:
         self._generation += 1
         if self.tp in assigned and not self.closing:
             self._loader = asyncio.create_task(self._load(self._generation))
             return
-        self.held = False
-        self._clear()
+        with self._lock:
+            self.held = False
+            self._clear()
         self._settled.set()
         self.cluster.notify(self.name)
 
@@ -189,26 +218,29 @@ class GroupMember(ConsumerRebalanceListener):
             return
         if generation != self._generation or self.closing:
             return
-        self.cursor = wire.decode_cursor(committed.offset, committed.metadata)
-        self._committed = self.cursor
-        self.held = True
-        self._trim()
+        with self._lock:
+            self.cursor = wire.decode_cursor(committed.offset, committed.metadata)
+            self._committed = self.cursor
+            self.held = True
+            self._trim()
+        self._resume_if_drained()
         self._settled.set()
         log.debug("%s: holds the partition at %s", self.group_id, self.cursor)
         self.cluster.notify(self.name)
 
     # -- records ---------------------------------------------------------------
     def _add(self, records) -> None:
+        decoded = [wire.decode_record(r.offset, r.value, r.headers) for r in records]
         added = False
-        for r in records:
-            if self._buffer and r.offset <= self._buffer[-1].offset:
-                continue
-            if self.held and r.offset < self.cursor.offset:
-                continue
-            rec = wire.decode_record(r.offset, r.value, r.headers)
-            self._buffer.append(rec)
-            self._buffered += len(rec.data)
-            added = True
+        with self._lock:
+            for rec in decoded:
+                if self._buffer and rec.offset <= self._buffer[-1].offset:
+                    continue
+                if self.held and rec.offset < self.cursor.offset:
+                    continue
+                self._buffer.append(rec)
+                self._buffered += len(rec.data)
+                added = True
         if self._buffered > PAUSE_BYTES and not self._paused:
             with contextlib.suppress(Exception):
                 self.consumer.pause(self.tp)
@@ -217,13 +249,21 @@ class GroupMember(ConsumerRebalanceListener):
             self.cluster.notify(self.name)
 
     def _trim(self) -> None:
-        """Drop buffered records below the cursor."""
+        """Drop buffered records below the cursor (under ``_lock``)."""
         while self._buffer and self._buffer[0].offset < self.cursor.offset:
             self._buffered -= len(self._buffer.popleft().data)
+
+    def _resume_if_drained(self) -> None:
+        """On the loop: fetch again once the buffer ran low."""
         if self._paused and self._buffered < RESUME_BYTES:
             with contextlib.suppress(Exception):
                 self.consumer.resume(self.tp)
             self._paused = False
+
+    def _moved(self) -> None:
+        """On the loop, after the cursor moved: commit it soon, fetch on."""
+        self._dirty.set()
+        self._resume_if_drained()
 
     def _clear(self) -> None:
         self._buffer.clear()
@@ -235,6 +275,7 @@ class GroupMember(ConsumerRebalanceListener):
         self._progress = asyncio.Event()
 
     def _slice(self, max_bytes: int) -> list[StoredRecord]:
+        """Buffered records from the cursor on, about *max_bytes* (under ``_lock``)."""
         out: list[StoredRecord] = []
         budget = max_bytes
         at, pos = self.cursor.offset, self.cursor.byte_pos
@@ -257,21 +298,25 @@ class GroupMember(ConsumerRebalanceListener):
                 await asyncio.wait_for(self._settled.wait(), SETTLE_WAIT)
         if not self.held or self.closing:
             return Fetched(self.cursor, [])
-        records = self._slice(max_bytes)
-        if not records:
-            await self._catch_up()
+        with self._lock:
+            fetched = Fetched(self.cursor, self._slice(max_bytes))
+        if fetched.records:
+            return fetched
+        await self._catch_up()
+        with self._lock:
             records = self._slice(max_bytes) if self.held and not self.closing else []
-        return Fetched(self.cursor, records)
+            return Fetched(self.cursor, records)
 
     async def _catch_up(self) -> None:
         """Wait until the records below the partition's current end are buffered."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CATCH_UP_WAIT
-        try:
-            end = await asyncio.wait_for(self.cluster.end_offset(self.name), CATCH_UP_WAIT)
-        except Exception as e:  # noqa: BLE001 - then deliver what is buffered
-            log.debug("%s: end offset: %s", self.group_id, e)
-            return
+        end = await self._known_end()
+        asked = end is None
+        if asked:  # not known to be behind: ask the broker (a ListOffsets)
+            end = await self._end_offset()
+            if end is None:
+                return
         while self.held and not self._buffer and not self.closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -282,9 +327,36 @@ class GroupMember(ConsumerRebalanceListener):
             except Exception:  # noqa: BLE001 - revoked meanwhile, or timed out
                 return
             if position >= end:
-                return
+                if asked:
+                    return
+                asked = True  # reached the end we knew of, nothing buffered: ask
+                end = await self._end_offset()
+                if end is None:
+                    return
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(progress.wait(), max(0.0, deadline - loop.time()))
+
+    async def _end_offset(self) -> int | None:
+        try:
+            return await asyncio.wait_for(self.cluster.end_offset(self.name), CATCH_UP_WAIT)
+        except Exception as e:  # noqa: BLE001 - then deliver what is buffered
+            log.debug("%s: end offset: %s", self.group_id, e)
+            return None
+
+    async def _known_end(self) -> int | None:
+        """The high watermark of the last fetch response if the fetch position
+        is below it: those records are stored, so asking for the end again
+        (a round trip per read that finds the buffer empty while reading a
+        backlog) would tell nothing new."""
+        try:
+            high = self.consumer.highwater(self.tp)
+            if high is None:
+                return None
+            position = await asyncio.wait_for(self.consumer.position(self.tp), CATCH_UP_WAIT)
+        except Exception:  # noqa: BLE001 - not assigned (any more): ask the broker
+            return None
+        return high if position < high else None
 
     async def consume(self, max_bytes: int, decide):
         """Fetch, decide and commit with no await between deciding and
@@ -297,12 +369,37 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def commit(self, expected: Cursor, new: Cursor) -> bool:
         """Compare-and-swap of the in-memory cursor; Kafka follows in the background."""
-        if self.closing or not self.held or self.cursor != expected:
-            return False
-        self.cursor = new
-        self._trim()
-        self._dirty.set()
+        with self._lock:
+            if self.closing or not self.held or self.cursor != expected:
+                return False
+            self.cursor = new
+            self._trim()
+        self._moved()
         return True
+
+    def try_consume(self, max_bytes: int, decide):
+        """From the trio thread: ``consume`` when the records at the cursor are
+        buffered and nothing is under way (no rebalance, no close); None
+        otherwise, and nothing changed: then ``consume`` on the loop."""
+        with self._lock:
+            if self.closing or not self.held or not self._settled.is_set():
+                return None
+            records = self._slice(max_bytes)
+            if not records:
+                return None
+            fetched = Fetched(self.cursor, records)
+            new, result = decide(fetched)
+            if new != fetched.cursor:
+                self.cursor = new
+                self._trim()
+                moved = True
+            else:
+                moved = False
+            resume = self._paused and self._buffered < RESUME_BYTES
+        if moved and (resume or not self._dirty.is_set()):
+            with contextlib.suppress(RuntimeError):  # the loop is closed: so is the member
+                self._loop.call_soon_threadsafe(self._moved)
+        return (result,)
 
     # -- committing to Kafka ---------------------------------------------------------
     async def _commit_loop(self) -> None:
@@ -320,7 +417,13 @@ class GroupMember(ConsumerRebalanceListener):
             while self.held:
                 cursor = self.cursor
                 if cursor == self._committed:
-                    break
+                    if not final:
+                        break
+                    with self._lock:  # no reader may move the cursor past this commit
+                        if self.cursor == cursor:
+                            self.held = False
+                            break
+                    continue
                 meta = wire.encode_cursor(cursor)
                 try:
                     await self.consumer.commit({self.tp: OffsetAndMetadata(cursor.offset, meta)})
@@ -330,5 +433,6 @@ class GroupMember(ConsumerRebalanceListener):
                     break
                 self._committed = cursor
             if final:
-                self.held = False
+                with self._lock:
+                    self.held = False
         return ok

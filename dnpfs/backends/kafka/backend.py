@@ -175,12 +175,20 @@ class KafkaBackend(Backend):
 
     async def consume(self, name: str, group: str, max_bytes: int,
                       decide: Callable[[Fetched], tuple[Cursor, T]]) -> T:
-        # One trip to the asyncio thread per read: *decide* is pure, so it runs
-        # there, between the fetch and the commit, with no other reader between.
+        # A read whose records are buffered crosses no thread: the member
+        # decides and moves its cursor under its lock, here in the trio thread.
+        # Otherwise one trip to the asyncio thread: *decide* is pure, so it
+        # runs there, between the fetch and the commit, with no other reader
+        # between.
         while True:
             if name not in self._cluster.topics and not await self._call(self._cluster.exists,
                                                                           name):
                 raise PipeGone(name)
+            await trio.lowlevel.checkpoint_if_cancelled()  # not once the cursor moved
+            done = self._cluster.try_consume(name, group, max_bytes, decide)
+            if done is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return done[0]
             done = await self._call(self._cluster.consume, name, group, max_bytes, decide,
                                     shield=True)
             if done is not None:
