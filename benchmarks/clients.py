@@ -4,12 +4,15 @@
     python -m benchmarks.clients consume  BOOTSTRAP TOPIC --bytes N [--ready]
     python -m benchmarks.clients latency  BOOTSTRAP TOPIC --count N --size B
 
-The client settings are dnpfs's own (dnpfs/backends/kafka/_cluster.py and
-_member.py): an idempotent producer with acks=all, linger 1 ms, 256 KiB
-batches; a consumer fetching up to 2 MiB per partition.  So the difference
-between dnpfs and this script is dnpfs itself (FUSE, trio, the bridge to the
-asyncio thread, sessions and cursors), not the client library or its tuning.
-Records carry no headers (dnpfs adds two small ones).
+The client settings are dnpfs's own: the producer's are copied from
+dnpfs/backends/kafka/_cluster.py (idempotent, acks=all, linger 1 ms, 256 KiB
+batches); the consumer's are imported from dnpfs/backends/kafka/_member.py
+(CONSUMER_SETTINGS: 4 MiB fetches, no CRC check), and that import raises
+aiokafka.conn.READER_LIMIT to a fetch response, as in the daemon.  Its group
+settings do nothing here: this consumer assigns the partition itself.  So the
+difference between dnpfs and this script is dnpfs itself (FUSE, trio, the
+bridge to the asyncio thread, sessions and cursors), not the client library
+or its tuning.  Records carry no headers (dnpfs adds two small ones).
 
 Each command prints one JSON line.  Times are CLOCK_MONOTONIC and measured
 from after the client connected: the dnpfs daemon is connected before a
@@ -27,8 +30,6 @@ import time
 
 PRODUCER = dict(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=256 << 10,
                 max_request_size=1_064_000, request_timeout_ms=30_000)
-CONSUMER = dict(enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=500,
-                max_partition_fetch_bytes=2 << 20)
 
 
 def _producer(bootstrap: str):
@@ -40,7 +41,11 @@ def _producer(bootstrap: str):
 def _consumer(bootstrap: str):
     from aiokafka import AIOKafkaConsumer
 
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-ref", **CONSUMER)
+    # Importing _member also patches aiokafka.conn.READER_LIMIT, as in the daemon.
+    from dnpfs.backends.kafka._member import CONSUMER_SETTINGS
+
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-ref",
+                            **CONSUMER_SETTINGS)
 
 
 async def produce(args) -> dict:
