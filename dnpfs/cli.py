@@ -116,12 +116,14 @@ def _log_file(args: argparse.Namespace, backend: Backend) -> Path:
 def _mount(args: argparse.Namespace) -> int:
     mountpoint = Path(os.path.abspath(args.mountpoint))
     backend = _backend(args)
+    # The command line first, then the machine: a bad -o is reported as such
+    # whatever state the store or the mountpoint is in.
+    options, owner = fuse_options(backend.description, args.options)
     check_fuse_device()
     check_mountpoint(mountpoint)
     if isinstance(backend, SqliteBackend) and backend.path.resolve().is_relative_to(mountpoint):
         raise MountError(f"store {backend.path} is inside the mountpoint {mountpoint}")
     backend.check()
-    options, owner = fuse_options(backend.description, args.options)
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
                delivery_timeout=args.delivery_timeout, session_timeout=args.session_timeout,
                metrics_address=args.metrics)

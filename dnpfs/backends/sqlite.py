@@ -434,13 +434,12 @@ class SqliteBackend(Backend):
         pass  # groups are rows; nothing is held per mount
 
     @staticmethod
-    def _fetch(db: sqlite3.Connection, name: str, group: str, max_bytes: int,
-               lazy: bool = False) -> tuple[int, Fetched]:
+    def _fetch(db: sqlite3.Connection, pid: int, group: str, max_bytes: int,
+               lazy: bool = False) -> Fetched:
         """The group's cursor and the records from it; call inside a transaction.
         *lazy*: records are read from the table only as far as the caller
         iterates (a packet read of one record in a backlog of thousands reads
         one row, not thousands); the transaction must outlive the iteration."""
-        pid = _pipe_id(db, name)
         row = db.execute(
             "SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?", (pid, group)
         ).fetchone()
@@ -464,7 +463,7 @@ class SqliteBackend(Backend):
                 if budget <= 0:
                     break
 
-        return pid, Fetched(cursor, records() if lazy else list(records()))
+        return Fetched(cursor, records() if lazy else list(records()))
 
     @staticmethod
     def _move(db: sqlite3.Connection, pid: int, group: str, expected: Cursor, new: Cursor) -> bool:
@@ -489,7 +488,7 @@ class SqliteBackend(Backend):
         def fetch(db: sqlite3.Connection) -> Fetched:
             db.execute("BEGIN")  # one read snapshot: cursor and records agree
             try:
-                return self._fetch(db, name, group, max_bytes)[1]
+                return self._fetch(db, _pipe_id(db, name), group, max_bytes)
             finally:
                 db.execute("COMMIT")
 
@@ -519,7 +518,7 @@ class SqliteBackend(Backend):
                 again = self._redeliver(db, pid, group, decide)
                 if again is not None:
                     return *again, True
-                pid, fetched = self._fetch(db, name, group, max_bytes, lazy=True)
+                fetched = self._fetch(db, pid, group, max_bytes, lazy=True)
                 new, result = decide(fetched)
                 row = None
                 if new != fetched.cursor:
