@@ -31,6 +31,10 @@ def test_metrics_count_what_users_did(make_mount):
     wait_for(lambda: scrape(port)["dnpfs_blocked_readers"] == 1, 5, what="the blocked reader")
     run(f"printf 'twelve bytes' > {m/'p'}", shell=True)
     assert cat.communicate(timeout=5)[0] == b"twelve bytes"
+    # A record counts as in once its store call returned; a reader on this
+    # mount may see it (and cat exit) a moment before that.
+    wait_for(lambda: scrape(port)["dnpfs_records_in_total"] >= 3, 5,
+             what="BEGIN, the data and END counted")
     got = scrape(port)
     assert got["dnpfs_bytes_in_total"] == 12 and got["dnpfs_bytes_out_total"] == 12
     assert got["dnpfs_records_in_total"] >= 3  # BEGIN, the data, END
