@@ -212,6 +212,12 @@ class _Tx:
             self.db.rollback()
 
 
+def _group_cursor(db: sqlite3.Connection, pid: int, group: str) -> Cursor | None:
+    row = db.execute("SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?",
+                     (pid, group)).fetchone()
+    return Cursor(row[0], row[1], _sessions_set(row[2])) if row else None
+
+
 def _pipe_id(db: sqlite3.Connection, name: str) -> int:
     row = db.execute("SELECT id FROM pipes WHERE name = ?", (name,)).fetchone()
     if row is None:
@@ -440,10 +446,7 @@ class SqliteBackend(Backend):
         *lazy*: records are read from the table only as far as the caller
         iterates (a packet read of one record in a backlog of thousands reads
         one row, not thousands); the transaction must outlive the iteration."""
-        row = db.execute(
-            "SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?", (pid, group)
-        ).fetchone()
-        cursor = Cursor(row[0], row[1], _sessions_set(row[2])) if row else Cursor()
+        cursor = _group_cursor(db, pid, group) or Cursor()
         # substr() reads only the part of a large record a read can use.
         rows = db.execute(
             "SELECT id, kind, session, length(data),"
@@ -541,19 +544,18 @@ class SqliteBackend(Backend):
     def _nothing_new(self, db: sqlite3.Connection, pid: int, group: str) -> Cursor | None:
         """The group's cursor if no record follows it and no dead daemon left
         bytes in flight: then a read has nothing to take."""
-        row = db.execute("SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?",
-                         (pid, group)).fetchone()
-        if row is None:
+        cursor = _group_cursor(db, pid, group)
+        if cursor is None:
             return None
         head = db.execute("SELECT max(id) FROM data.records WHERE pipe = ?", (pid,)).fetchone()[0]
-        if head is not None and head >= row[0]:
+        if head is not None and head >= cursor.offset:
             return None
         for owner, taken in db.execute(
                 "SELECT owner, taken FROM inflight WHERE pipe = ? AND grp = ? AND owner != ?",
                 (pid, group, self._owner)):
             if not self._owner_alive(owner, taken):
                 return None
-        return Cursor(row[0], row[1], _sessions_set(row[2]))
+        return cursor
 
     def _take_inflight(self, db: sqlite3.Connection, pid: int, group: str,
                        start: Cursor, end: Cursor) -> int:
@@ -589,7 +591,7 @@ class SqliteBackend(Backend):
                     records.append(StoredRecord(rid, Kind.DATA, session, data[start:end],
                                                 start, end))
             if not records:
-                db.execute("DELETE FROM inflight WHERE id = ?", (rowid,))
+                self._delete_inflight(db, [rowid])
                 continue
             # The range's markers were consumed with it: its sessions count as
             # open, so only its bytes come out again, never an EOF.
@@ -599,7 +601,7 @@ class SqliteBackend(Backend):
                 return None, result
             log.warning("delivering again bytes read by a daemon that died (%s)", owner)
             if (new.offset, new.byte_pos) >= (last, last_pos) or new.offset > records[-1].offset:
-                db.execute("DELETE FROM inflight WHERE id = ?", (rowid,))
+                self._delete_inflight(db, [rowid])
             else:
                 db.execute("UPDATE inflight SET first = ?, first_pos = ? WHERE id = ?",
                            (new.offset, new.byte_pos, rowid))
