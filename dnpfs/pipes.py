@@ -127,13 +127,15 @@ class Pipes:
         await self.backend.close()
 
     # -- change notifications from the backend -----------------------------
-    def _on_change(self, name: str | None) -> None:
+    def _on_change(self, name: str | None, gone: bool = False) -> None:
         states = list(self._states.values()) if name is None else [self._states.get(name)]
         for state in states:
             if state is None:
                 continue
             state.notify()
             if self.closing:
+                continue
+            if not gone and name is not None:
                 continue
             if state.outbox is not None and state.outbox.sessions and not state.checking_gone:
                 state.checking_gone = True

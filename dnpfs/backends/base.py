@@ -22,9 +22,11 @@ from ..model import Cursor, Record, StoredRecord
 
 T = TypeVar("T")
 
-# Called with a pipe name when that pipe may have new records (or was
-# deleted), or with None when any pipe may have changed.
-ChangeCallback = Callable[[str | None], None]
+# Called with a pipe name when that pipe may have new records, or with None
+# when any pipe may have changed.  gone=True: the pipe was created or deleted
+# (open writers then check that it still exists; appends alone never make
+# them look).
+ChangeCallback = Callable[..., None]  # (name: str | None, gone: bool = False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,8 @@ CREATE INDEX IF NOT EXISTS inflight_by_group ON inflight (pipe, grp);
 
 _KINDS = {k.value: k for k in Kind}
 _MAX_FETCH_RECORDS = 4096
+_RETENTION_IDS = 2000  # record ids pruned per transaction
+_RETENTION_PIPES = 10  # pipes pruned per transaction
 # An in-flight range whose owner cannot be checked (another PID namespace,
 # another container) is presumed dead when unacknowledged for this long; a
 # live owner acknowledges within ACK_INTERVAL.
@@ -184,6 +186,18 @@ class _Conn:
 
 
 @dataclass(eq=False)
+class _ReadJob:
+    name: str
+    group: str
+    max_bytes: int
+    decide: Callable
+    done: trio.Event = field(default_factory=trio.Event)
+    row: int | None = None  # the in-flight range this read took
+    result: object = None
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
 class _AppendJob:
     name: str
     rows: list[tuple]  # (kind, session, ts, data)
@@ -202,8 +216,20 @@ class _Tx:
         self.db = db
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
+        # Wait for the write lock here, briefly, rather than in _Conn.run,
+        # which would run the whole function again (a batch of reads first
+        # decides from a read snapshot: that work is still good).
+        pause, deadline = 0.0002, time.monotonic() + 0.5
+        while True:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                return self.db
+            except sqlite3.OperationalError as e:
+                busy = (getattr(e, "sqlite_errorcode", 0) & 0xFF) in (_BUSY, _LOCKED)
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
@@ -216,6 +242,18 @@ def _group_cursor(db: sqlite3.Connection, pid: int, group: str) -> Cursor | None
     row = db.execute("SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?",
                      (pid, group)).fetchone()
     return Cursor(row[0], row[1], _sessions_set(row[2])) if row else None
+
+
+def _decide(decide: Callable[[Fetched], T], fetched: Fetched) -> T:
+    """decide(fetched), then end the statement behind lazily read records: a
+    statement left open keeps the connection's read snapshot after COMMIT, and
+    its next BEGIN IMMEDIATE fails (SQLITE_BUSY_SNAPSHOT) until it is closed."""
+    try:
+        return decide(fetched)
+    finally:
+        close = getattr(fetched.records, "close", None)
+        if close is not None:
+            close()
 
 
 def _pipe_id(db: sqlite3.Connection, name: str) -> int:
@@ -248,6 +286,9 @@ class SqliteBackend(Backend):
         self._alive: dict[str, tuple[bool, float]] = {}  # owner -> (alive, checked at)
         self._jobs: list[_AppendJob] = []  # appends waiting for _append_loop
         self._jobs_waiting = trio.Event()
+        self._reads: list[_ReadJob] = []  # reads waiting for _read_loop
+        self._reads_waiting = trio.Event()
+        self._reads_closed = False
 
     # -- lifecycle ---------------------------------------------------------
     def check(self) -> None:
@@ -296,6 +337,7 @@ class SqliteBackend(Backend):
         nursery.start_soon(self._retention_loop)
         nursery.start_soon(self._ack_loop)
         nursery.start_soon(self._append_loop)
+        nursery.start_soon(self._read_loop)
 
     async def close(self) -> None:
         try:
@@ -321,7 +363,7 @@ class SqliteBackend(Backend):
                 return True
 
         created = await self._meta.run(create)
-        self._on_change(name)
+        self._on_change(name, True)
         return created
 
     async def delete_pipe(self, name: str) -> bool:
@@ -338,7 +380,7 @@ class SqliteBackend(Backend):
                 return True
 
         deleted = await self._meta.run(delete)
-        self._on_change(name)
+        self._on_change(name, True)
         return deleted
 
     async def list_pipes(self) -> list[str]:
@@ -442,29 +484,38 @@ class SqliteBackend(Backend):
     @staticmethod
     def _fetch(db: sqlite3.Connection, pid: int, group: str, max_bytes: int,
                lazy: bool = False) -> Fetched:
-        """The group's cursor and the records from it; call inside a transaction.
-        *lazy*: records are read from the table only as far as the caller
-        iterates (a packet read of one record in a backlog of thousands reads
-        one row, not thousands); the transaction must outlive the iteration."""
+        """The group's cursor and the records from it; call inside a transaction."""
         cursor = _group_cursor(db, pid, group) or Cursor()
-        # substr() reads only the part of a large record a read can use.
-        rows = db.execute(
-            "SELECT id, kind, session, length(data),"
-            " substr(data, CASE WHEN id = ? THEN ? ELSE 1 END, ?)"
-            " FROM data.records WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
-            (cursor.offset, cursor.byte_pos + 1, max_bytes, pid, cursor.offset,
-             _MAX_FETCH_RECORDS),
-        )
+        return SqliteBackend._records(db, pid, cursor, max_bytes, lazy)
 
+    @staticmethod
+    def _records(db: sqlite3.Connection, pid: int, cursor: Cursor, max_bytes: int,
+                 lazy: bool = False) -> Fetched:
+        """The records from *cursor* on.  *lazy*: records are read from the
+        table only as far as the caller iterates (a packet read of one record
+        in a backlog of thousands reads one row, not thousands); the
+        transaction must outlive the iteration, and the caller must close()
+        the records (see _decide)."""
         def records():
-            budget = max_bytes
-            for rid, kind, session, size, data in rows:
-                start = cursor.byte_pos if rid == cursor.offset else 0
-                data = data or b""  # substr() of an empty blob is NULL
-                yield StoredRecord(rid, _KINDS[kind], session, data, start, size)
-                budget -= len(data)
-                if budget <= 0:
-                    break
+            # substr() reads only the part of a large record a read can use.
+            rows = db.execute(
+                "SELECT id, kind, session, length(data),"
+                " substr(data, CASE WHEN id = ? THEN ? ELSE 1 END, ?)"
+                " FROM data.records WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
+                (cursor.offset, cursor.byte_pos + 1, max_bytes, pid, cursor.offset,
+                 _MAX_FETCH_RECORDS),
+            )
+            try:
+                budget = max_bytes
+                for rid, kind, session, size, data in rows:
+                    start = cursor.byte_pos if rid == cursor.offset else 0
+                    data = data or b""  # substr() of an empty blob is NULL
+                    yield StoredRecord(rid, _KINDS[kind], session, data, start, size)
+                    budget -= len(data)
+                    if budget <= 0:
+                        break
+            finally:
+                rows.close()
 
         return Fetched(cursor, records() if lazy else list(records()))
 
@@ -498,64 +549,159 @@ class SqliteBackend(Backend):
         return await self._reader.run(fetch)
 
     async def consume(self, name, group, max_bytes, decide):
-        # One transaction and one thread hop per read.  The cursor move is
-        # recorded as in flight; once this coroutine has returned to the
-        # reader, pyfuse3 writes the reply before trio runs anything else, so
-        # rows in _delivered are acknowledged (deleted) by the next consume or
-        # by _ack_loop.  A kill -9 in between delivers the range again.
-        done, self._delivered = self._delivered, []
+        # Reads are batched like appends (_read_loop): the reads of all pipes
+        # waiting meanwhile share one write transaction and one thread hop.
+        # The cursor move is recorded as in flight; once this coroutine has
+        # returned to the reader, pyfuse3 writes the reply before trio runs
+        # anything else, so rows in _delivered are acknowledged (deleted) by
+        # the next batch or by _ack_loop.  A kill -9 in between delivers the
+        # range again.  Shielded: a read whose cursor moved must return its
+        # bytes, so it cannot stop half way (as a thread call never could).
+        if self._reads_closed:
+            raise StoreError("embedded store: closed")
+        job = _ReadJob(name, group, max_bytes, decide)
+        self._reads.append(job)
+        self._reads_waiting.set()
+        with trio.CancelScope(shield=True):
+            await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        if job.row is not None:
+            self._delivered.append(job.row)
+        return job.result
 
-        def consume(db: sqlite3.Connection):
-            # Most wake-ups find nothing new (another reader was first): answer
-            # those from a read snapshot, without the one write lock.
-            db.execute("BEGIN")
-            try:
-                idle = self._nothing_new(db, _pipe_id(db, name), group)
-                if idle is not None:
-                    return None, decide(Fetched(idle, []))[1], False
-            finally:
-                db.execute("COMMIT")
-            with _transaction(db):
-                self._delete_inflight(db, done)
-                pid = _pipe_id(db, name)
-                again = self._redeliver(db, pid, group, decide)
-                if again is not None:
-                    return *again, True
-                fetched = self._fetch(db, pid, group, max_bytes, lazy=True)
-                new, result = decide(fetched)
+    async def _read_loop(self) -> None:
+        """Group commit for reads.  One write transaction per read, with two
+        daemons and hundreds of readers, left the readers seconds behind:
+        SQLite has one write lock, and a transaction held it across every
+        GIL hand-off between its statements."""
+        try:
+            while True:
+                await self._reads_waiting.wait()
+                self._reads_waiting = trio.Event()
+                jobs, self._reads = self._reads, []
+                if not jobs:
+                    continue
+                done, self._delivered = self._delivered, []
+                try:
+                    outcomes = await self._reader.run(
+                        lambda db: self._consume_jobs(db, jobs, done))
+                except StoreError as e:
+                    self._delivered[:0] = done
+                    outcomes = [(None, None, e)] * len(jobs)
+                for job, (row, result, error) in zip(jobs, outcomes):
+                    job.row, job.result, job.error = row, result, error
+                    job.done.set()
+        finally:
+            # Stopped: reads still waiting (shielded) must not wait forever.
+            self._reads_closed = True
+            for job in self._reads:
+                job.error = StoreError("embedded store: closed")
+                job.done.set()
+            self._reads = []
+
+    def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int]):
+        """(in-flight row, decide's result, error) for each job.  May run again
+        from the start when the store is busy, so it changes no job.
+
+        Every read is decided from one read snapshot, without the write lock:
+        most wake-ups find nothing new (another reader was first).  The write
+        transaction then only moves cursors by compare-and-swap; a read whose
+        cursor another reader moved meanwhile is decided again under the lock.
+        Few statements under the lock matter more than their cost: each one
+        hands the GIL to another thread and waits to get it back."""
+        outcomes: list = [None] * len(jobs)
+        planned: dict[int, tuple[int, Cursor, Cursor, object]] = {}  # i -> pid, old, new, result
+        pids: dict[int, int] = {}
+        db.execute("BEGIN")
+        try:
+            orphaned = self._orphaned(db)
+            heads = self._heads(db, jobs)
+            for i, job in enumerate(jobs):
+                pid, cursor, head = heads[i]
+                if pid is None:
+                    outcomes[i] = (None, None, PipeGone(job.name))
+                    continue
+                pids[i] = pid
+                if (pid, job.group) in orphaned:
+                    continue  # a dead daemon's reads come first: under the lock
+                try:
+                    if cursor is not None and (head is None or head < cursor.offset):
+                        fetched = Fetched(cursor, [])
+                    else:
+                        fetched = self._records(db, pid, cursor or Cursor(), job.max_bytes,
+                                                lazy=True)
+                    new, result = _decide(job.decide, fetched)
+                except sqlite3.Error:
+                    raise  # the store's: the whole batch fails or runs again
+                except Exception as e:  # noqa: BLE001 - decide failed: nothing moved
+                    outcomes[i] = (None, None, e)
+                    continue
+                if new == fetched.cursor:
+                    outcomes[i] = (None, result, None)
+                else:
+                    planned[i] = (pid, fetched.cursor, new, result)
+        finally:
+            db.execute("COMMIT")
+        again = [i for i in pids if outcomes[i] is None and i not in planned]
+        if not planned and not again and not done:
+            return outcomes
+        with _transaction(db):
+            self._delete_inflight(db, done)
+            for i, (pid, old, new, result) in planned.items():
+                if self._move(db, pid, jobs[i].group, old, new):
+                    outcomes[i] = (self._take_inflight(db, pid, jobs[i].group, old, new),
+                                   result, None)
+                else:
+                    again.append(i)
+            for i in sorted(again):
+                job, pid = jobs[i], pids[i]
+                try:
+                    redelivered = self._redeliver(db, pid, job.group, job.decide)
+                    if redelivered is not None:
+                        outcomes[i] = (*redelivered, None)
+                        continue
+                    fetched = self._fetch(db, pid, job.group, job.max_bytes, lazy=True)
+                    new, result = _decide(job.decide, fetched)
+                except sqlite3.Error:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    outcomes[i] = (None, None, e)
+                    continue
                 row = None
                 if new != fetched.cursor:
-                    self._move(db, pid, group, fetched.cursor, new)
-                    row = self._take_inflight(db, pid, group, fetched.cursor, new)
-                return row, result, True
+                    self._move(db, pid, job.group, fetched.cursor, new)
+                    row = self._take_inflight(db, pid, job.group, fetched.cursor, new)
+                outcomes[i] = (row, result, None)
+        return outcomes
 
-        try:
-            row, result, acked = await self._reader.run(consume)
-        except BaseException:
-            acked = False
-            raise
-        finally:
-            if not acked:
-                self._delivered[:0] = done
-        if row is not None:
-            self._delivered.append(row)
-        return result
+    @staticmethod
+    def _heads(db: sqlite3.Connection, jobs: Sequence[_ReadJob]):
+        """(pipe id or None, group cursor or None, newest record id or None)
+        for each job, in one statement per 1,000 jobs."""
+        out = []
+        for at in range(0, len(jobs), 1000):
+            chunk = jobs[at:at + 1000]
+            values = ",".join("(?, ?, ?)" for _ in chunk)
+            params = [x for n, job in enumerate(chunk) for x in (n, job.name, job.group)]
+            rows = {n: rest for n, *rest in db.execute(
+                f"WITH j(n, name, grp) AS (VALUES {values})"
+                " SELECT j.n, p.id, g.next, g.pos, g.sessions,"
+                " (SELECT max(id) FROM data.records r WHERE r.pipe = p.id)"
+                " FROM j LEFT JOIN pipes p ON p.name = j.name"
+                " LEFT JOIN groups g ON g.pipe = p.id AND g.name = j.grp", params)}
+            for n in range(len(chunk)):
+                pid, nxt, pos, sessions, head = rows[n]
+                cursor = None if nxt is None else Cursor(nxt, pos, _sessions_set(sessions))
+                out.append((pid, cursor, head))
+        return out
 
-    def _nothing_new(self, db: sqlite3.Connection, pid: int, group: str) -> Cursor | None:
-        """The group's cursor if no record follows it and no dead daemon left
-        bytes in flight: then a read has nothing to take."""
-        cursor = _group_cursor(db, pid, group)
-        if cursor is None:
-            return None
-        head = db.execute("SELECT max(id) FROM data.records WHERE pipe = ?", (pid,)).fetchone()[0]
-        if head is not None and head >= cursor.offset:
-            return None
-        for owner, taken in db.execute(
-                "SELECT owner, taken FROM inflight WHERE pipe = ? AND grp = ? AND owner != ?",
-                (pid, group, self._owner)):
-            if not self._owner_alive(owner, taken):
-                return None
-        return cursor
+    def _orphaned(self, db: sqlite3.Connection) -> set[tuple[int, str]]:
+        """(pipe, group) with bytes in flight from a daemon that died."""
+        return {(pipe, grp) for pipe, grp, owner, taken in db.execute(
+            "SELECT pipe, grp, owner, max(taken) FROM inflight WHERE owner != ?"
+            " GROUP BY pipe, grp, owner", (self._owner,))
+            if not self._owner_alive(owner, taken)}
 
     def _take_inflight(self, db: sqlite3.Connection, pid: int, group: str,
                        start: Cursor, end: Cursor) -> int:
@@ -716,14 +862,15 @@ class SqliteBackend(Backend):
         return "ok"
 
     # -- background --------------------------------------------------------
-    def _changes(self, db: sqlite3.Connection) -> set[str]:
-        """Pipes created, deleted or appended to since the last call: a look at
-        the pipes table's signature, and only the records added since."""
-        changed: set[str] = set()
+    def _changes(self, db: sqlite3.Connection) -> dict[str, bool]:
+        """Pipes created or deleted (True) or appended to (False) since the
+        last call: a look at the pipes table's signature, and only the
+        records added since."""
+        changed: dict[str, bool] = {}
         signature = db.execute("SELECT count(*), max(id), total(id) FROM pipes").fetchone()
         if signature != self._pipes_signature:
             names = dict(db.execute("SELECT id, name FROM pipes").fetchall())
-            changed |= set(names.values()) ^ set(self._pipe_names.values())
+            changed |= dict.fromkeys(set(names.values()) ^ set(self._pipe_names.values()), True)
             self._pipe_names, self._pipes_signature = names, signature
         for pipe, newest in db.execute(
                 # NOT INDEXED: a range of ids, not a scan of the (pipe, id) index.
@@ -731,24 +878,30 @@ class SqliteBackend(Backend):
                 (self._newest,)).fetchall():
             self._newest = max(self._newest, newest)
             if pipe in self._pipe_names:
-                changed.add(self._pipe_names[pipe])
+                changed.setdefault(self._pipe_names[pipe], False)
         return changed
 
     async def _watch_changes(self) -> None:
         """Notice what other daemons sharing the store did: new records, new or
         deleted pipes.  Our own appends notify directly."""
         version = None
+
+        def look(db: sqlite3.Connection) -> dict[str, bool]:
+            # One thread hop per look: it runs every poll_interval.
+            nonlocal version
+            now = (db.execute("PRAGMA main.data_version").fetchone()[0],
+                   db.execute("PRAGMA data.data_version").fetchone()[0])
+            if now == version:
+                return {}
+            changed = self._changes(db)
+            version = now  # only once the changes were read: a failure looks again
+            return changed
+
         orphans_checked = 0.0
         while True:
             try:
-                now = await self._watch.run(
-                    lambda db: (db.execute("PRAGMA main.data_version").fetchone()[0],
-                                db.execute("PRAGMA data.data_version").fetchone()[0])
-                )
-                if now != version:
-                    version = now
-                    for name in await self._watch.run(self._changes):
-                        self._on_change(name)
+                for name, gone in (await self._watch.run(look)).items():
+                    self._on_change(name, gone)
                 if time.monotonic() - orphans_checked > 1.0:
                     orphans_checked = time.monotonic()
                     await self._wake_for_orphans()
@@ -770,28 +923,70 @@ class SqliteBackend(Backend):
         while True:
             await trio.sleep(self.retention_interval)
             try:
+                began = time.monotonic()
                 removed = await self.apply_retention()
                 if removed:
-                    log.info("retention removed %d records", removed)
+                    log.info("retention removed %d records in %.2fs", removed,
+                             time.monotonic() - began)
             except Exception as e:  # noqa: BLE001
                 log.warning("retention: %s", e)
 
     async def apply_retention(self) -> int:
         """Remove records every group has consumed, and records older than the
-        retention age."""
+        retention age, in short transactions: one transaction for all pipes
+        held the one write lock long enough to stall every reader and writer
+        of the store (docs/reliability.md, load).
+
+        Records of all pipes interleave in id order, so consumed records are
+        first removed as one id range below the oldest record any group
+        still needs (each page rewritten once), and only the rest pipe by
+        pipe (each row on its own page)."""
         cutoff = time.time() - self.retention_seconds
 
-        def prune(db: sqlite3.Connection) -> int:
-            with _transaction(db):
-                removed = db.execute("DELETE FROM data.records WHERE ts < ?", (cutoff,)).rowcount
+        def plan(db: sqlite3.Connection):
+            db.execute("BEGIN")
+            try:
                 # A range in flight may have to be delivered again: keep it.
                 floors = db.execute(
                     "SELECT pipe, min(next) FROM (SELECT pipe, next FROM groups"
                     " UNION ALL SELECT pipe, first FROM inflight) GROUP BY pipe").fetchall()
-                for pipe, floor in floors:
-                    removed += db.execute(
-                        "DELETE FROM data.records WHERE pipe = ? AND id < ?", (pipe, floor)
-                    ).rowcount
-                return removed
+                oldest, newest = db.execute(
+                    "SELECT min(id), max(id) FROM data.records").fetchone()
+                needed = db.execute(
+                    "WITH f(pipe, floor) AS (SELECT pipe, min(next) FROM (SELECT pipe, next"
+                    " FROM groups UNION ALL SELECT pipe, first FROM inflight) GROUP BY pipe)"
+                    " SELECT min((SELECT min(r.id) FROM data.records r WHERE r.pipe = p.id"
+                    " AND r.id >= coalesce(f.floor, 0))) FROM pipes p"
+                    " LEFT JOIN f ON f.pipe = p.id").fetchone()[0]
+            finally:
+                db.execute("COMMIT")
+            return floors, oldest, newest, needed
 
-        return await self._writer.run(prune)
+        def prune_range(db: sqlite3.Connection, low: int, high: int) -> int:
+            with _transaction(db):
+                return db.execute("DELETE FROM data.records WHERE id >= ? AND id < ?",
+                                  (low, high)).rowcount
+
+        def prune_pipes(db: sqlite3.Connection, chunk: list[tuple[int, int]], low: int) -> int:
+            with _transaction(db):
+                return sum(db.execute(
+                    "DELETE FROM data.records WHERE pipe = ? AND id >= ? AND id < ?",
+                    (pipe, low, floor)).rowcount for pipe, floor in chunk)
+
+        def prune_old(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                return db.execute("DELETE FROM data.records WHERE ts < ?", (cutoff,)).rowcount
+
+        floors, oldest, newest, needed = await self._meta.run(plan)
+        if oldest is None:
+            return 0
+        below = newest + 1 if needed is None else needed
+        removed = 0
+        for low in range(oldest, below, _RETENTION_IDS):
+            high = min(low + _RETENTION_IDS, below)
+            removed += await self._meta.run(lambda db: prune_range(db, low, high))
+        rest = [(pipe, floor) for pipe, floor in floors if floor > below]
+        for at in range(0, len(rest), _RETENTION_PIPES):
+            chunk = rest[at:at + _RETENTION_PIPES]
+            removed += await self._meta.run(lambda db: prune_pipes(db, chunk, below))
+        return removed + await self._meta.run(prune_old)

@@ -10,10 +10,8 @@ import os
 import subprocess
 import time
 
-import pytest
-
 from ..util import proc_state, wait_for
-from .conftest import LONG, long_or, make_plain_mount, proc_status
+from .conftest import long_or, make_plain_mount, proc_status
 from .workload import judge, readers_for, stop_all, wait_delivered, writers_for
 
 PIPES = int(os.environ.get("DNPFS_FAULTS_LOAD_PIPES") or long_or(20, 200))
@@ -26,14 +24,7 @@ RATE = float(os.environ.get("DNPFS_FAULTS_LOAD_RATE") or long_or(20, 4))
 MAX_LATENCY = 1.0
 
 
-def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, reliability,
-                                            request):
-    if PIPES >= 200 and backend == "sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "embedded store, 200 pipes x 2 competing readers on 2 daemons at 800 records/s:"
-            " readers fall behind for the whole run (reader lag 20-50 s after 2.5 min); the"
-            " daemons are not CPU-saturated but serialise on SQLite's one write lock, every"
-            " cursor move a write transaction held across GIL hand-offs (docs/reliability.md)")))
+def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, reliability):
     reliability.row(
         fault=f"Load: {PIPES} pipes x (1 writer at {RATE:g} rec/s, fsync every 20; 2 competing"
               f" readers on 2 mounts) for {SECONDS} s, plus {IDLE} idle blocked readers"

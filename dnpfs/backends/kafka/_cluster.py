@@ -102,7 +102,7 @@ class Cluster:
         config: ClientConfig,
         replication_factor: int,
         max_request_size: int,
-        notify: Callable[[str | None], None],
+        notify: Callable[..., None],  # (name, gone=False): see base.ChangeCallback
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -276,7 +276,7 @@ class Cluster:
         for name in sorted(old ^ names):
             if name not in names:
                 self._gone(name)
-            self.notify(name)
+            self.notify(name, True)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -300,7 +300,7 @@ class Cluster:
         self.topics = self.topics | {name} if exists else self.topics - {name}
         if not exists:
             self._gone(name)
-        self.notify(name)
+        self.notify(name, True)
 
     def _gone(self, name: str) -> None:
         """The pipe was deleted (here or elsewhere): drop what this mount holds for it."""

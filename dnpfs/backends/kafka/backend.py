@@ -95,7 +95,7 @@ class KafkaBackend(Backend):
             self._config,
             self.replication_factor,
             max(MAX_REQUEST, self.max_record_size + (64 << 10)),
-            notify=lambda name: self._bridge.to_trio(on_change, name),
+            notify=lambda name, gone=False: self._bridge.to_trio(on_change, name, gone),
         )
         try:
             await self._call(self._cluster.start)
