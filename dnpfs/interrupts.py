@@ -81,6 +81,22 @@ class SignalWatcher:
         self._wake = trio.Event()
         self._files = _StatusFiles()
 
+    def check(self, pid: int) -> None:
+        """Raise Interrupted if *pid* has a signal pending now.  Asked before a
+        read takes bytes: a reader killed while blocked stays in the kernel
+        until answered, and bytes taken for it in the moments before the scan
+        notices would die with it (a local FIFO never hands them over)."""
+        if pid <= 0:
+            return
+        try:
+            with open(f"/proc/{pid}/status", "rb", buffering=0) as f:
+                pending = pending_signals(f.read(8192))
+        except OSError:
+            return  # gone or unreadable: the scan decides, as before
+        if pending:
+            METRICS.count("interrupted")
+            raise Interrupted(f"pid {pid} has a signal pending")
+
     @contextlib.contextmanager
     def interruptible(self, pid: int) -> Iterator[None]:
         """Run the body; raise Interrupted if *pid* got a signal meanwhile.

@@ -57,6 +57,7 @@ class ReaderHandle:
                 self.eof = True
                 break
             changed = self.state.changed  # taken before fetching: no wake-up is missed
+            self.pipes.signals.check(self.pid)
             view = self.view
 
             def decide(fetched: Fetched) -> tuple[Cursor, Taken]:

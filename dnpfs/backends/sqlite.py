@@ -289,6 +289,7 @@ class SqliteBackend(Backend):
         self._reads: list[_ReadJob] = []  # reads waiting for _read_loop
         self._reads_waiting = trio.Event()
         self._reads_closed = False
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
     def check(self) -> None:
@@ -344,6 +345,7 @@ class SqliteBackend(Backend):
             await self._acknowledge()  # a clean stop leaves nothing to deliver again
         except StoreError as e:
             log.warning("acknowledging reads at close: %s", e)
+        self._closed = True  # background loops now end quietly
         for conn in (self._writer, self._reader, self._meta, self._watch):
             await conn.run(lambda db: db.close())
 
@@ -790,6 +792,8 @@ class SqliteBackend(Backend):
             try:
                 await self._acknowledge()
             except StoreError as e:
+                if self._closed:
+                    return
                 log.warning("acknowledging reads: %s", e)
                 await trio.sleep(1)
 
@@ -906,6 +910,8 @@ class SqliteBackend(Backend):
                     orphans_checked = time.monotonic()
                     await self._wake_for_orphans()
             except Exception as e:  # noqa: BLE001 - keep watching whatever happened
+                if self._closed:
+                    return
                 log.warning("change watch: %s", e)
                 await trio.sleep(1)
             await trio.sleep(self.poll_interval)
@@ -929,6 +935,8 @@ class SqliteBackend(Backend):
                     log.info("retention removed %d records in %.2fs", removed,
                              time.monotonic() - began)
             except Exception as e:  # noqa: BLE001
+                if self._closed:
+                    return
                 log.warning("retention: %s", e)
 
     async def apply_retention(self) -> int:

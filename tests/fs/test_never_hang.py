@@ -97,3 +97,23 @@ def test_thousand_blocked_readers_do_not_freeze_the_mount(mount):
             if r.poll() is None:
                 r.kill()
                 r.wait()
+
+
+def test_a_record_written_as_its_blocked_reader_is_killed_goes_to_the_next_reader(mount):
+    """kill -9 leaves a blocked reader in the kernel until the daemon answers,
+    and the daemon notices the signal only at its next look (up to 100 ms
+    here).  A record written in that moment must not be handed to the dying
+    process, where it would be lost: a local FIFO never hands it over."""
+    pipes = [mount / f"p{i}" for i in range(5)]  # five tries
+    for i, pipe in enumerate(pipes):
+        os.mkfifo(pipe)
+        cat = spawn(["cat", str(pipe)])
+        wait_blocked(cat)
+        cat.kill()
+        fd = os.open(pipe, os.O_WRONLY)  # at once: before the daemon looks
+        os.write(fd, b"record %d\n" % i)
+        os.close(fd)
+        cat.wait(5)
+    for i, pipe in enumerate(pipes):
+        got = run(["timeout", "5", "head", "-c", "9", str(pipe)]).stdout
+        assert got == b"record %d\n" % i
