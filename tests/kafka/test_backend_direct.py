@@ -49,7 +49,7 @@ class Changes:
         self.names: list[str | None] = []
         self._event = trio.Event()
 
-    def __call__(self, name: str | None) -> None:
+    def __call__(self, name: str | None, gone: bool = False) -> None:
         self.names.append(name)
         self._event.set()
         self._event = trio.Event()
@@ -195,7 +195,7 @@ def test_unreachable_broker_is_one_readable_line():
         start = time.monotonic()
         async with trio.open_nursery() as nursery:
             with pytest.raises(StoreError) as info:
-                await backend.start(nursery, lambda name: None)
+                await backend.start(nursery, lambda name, gone=False: None)
         assert time.monotonic() - start < 15
         message = str(info.value)
         assert message.startswith("cannot reach Kafka at 127.0.0.1:1: ")
