@@ -256,6 +256,22 @@ def _decide(decide: Callable[[Fetched], T], fetched: Fetched) -> T:
             close()
 
 
+def _plan(job: _ReadJob, fetched: Fetched):
+    """(outcome, None) when *job*'s read is decided without moving its
+    group's cursor (or decide failed: nothing moved), else (None, (old, new,
+    result)) for the move.  An error of the store itself propagates: the
+    whole batch fails or runs again."""
+    try:
+        new, result = _decide(job.decide, fetched)
+    except sqlite3.Error:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported to that read alone
+        return (None, None, e), None
+    if new == fetched.cursor:
+        return (None, result, None), None
+    return None, (fetched.cursor, new, result)
+
+
 def _pipe_id(db: sqlite3.Connection, name: str) -> int:
     row = db.execute("SELECT id FROM pipes WHERE name = ?", (name,)).fetchone()
     if row is None:
@@ -627,22 +643,14 @@ class SqliteBackend(Backend):
                 pids[i] = pid
                 if (pid, job.group) in orphaned:
                     continue  # a dead daemon's reads come first: under the lock
-                try:
-                    if cursor is not None and (head is None or head < cursor.offset):
-                        fetched = Fetched(cursor, [])
-                    else:
-                        fetched = self._records(db, pid, cursor or Cursor(), job.max_bytes,
-                                                lazy=True)
-                    new, result = _decide(job.decide, fetched)
-                except sqlite3.Error:
-                    raise  # the store's: the whole batch fails or runs again
-                except Exception as e:  # noqa: BLE001 - decide failed: nothing moved
-                    outcomes[i] = (None, None, e)
-                    continue
-                if new == fetched.cursor:
-                    outcomes[i] = (None, result, None)
+                if cursor is not None and (head is None or head < cursor.offset):
+                    fetched = Fetched(cursor, [])
                 else:
-                    planned[i] = (pid, fetched.cursor, new, result)
+                    fetched = self._records(db, pid, cursor or Cursor(), job.max_bytes,
+                                            lazy=True)
+                outcomes[i], move = _plan(job, fetched)
+                if move is not None:
+                    planned[i] = (pid, *move)
         finally:
             db.execute("COMMIT")
         again = [i for i in pids if outcomes[i] is None and i not in planned]
@@ -660,21 +668,21 @@ class SqliteBackend(Backend):
                 job, pid = jobs[i], pids[i]
                 try:
                     redelivered = self._redeliver(db, pid, job.group, job.decide)
-                    if redelivered is not None:
-                        outcomes[i] = (*redelivered, None)
-                        continue
-                    fetched = self._fetch(db, pid, job.group, job.max_bytes, lazy=True)
-                    new, result = _decide(job.decide, fetched)
                 except sqlite3.Error:
                     raise
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - decide failed: nothing moved
                     outcomes[i] = (None, None, e)
                     continue
-                row = None
-                if new != fetched.cursor:
-                    self._move(db, pid, job.group, fetched.cursor, new)
-                    row = self._take_inflight(db, pid, job.group, fetched.cursor, new)
-                outcomes[i] = (row, result, None)
+                if redelivered is not None:
+                    outcomes[i] = (*redelivered, None)
+                    continue
+                outcomes[i], move = _plan(job, self._fetch(db, pid, job.group, job.max_bytes,
+                                                           lazy=True))
+                if move is not None:  # under the lock the cursor is as read: this move holds
+                    old, new, result = move
+                    self._move(db, pid, job.group, old, new)
+                    outcomes[i] = (self._take_inflight(db, pid, job.group, old, new), result,
+                                   None)
         return outcomes
 
     @staticmethod
