@@ -7,14 +7,15 @@ blocked readers get EOF, writers' records are stored, then the mount goes.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import logging
-import ctypes
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyfuse3
@@ -159,7 +160,8 @@ def serve(
             log.info("mounted %s on %s", backend.description, mountpoint)
             # Each blocked read holds one task: 1,000 blocked readers need
             # 1,000 tasks, and more must stay free for everything else.
-            await pyfuse3.main(min_tasks=4, max_tasks=max_tasks)
+            with _interrupting_stuck_fuse_reads():
+                await pyfuse3.main(min_tasks=4, max_tasks=max_tasks)
             nursery.cancel_scope.cancel()
 
     try:
@@ -182,6 +184,27 @@ def _one_line(error: BaseException) -> str:
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
     return str(error) or type(error).__name__
+
+
+@contextlib.contextmanager
+def _interrupting_stuck_fuse_reads(interval: float = 0.2) -> Iterator[None]:
+    """pyfuse3 reads /dev/fuse holding the GIL, once trio said it is readable.
+    A request withdrawn in between (its process was killed before we read
+    it) leaves that read blocked, the GIL held, and every thread of the
+    daemon stopped (blocked readers, the Kafka client, timers) until some
+    other request arrives, which may be never: seen after kill -9 of 600
+    readers.  A periodic SIGALRM, which goes to the main thread, ends such a
+    read with EINTR; pyfuse3 then waits for the fd again.  Elsewhere Python
+    retries interrupted calls (PEP 475), so the timer costs a wake-up.
+    Disarmed on the way out: at exit Python restores SIGALRM's default
+    action, which would kill the daemon."""
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    signal.setitimer(signal.ITIMER_REAL, interval, interval)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _keep_buffers_in_own_mappings() -> None:

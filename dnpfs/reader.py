@@ -52,12 +52,16 @@ class ReaderHandle:
 
     async def read(self, size: int) -> bytes:
         backend = self.pipes.backend
+        waited = False
         while not self.eof:
             if self.pipes.closing:
                 self.eof = True
                 break
             changed = self.state.changed  # taken before fetching: no wake-up is missed
-            self.pipes.signals.check(self.pid)
+            if waited:
+                # Killed while it waited, the process is still in the kernel
+                # until we answer: bytes taken for it now would die with it.
+                self.pipes.signals.check(self.pid)
             view = self.view
 
             def decide(fetched: Fetched) -> tuple[Cursor, Taken]:
@@ -65,7 +69,8 @@ class ReaderHandle:
                 return taken.cursor, taken
 
             try:
-                taken = await backend.consume(self.name, self.group, size, decide)
+                taken = await backend.consume(self.name, self.group, size, decide,
+                                              blocking=not self.nonblock)
             except PipeGone:
                 self.eof = True  # unlinked: blocked readers see EOF
                 break
@@ -89,6 +94,7 @@ class ReaderHandle:
             try:
                 with self.pipes.signals.interruptible(self.pid):
                     await changed.wait()
+                waited = True
             finally:
                 self.blocked = False
                 METRICS.blocked_readers -= 1

@@ -124,11 +124,17 @@ class Backend(abc.ABC):
         change) if another reader moved it first."""
 
     async def consume(
-        self, name: str, group: str, max_bytes: int, decide: Callable[[Fetched], tuple[Cursor, T]]
+        self, name: str, group: str, max_bytes: int, decide: Callable[[Fetched], tuple[Cursor, T]],
+        blocking: bool = False,
     ) -> T:
         """Fetch, let *decide* (pure, cheap) choose the group's new cursor, and
         commit it, as one step for the other readers of the group; returns
         what *decide* returned with it.
+
+        *blocking*: the caller waits for ``on_change`` if nothing is delivered,
+        so records not at hand yet (stored, but still on their way to this
+        mount) need not be waited for: their arrival wakes the caller.  A
+        non-blocking read or poll must see everything stored (False).
 
         This default is fetch plus compare-and-swap, retried when another
         reader moved first; a backend with transactions may do it in one.

@@ -566,7 +566,7 @@ class SqliteBackend(Backend):
 
         return await self._reader.run(fetch)
 
-    async def consume(self, name, group, max_bytes, decide):
+    async def consume(self, name, group, max_bytes, decide, blocking=False):
         # Reads are batched like appends (_read_loop): the reads of all pipes
         # waiting meanwhile share one write transaction and one thread hop.
         # The cursor move is recorded as in flight; once this coroutine has

@@ -504,11 +504,11 @@ class Cluster:
     async def consume(self, name: str, group: str, max_bytes: int, decide):
         return await self._member(name, group).consume(max_bytes, decide)
 
-    def try_consume(self, name: str, group: str, max_bytes: int, decide):
+    def try_consume(self, name: str, group: str, max_bytes: int, decide, blocking: bool = False):
         """From the trio thread: ``consume`` from what is buffered, or None
         (see ``GroupMember.try_consume``).  Never creates a member."""
         member = self._members.get((name, group))
-        return None if member is None else member.try_consume(max_bytes, decide)
+        return None if member is None else member.try_consume(max_bytes, decide, blocking)
 
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         member = self._members.get((name, group))

@@ -174,9 +174,11 @@ class KafkaBackend(Backend):
         return await self._call(self._cluster.fetch, name, group, max_bytes)
 
     async def consume(self, name: str, group: str, max_bytes: int,
-                      decide: Callable[[Fetched], tuple[Cursor, T]]) -> T:
+                      decide: Callable[[Fetched], tuple[Cursor, T]], blocking: bool = False) -> T:
         # A read whose records are buffered crosses no thread: the member
         # decides and moves its cursor under its lock, here in the trio thread.
+        # So does a blocking read that finds nothing buffered: it waits for
+        # the member to buffer records (or to get the partition) anyway.
         # Otherwise one trip to the asyncio thread: *decide* is pure, so it
         # runs there, between the fetch and the commit, with no other reader
         # between.
@@ -185,7 +187,7 @@ class KafkaBackend(Backend):
                                                                           name):
                 raise PipeGone(name)
             await trio.lowlevel.checkpoint_if_cancelled()  # not once the cursor moved
-            done = self._cluster.try_consume(name, group, max_bytes, decide)
+            done = self._cluster.try_consume(name, group, max_bytes, decide, blocking)
             if done is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return done[0]
