@@ -4,6 +4,8 @@ freeze the rest of the mount."""
 from __future__ import annotations
 
 import os
+import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -117,3 +119,53 @@ def test_a_record_written_as_its_blocked_reader_is_killed_goes_to_the_next_reade
     for i, pipe in enumerate(pipes):
         got = run(["timeout", "5", "head", "-c", "9", str(pipe)]).stdout
         assert got == b"record %d\n" % i
+
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed")
+def test_a_request_withdrawn_before_the_daemon_reads_it_does_not_freeze_the_mount(
+        make_mount, tmp_path):
+    """pyfuse3 reads /dev/fuse, holding the GIL, once trio said it is readable.
+    If the one queued request is withdrawn in between (its process was
+    killed), that read blocks and nothing else in the daemon runs until
+    another request comes.  strace holds the daemon's next read of /dev/fuse
+    for 2 s while the requester is killed; then a record written on another
+    mount of the store must still reach a reader blocked on this one, which
+    sends nothing more to the daemon meanwhile."""
+    a = make_mount(name="a")
+    b = make_mount(name="b")
+    os.mkfifo(a / "p")
+    cat = spawn(["cat", str(a / "p")])
+    wait_blocked(cat)
+    trace_log = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(
+        [STRACE, "-P", "/dev/fuse", "-e", "trace=read",
+         "-e", "inject=read:delay_enter=2000000:when=1", "-p", str(a.pid)],
+        stderr=open(trace_log, "w"))
+    try:
+        wait_for(lambda: "attached" in trace_log.read_text(), 10, what="strace to attach")
+        time.sleep(0.3)
+        asker = subprocess.Popen(["stat", str(a / "no-such-pipe")], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # the daemon's read of its request is held by strace
+        asker.kill()  # the kernel withdraws the request the daemon has not read yet
+        asker.wait(5)
+        time.sleep(2.5)  # the held read has started, on an empty queue
+        tracer.terminate()
+        tracer.wait(10)
+        assert "read(" in trace_log.read_text(), "strace saw no read of /dev/fuse"
+        with open(b / "p", "wb", buffering=0) as w:
+            w.write(b"through\n")
+        out = b""
+        deadline = time.monotonic() + 5
+        while b"through" not in out and time.monotonic() < deadline:
+            if select.select([cat.stdout], [], [], 0.2)[0]:
+                out += os.read(cat.stdout.fileno(), 100)
+        assert out == b"through\n", "the mount froze: the blocked reader got nothing in 5 s"
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+        cat.kill()
+        cat.wait(10)
