@@ -52,16 +52,12 @@ class ReaderHandle:
 
     async def read(self, size: int) -> bytes:
         backend = self.pipes.backend
-        waited = False
         while not self.eof:
             if self.pipes.closing:
                 self.eof = True
                 break
             changed = self.state.changed  # taken before fetching: no wake-up is missed
-            if waited:
-                # Killed while it waited, the process is still in the kernel
-                # until we answer: bytes taken for it now would die with it.
-                self.pipes.signals.check(self.pid)
+            self.pipes.signals.check(self.pid)
             view = self.view
 
             def decide(fetched: Fetched) -> tuple[Cursor, Taken]:
@@ -94,7 +90,6 @@ class ReaderHandle:
             try:
                 with self.pipes.signals.interruptible(self.pid):
                     await changed.wait()
-                waited = True
             finally:
                 self.blocked = False
                 METRICS.blocked_readers -= 1
