@@ -37,15 +37,20 @@ class ReaderView:
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    data: bytes
+    parts: tuple[bytes, ...]  # the bytes to deliver, a piece per record, none empty
+    size: int
     cursor: Cursor
     eof: bool
     view: ReaderView
 
     @property
+    def data(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+    @property
     def answers(self) -> bool:
         """True when read() returns now: with bytes, or with 0 for EOF."""
-        return bool(self.data) or self.eof
+        return self.size > 0 or self.eof
 
 
 def take(
@@ -82,8 +87,9 @@ def take(
                 seen.add(rec.session)
             at = pos - rec.start
             chunk = rec.data[at : at + (max_bytes - got)]
-            out.append(chunk)
-            got += len(chunk)
+            if chunk:
+                out.append(chunk)
+                got += len(chunk)
             if pos + len(chunk) < rec.length:
                 pos += len(chunk)
                 break
@@ -115,7 +121,7 @@ def take(
                 break
 
     new = Cursor(offset, pos, frozenset(sessions))
-    return Taken(b"".join(out), new, eof, ReaderView(view.horizon, frozenset(seen)))
+    return Taken(tuple(out), got, new, eof, ReaderView(view.horizon, frozenset(seen)))
 
 
 def would_deliver(cursor: Cursor, records: Iterable[StoredRecord], view: ReaderView) -> bool:

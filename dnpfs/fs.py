@@ -44,6 +44,7 @@ from .writer import WriterSession
 
 log = logging.getLogger(__name__)
 
+REPLY_BUFFER = 1 << 20  # FUSE's largest read (256 pages)
 PID_XATTR = b"user.dnpfs.pid"
 STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
 STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
@@ -95,6 +96,33 @@ def _fail(code: int):
     raise pyfuse3.FUSEError(code)
 
 
+class ReplyBuffer:
+    """One buffer for every read reply made of several records.
+
+    pyfuse3 copies a reply to the kernel as soon as the handler returns,
+    before trio runs anything else, so one buffer serves every read of the
+    mount.  Joining into new memory instead cost a page fault per 4 KiB: a
+    1 MiB reply of 128 KiB records took ~630 us, a tenth of the daemon's CPU
+    while reading a backlog (docs/decisions.md, the mmap threshold).  The
+    buffer's pages stay resident: REPLY_BUFFER of RSS."""
+
+    def __init__(self, size: int) -> None:
+        self._buf = bytearray(size)  # never resized: replies may still view it
+        self._view = memoryview(self._buf)
+
+    def join(self, parts: tuple[bytes, ...]) -> bytes | memoryview:
+        if len(parts) <= 1:
+            return parts[0] if parts else b""
+        at = 0
+        for part in parts:
+            end = at + len(part)
+            if end > len(self._buf):
+                return b"".join(parts)  # larger than any read the kernel sends
+            self._view[at:end] = part
+            at = end
+        return self._view[:at]
+
+
 @dataclass(frozen=True)
 class Ownership:
     """Who owns every pipe of a mount (`-o uid=,gid=,mode=`).  With the
@@ -133,6 +161,7 @@ class Filesystem(pyfuse3.Operations):
         # not closed since their last read was answered (fh -> trio clock).
         self._reads_in_flight = 0
         self._answered: dict[int, float] = {}
+        self._reply = ReplyBuffer(REPLY_BUFFER)
 
     # -- inodes and attributes ---------------------------------------------
     def _ino(self, path: str) -> int:
@@ -331,11 +360,11 @@ class Filesystem(pyfuse3.Operations):
         handle = self._handle(fh, ReaderHandle)
         self._reads_in_flight += 1
         try:
-            data = await handle.read(size)
+            parts = await handle.read(size)
         finally:
             self._reads_in_flight -= 1
         self._answered[fh] = trio.current_time()
-        return data
+        return self._reply.join(parts)
 
     async def quiesce(self, since: float, deadline: float) -> None:
         """After ``Pipes.shutdown``: keep answering until no read is in flight

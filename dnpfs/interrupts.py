@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT)
 _IGNORED_MASK = sum(1 << (s - 1) for s in _STOP_SIGNALS)
 MAX_INTERVAL = 0.5
+CHECKED_FILES = 64  # readers' status files kept open for check()
 
 
 def _mask(status: bytes, field: bytes) -> int:
@@ -46,30 +47,35 @@ def pending_signals(status: bytes) -> int:
 
 
 class _StatusFiles:
-    """/proc/PID/status kept open per waiting process: pread on an open file
-    costs a third of open+read+close (1,000 waiting readers are scanned
-    several times a second), and the open file stays bound to that process
-    even if its pid is reused.  Used from the scanning thread only."""
+    """/proc/PID/status kept open per process: pread on an open file costs a
+    third of open+read+close (1,000 waiting readers are scanned several
+    times a second, and every read() is checked once), and the open file
+    stays bound to that process even if its pid is reused: then it answers
+    ESRCH and is reopened.  One instance per thread.  *limit*: keep at most
+    that many open, the least recently opened closed first."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._fds: dict[int, int] = {}
+        self._limit = limit
 
     def scan(self, pids: list[int]) -> list[int | None]:
         for pid in self._fds.keys() - set(pids):
             os.close(self._fds.pop(pid))
-        return [self._read(pid) for pid in pids]
+        return [self.pending(pid) for pid in pids]
 
-    def _read(self, pid: int) -> int | None:
-        """Signals pending for *pid*; None if it is gone."""
+    def pending(self, pid: int) -> int | None:
+        """Signals pending for *pid*; None if it is gone or unreadable."""
+        fd = self._fds.get(pid)
         try:
-            fd = self._fds.get(pid)
             if fd is None:
+                if self._limit is not None and len(self._fds) >= self._limit:
+                    os.close(self._fds.pop(next(iter(self._fds))))
                 fd = self._fds[pid] = os.open(f"/proc/{pid}/status", os.O_RDONLY)
             return pending_signals(os.pread(fd, 8192, 0))
-        except (FileNotFoundError, ProcessLookupError):
-            return None
         except OSError:
-            return 0
+            if fd is not None:
+                os.close(self._fds.pop(pid))  # dead (ESRCH): a new process may take the pid
+            return None
 
 
 class SignalWatcher:
@@ -79,7 +85,8 @@ class SignalWatcher:
         self.interval = interval
         self._waits: dict[int, set[trio.CancelScope]] = {}
         self._wake = trio.Event()
-        self._files = _StatusFiles()
+        self._files = _StatusFiles()  # the scan's, in a worker thread
+        self._checked = _StatusFiles(limit=CHECKED_FILES)  # check's, in the trio thread
 
     def check(self, pid: int) -> None:
         """Raise Interrupted if *pid* has a signal pending now.  Asked before a
@@ -88,12 +95,8 @@ class SignalWatcher:
         notices would die with it (a local FIFO never hands them over)."""
         if pid <= 0:
             return
-        try:
-            with open(f"/proc/{pid}/status", "rb", buffering=0) as f:
-                pending = pending_signals(f.read(8192))
-        except OSError:
-            return  # gone or unreadable: the scan decides, as before
-        if pending:
+        # None (gone or unreadable): the scan decides, as before.
+        if self._checked.pending(pid):
             METRICS.count("interrupted")
             raise Interrupted(f"pid {pid} has a signal pending")
 

@@ -50,7 +50,9 @@ class ReaderHandle:
     def name(self) -> str:
         return self.state.name
 
-    async def read(self, size: int) -> bytes:
+    async def read(self, size: int) -> tuple[bytes, ...]:
+        """The bytes of one read(), a piece per record (joined by the caller:
+        fs.Filesystem.read); () for EOF."""
         backend = self.pipes.backend
         while not self.eof:
             if self.pipes.closing:
@@ -79,10 +81,10 @@ class ReaderHandle:
             if taken.eof:
                 self.eof = True
                 break
-            if taken.data:
+            if taken.size:
                 METRICS.count("reads")
-                METRICS.count("bytes_out", len(taken.data))
-                return taken.data
+                METRICS.count("bytes_out", taken.size)
+                return taken.parts
             if self.nonblock:
                 raise WouldBlock(self.name)
             self.blocked = True
@@ -93,7 +95,7 @@ class ReaderHandle:
             finally:
                 self.blocked = False
                 METRICS.blocked_readers -= 1
-        return b""
+        return ()
 
     async def readable(self) -> bool:
         """Would read() answer now?  (poll/select/epoll)"""

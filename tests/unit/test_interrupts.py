@@ -1,10 +1,13 @@
-"""pending_signals: which signals end a blocked read, from /proc/PID/status."""
+"""pending_signals: which signals end a blocked read, from /proc/PID/status;
+_StatusFiles: reading it for real processes."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 
-from dnpfs.interrupts import pending_signals
+from dnpfs.interrupts import _StatusFiles, pending_signals
 
 
 def status(pnd: int = 0, shd: int = 0, blk: int = 0) -> bytes:
@@ -34,3 +37,25 @@ def test_blocked_signals_do_not_interrupt():
 def test_stop_signals_are_left_alone():
     # Ctrl-Z must stop the reader, not fail its read with EINTR.
     assert pending_signals(status(shd=bit(signal.SIGTSTP) | bit(signal.SIGCONT))) == 0
+
+
+def test_status_files_follow_real_processes_and_close_what_they_no_longer_need():
+    files = _StatusFiles(limit=2)
+    procs = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    try:
+        p = procs[0]
+        assert files.pending(p.pid) == 0
+        os.kill(p.pid, signal.SIGSTOP)  # a stopped process keeps SIGUSR1 pending
+        os.kill(p.pid, signal.SIGUSR1)
+        assert files.pending(p.pid) == bit(signal.SIGUSR1)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        assert files.pending(p.pid) is None  # gone: its file is closed, not kept
+        assert files.pending(p.pid) is None
+        assert [files.pending(q.pid) for q in procs[1:]] == [0, 0]
+        assert files.pending(os.getpid()) == 0  # a third live one: the oldest file goes
+        assert len(files._fds) == 2
+    finally:
+        for q in procs:
+            q.kill()
+            q.wait()
