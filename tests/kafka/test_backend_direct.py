@@ -318,11 +318,15 @@ def test_one_member_holds_the_partition_and_it_moves_on_detach(kafka_bootstrap):
             await b1.append("p", [Record(Kind.DATA, None, b"x%d" % i) for i in range(10)])
             await b1.attach("p", "g")
             await b2.attach("p", "g")
-            holders = []
-            with trio.fail_after(15):
-                while len(holders) != 1:
+            # One holder, the same for 3 s: b2's join may still be on its way
+            # when b1 first holds the partition, and then rebalances it.
+            holders, since = [], time.monotonic()
+            with trio.fail_after(30):
+                while len(holders) != 1 or time.monotonic() - since < 3:
                     await trio.sleep(0.1)
-                    holders = [b for b in (b1, b2) if (await b.fetch("p", "g", 1 << 20)).records]
+                    now = [b for b in (b1, b2) if (await b.fetch("p", "g", 1 << 20)).records]
+                    if now != holders:
+                        holders, since = now, time.monotonic()
             for _ in range(10):  # stable: the other one gets nothing
                 assert [bool((await b.fetch("p", "g", 1 << 20)).records)
                         for b in (b1, b2)] == [holders[0] is b1, holders[0] is b2]
