@@ -12,6 +12,7 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -142,6 +143,7 @@ def serve(
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
     mount answers, or *on_ready(message)* if it could not start."""
     _keep_buffers_in_own_mappings()
+    _raise_open_file_limit()
     pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout,
                   session_timeout=session_timeout)
     fs = Filesystem(pipes, owner)
@@ -219,6 +221,25 @@ def _keep_buffers_in_own_mappings() -> None:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
+
+
+def _raise_open_file_limit() -> None:
+    """The daemon keeps /proc/PID/status open for every blocked reader (to see
+    its signals: interrupts.py), so a thousand blocked readers need a thousand
+    files.  At the usual soft limit of 1,024 the later ones could not be
+    watched and, once blocked, not even killed; the hard limit is what the
+    administrator allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open file limit from %d: %s", soft, e)
+    if soft < 4096:
+        log.warning("open file limit %d: about that many blocked readers can be interrupted;"
+                    " raise it (ulimit -n, LimitNOFILE=) for more", soft)
 
 
 async def _stop_on_signal(pipes: Pipes, fs: Filesystem) -> None:

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from ..mount import Mount
 from ..util import proc_state, run, spawn, wait_blocked, wait_for
 
 
@@ -99,6 +100,36 @@ def test_thousand_blocked_readers_do_not_freeze_the_mount(mount):
             if r.poll() is None:
                 r.kill()
                 r.wait()
+
+
+def test_readers_past_the_default_open_file_limit_can_still_be_interrupted(tmp_path):
+    """The daemon watches each waiting reader through an open /proc file.
+    Started with a soft limit of 128 open files (1,024 is a common default,
+    the test makes it small), it must still see a signal sent to the 300th
+    blocked reader."""
+    m = Mount.under(tmp_path, "low", ["--store", str(tmp_path / "store.sqlite")],
+                    wrap=lambda argv: ["prlimit", "--nofile=128:20000", "--", *argv]).start()
+    readers = []
+    try:
+        os.mkfifo(m / "p")
+        for _ in range(300):
+            readers.append(subprocess.Popen(["cat", str(m / "p")], stdout=subprocess.DEVNULL))
+        wait_for(lambda: all(proc_state(r.pid) in ("S", "D") for r in readers), 60,
+                 interval=0.2, what="300 blocked readers")
+        time.sleep(1)  # the daemon's watcher has looked at all of them
+        last = readers[-1]
+        start = time.monotonic()
+        last.send_signal(signal.SIGINT)
+        last.wait(10)
+        assert time.monotonic() - start < 2.0
+        assert last.returncode == -signal.SIGINT
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+        for r in readers:
+            r.wait()
+        m.stop()
 
 
 def test_a_record_written_as_its_blocked_reader_is_killed_goes_to_the_next_reader(mount):
