@@ -105,8 +105,12 @@ def targets(results: dict) -> list[dict]:
             s = bulk["summary"]
             ref, mine, fuse = (med(bulk, f"aiokafka_{phase}_vs_kcat"),
                                med(bulk, f"{phase}_vs_aiokafka"), med(bulk, f"{phase}_vs_fuse"))
-            bound = (f"client library: plain aiokafka reaches {ref:.2f}× kcat, dnpfs"
-                     f" {mine:.2f}× aiokafka" if ref is not None and mine is not None else "")
+            bound = ""
+            if ref is not None and mine is not None:
+                # The client bounds dnpfs only where it misses the target itself.
+                who = "client library" if ref < want else "dnpfs itself"
+                bound = (f"{who}: plain aiokafka reaches {ref:.2f}× kcat, dnpfs"
+                         f" {mine:.2f}× aiokafka")
             if fuse is not None:
                 bound += f"; FUSE ceiling {_mib(s['fuse.' + phase]['mib_s'])} MiB/s"
             add(f"bulk {phase} ≥ {want}× kcat", r["median"] >= want,
