@@ -185,6 +185,33 @@ class _Conn:
                                              abandon_on_cancel=abandon)
 
 
+class _Batch:
+    """Jobs queued for a loop that takes them all at once (group commit)."""
+
+    def __init__(self) -> None:
+        self._jobs: list = []
+        self._waiting = trio.Event()
+        self.closed = False
+
+    def put(self, job) -> None:
+        self._jobs.append(job)
+        self._waiting.set()
+
+    async def take(self) -> list:
+        """Every job queued since the last take; waits for one if none is."""
+        while not self._jobs:
+            await self._waiting.wait()
+            self._waiting = trio.Event()
+        jobs, self._jobs = self._jobs, []
+        return jobs
+
+    def close(self) -> list:
+        """Take no more jobs; returns those still queued."""
+        self.closed = True
+        jobs, self._jobs = self._jobs, []
+        return jobs
+
+
 @dataclass(eq=False)
 class _ReadJob:
     name: str
@@ -300,11 +327,8 @@ class SqliteBackend(Backend):
         self._namespace = self._owner.split(" ")[0]
         self._delivered: list[int] = []  # in-flight rows whose read reply is written
         self._alive: dict[str, tuple[bool, float]] = {}  # owner -> (alive, checked at)
-        self._jobs: list[_AppendJob] = []  # appends waiting for _append_loop
-        self._jobs_waiting = trio.Event()
-        self._reads: list[_ReadJob] = []  # reads waiting for _read_loop
-        self._reads_waiting = trio.Event()
-        self._reads_closed = False
+        self._appends = _Batch()  # _AppendJobs for _append_loop
+        self._reads = _Batch()  # _ReadJobs for _read_loop
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -417,8 +441,7 @@ class SqliteBackend(Backend):
         if records:
             job = _AppendJob(name, [(r.kind.value, r.session, time.time(), r.data)
                                     for r in records])
-            self._jobs.append(job)
-            self._jobs_waiting.set()
+            self._appends.put(job)
             # Cancelled (the delivery timeout): the job stays queued and may
             # still be stored later, which at-least-once allows.
             await job.done.wait()
@@ -438,11 +461,7 @@ class SqliteBackend(Backend):
         and pipe made a single writer connection the bottleneck with 100
         pipes (the outboxes grew and latency with them)."""
         while True:
-            await self._jobs_waiting.wait()
-            self._jobs_waiting = trio.Event()
-            jobs, self._jobs = self._jobs, []
-            if not jobs:
-                continue
+            jobs = await self._appends.take()
             try:
                 errors = await self._writer.run(lambda db: self._store_jobs(db, jobs))
             except StoreError as e:
@@ -575,11 +594,10 @@ class SqliteBackend(Backend):
         # the next batch or by _ack_loop.  A kill -9 in between delivers the
         # range again.  Shielded: a read whose cursor moved must return its
         # bytes, so it cannot stop half way (as a thread call never could).
-        if self._reads_closed:
+        if self._reads.closed:
             raise StoreError("embedded store: closed")
         job = _ReadJob(name, group, max_bytes, decide)
-        self._reads.append(job)
-        self._reads_waiting.set()
+        self._reads.put(job)
         with trio.CancelScope(shield=True):
             await job.done.wait()
         if job.error is not None:
@@ -595,11 +613,7 @@ class SqliteBackend(Backend):
         GIL hand-off between its statements."""
         try:
             while True:
-                await self._reads_waiting.wait()
-                self._reads_waiting = trio.Event()
-                jobs, self._reads = self._reads, []
-                if not jobs:
-                    continue
+                jobs = await self._reads.take()
                 done, self._delivered = self._delivered, []
                 try:
                     outcomes = await self._reader.run(
@@ -612,11 +626,9 @@ class SqliteBackend(Backend):
                     job.done.set()
         finally:
             # Stopped: reads still waiting (shielded) must not wait forever.
-            self._reads_closed = True
-            for job in self._reads:
+            for job in self._reads.close():
                 job.error = StoreError("embedded store: closed")
                 job.done.set()
-            self._reads = []
 
     def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int]):
         """(in-flight row, decide's result, error) for each job.  May run again
