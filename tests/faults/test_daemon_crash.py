@@ -3,13 +3,16 @@ mountpoint again: nothing acknowledged is lost; the duplicate window is measured
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from ..mount import Mount
 from ..util import run, spawn, wait_blocked, wait_for
 from .conftest import answers, long_or, make_plain_mount
 from .test_broker_away import first_read_after
@@ -74,6 +77,32 @@ def test_kill_9_of_writer_and_reader_daemons_then_remount(backend, backend_args,
 STRACE = shutil.which("strace")
 
 
+@contextlib.contextmanager
+def _killed_at_its_next_read_reply(a: Mount, b: Mount, daemon: int, tmp_path) -> Iterator:
+    """A `cat` blocked on mount b (yielded), strace set to kill b's daemon
+    (pid *daemon*) at its first writev to /dev/fuse, the reply to that read,
+    and one record written on mount a: the daemon dies having taken it."""
+    os.mkfifo(a / "p")
+    wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
+    cat = spawn(["cat", str(b / "p")])
+    wait_blocked(cat)
+    time.sleep(1.5)  # Kafka: the mount joins the reader group in the background
+    trace_log = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(
+        [STRACE, "-f", "-e", "trace=writev", "-e", "inject=writev:error=EIO:signal=KILL:when=1",
+         "-p", str(daemon)], stderr=open(trace_log, "w"))
+    try:
+        wait_for(lambda: "attached" in trace_log.read_text(), 10, what="strace to attach")
+        time.sleep(0.3)
+        with open(a / "p", "wb", buffering=0) as w:
+            w.write(b"the one record\n")
+        yield cat
+        tracer.wait(10)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+
+
 @pytest.mark.skipif(STRACE is None, reason="strace is not installed")
 def test_read_whose_reply_dies_with_the_daemon_is_delivered_again(backend, backend_args,
                                                                   tmp_path, reliability):
@@ -89,25 +118,11 @@ def test_read_whose_reply_dies_with_the_daemon_is_delivered_again(backend, backe
                  " (at-least-once)")
     a = make_plain_mount(tmp_path, "a", backend_args).start()
     b = make_plain_mount(tmp_path, "b", backend_args).start()
-    tracer = None
     try:
-        os.mkfifo(a / "p")
-        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
-        cat = spawn(["cat", str(b / "p")])
-        wait_blocked(cat)
-        time.sleep(1.5)  # Kafka: the mount joins the reader group in the background
-        trace_log = tmp_path / "strace.txt"
-        tracer = subprocess.Popen(
-            [STRACE, "-f", "-e", "trace=writev", "-e", "inject=writev:error=EIO:signal=KILL:when=1",
-             "-p", str(b.pid)], stderr=open(trace_log, "w"))
-        wait_for(lambda: "attached" in trace_log.read_text(), 10, what="strace to attach")
-        time.sleep(0.3)
-        with open(a / "p", "wb", buffering=0) as w:
-            w.write(b"the one record\n")
-        b.proc.wait(20)
-        died = b.proc.returncode
-        first, _ = cat.communicate(timeout=10)
-        tracer.wait(10)
+        with _killed_at_its_next_read_reply(a, b, b.pid, tmp_path) as cat:
+            b.proc.wait(20)
+            died = b.proc.returncode
+            first, _ = cat.communicate(timeout=10)
         b.proc = None
         b.start()
         wait = "20" if backend == "kafka" else "5"  # Kafka: the dead member's session ends first
@@ -118,8 +133,6 @@ def test_read_whose_reply_dies_with_the_daemon_is_delivered_again(backend, backe
         assert first == b""
         assert again.stdout == b"the one record\n", "the record taken by the dead daemon is lost"
     finally:
-        if tracer is not None and tracer.poll() is None:
-            tracer.kill()
         a.stop()
         b.stop()
 
@@ -142,25 +155,12 @@ def test_bytes_in_flight_from_a_daemon_in_another_pid_namespace_come_back_after_
     b = make_plain_mount(tmp_path, "b", backend_args,
                          wrap=lambda argv: ["unshare", "--pid", "--fork", "--kill-child=SIGTERM",
                                             "--", *argv]).start()
-    tracer = None
     try:
-        os.mkfifo(a / "p")
-        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
-        cat = spawn(["cat", str(b / "p")])
-        wait_blocked(cat)
         daemon = int(open(f"/proc/{b.pid}/task/{b.pid}/children").read().split()[0])
-        trace_log = tmp_path / "strace.txt"
-        tracer = subprocess.Popen(
-            [STRACE, "-f", "-e", "trace=writev", "-e", "inject=writev:error=EIO:signal=KILL:when=1",
-             "-p", str(daemon)], stderr=open(trace_log, "w"))
-        wait_for(lambda: "attached" in trace_log.read_text(), 10, what="strace to attach")
-        time.sleep(0.3)
-        with open(a / "p", "wb", buffering=0) as w:
-            w.write(b"the one record\n")
-        taken = time.monotonic()
-        b.proc.wait(20)
-        first, _ = cat.communicate(timeout=10)
-        tracer.wait(10)
+        with _killed_at_its_next_read_reply(a, b, daemon, tmp_path) as cat:
+            taken = time.monotonic()
+            b.proc.wait(20)
+            first, _ = cat.communicate(timeout=10)
         again = run(["timeout", "60", "head", "-c", "15", str(a / "p")], check=False, timeout=90)
         after = time.monotonic() - taken
         reliability.measure(first_reader_got=first.decode(errors="replace"),
@@ -170,7 +170,5 @@ def test_bytes_in_flight_from_a_daemon_in_another_pid_namespace_come_back_after_
         assert again.stdout == b"the one record\n", "the record taken by the dead daemon is lost"
         assert 28 <= after <= 40, f"delivered again after {after:.1f} s, not ~30 s"
     finally:
-        if tracer is not None and tracer.poll() is None:
-            tracer.kill()
         a.stop()
         b.stop()
