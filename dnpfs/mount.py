@@ -230,11 +230,10 @@ def _raise_open_file_limit() -> None:
     watched and, once blocked, not even killed; the hard limit is what the
     administrator allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < hard:  # Linux caps both at fs.nr_open: never RLIM_INFINITY
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError) as e:
             log.warning("cannot raise the open file limit from %d: %s", soft, e)
     if soft < 4096:
