@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
+
+STRACE = shutil.which("strace")  # fault injection at the daemon's syscalls; tests skip without it
 
 
 def mounted(path: Path) -> bool:

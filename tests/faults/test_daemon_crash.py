@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ..mount import Mount
-from ..util import run, spawn, wait_blocked, wait_for
+from ..util import STRACE, run, spawn, wait_blocked, wait_for
 from .conftest import answers, long_or, make_plain_mount
 from .test_broker_away import first_read_after
 from .workload import Reader, Writer, stop_all, wait_delivered
@@ -73,8 +72,6 @@ def test_kill_9_of_writer_and_reader_daemons_then_remount(backend, backend_args,
         a.stop()
         b.stop()
 
-
-STRACE = shutil.which("strace")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import statistics
 import subprocess
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from ..mount import Mount
-from ..util import proc_state, run, spawn, wait_blocked, wait_for
+from ..util import STRACE, proc_state, run, spawn, wait_blocked, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
@@ -151,8 +150,6 @@ def test_a_record_written_as_its_blocked_reader_is_killed_goes_to_the_next_reade
         got = run(["timeout", "5", "head", "-c", "9", str(pipe)]).stdout
         assert got == b"record %d\n" % i
 
-
-STRACE = shutil.which("strace")
 
 
 @pytest.mark.skipif(STRACE is None, reason="strace is not installed")
