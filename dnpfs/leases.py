@@ -77,9 +77,9 @@ class Leases:
         ages = await self.pipes.backend.mount_ages()
         uptime = trio.current_time() - self._started
         for name, group in waiting:
-            fetched = await self.pipes.backend.fetch(name, group, 1)
+            cursor = await self.pipes.backend.cursor(name, group)
             dead = []
-            for session in fetched.cursor.open_sessions - self._ended:
+            for session in cursor.open_sessions - self._ended:
                 mount = mount_of(session)
                 if mount is None or mount == self.mount_id:
                     continue

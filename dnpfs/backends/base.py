@@ -118,6 +118,11 @@ class Backend(abc.ABC):
         for records.  Raises PipeGone if the pipe does not exist.
         """
 
+    async def cursor(self, name: str, group: str) -> Cursor:
+        """The group's cursor alone (its open sessions, for lease expiry).
+        A backend that can answer without looking for records says so here."""
+        return (await self.fetch(name, group, 1)).cursor
+
     @abc.abstractmethod
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         """Move the group's cursor from *expected* to *new*; False (and no

@@ -146,6 +146,10 @@ def writer(args) -> int:
         log.json(written=seq, t=round(time.time(), 3))
         seq += 1
         in_session += 1
+        if args.go is not None and seq == 1:
+            while not os.path.exists(args.go) and not _stopped(args):
+                time.sleep(0.05)  # the first record is out: wait for the rest of the start
+            next_at = time.monotonic()
         if args.sync:
             ack(seq - 1)
         elif args.session_every and in_session >= args.session_every:
@@ -242,6 +246,8 @@ def main(argv=None) -> int:
     w.add_argument("--hold", action="store_true",
                    help="after --count records, keep the file open until stopped")
     w.add_argument("--stop", default=None, help="stop when this file exists")
+    w.add_argument("--go", default=None,
+                   help="after the first record, wait until this file exists")
     r = sub.add_parser("reader")
     r.add_argument("path", nargs="+", help="several: one thread each; {i} in --log")
     r.add_argument("--log", required=True)

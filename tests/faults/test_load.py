@@ -31,7 +31,7 @@ def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, rel
     if PIPES >= 200 and backend == "kafka":
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
             "Kafka, 200 pipes x 2 competing readers on 2 daemons at 800 records/s: nothing"
-            " lost, but reads wait p50 1.0-1.9 s, max 3.8-7 s: 400 consumer-group members (one"
+            " lost, but reads wait p50 1.8-2.7 s, max 5-10 s: 400 consumer-group members (one"
             " per pipe and mount) saturate the 2 cores with the broker (docs/reliability.md)")))
     reliability.row(
         fault=f"Load: {PIPES} pipes x (1 writer at {RATE:g} rec/s, fsync every 20; 2 competing"
@@ -64,19 +64,25 @@ def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, rel
         wait_for(lambda: all(r.opened() for r in ra + rb), 60, what="readers open")
         wait_for(lambda: sum(proc_state(c.pid) in ("S", "D") for c in cats) == len(cats), 60,
                  interval=0.2, what=f"{IDLE} idle blocked readers")
+        go = logs / "go"
         wa = writers_for([a / n for n in names[0::2]], logs, "wa", rate=RATE, fsync_every=20,
-                         pad=64)
+                         pad=64, go=go)
         wb = writers_for([b / n for n in names[1::2]], logs, "wb", rate=RATE, fsync_every=20,
-                         pad=64)
+                         pad=64, go=go)
         agents += wa + wb
         writer_of = dict(zip(names[0::2], wa)) | dict(zip(names[1::2], wb))
         # Warm-up: a reader's open returns before its mount has joined the
-        # group (Kafka); records written meanwhile wait for the join.  Latency
-        # is judged from the moment every pipe has delivered a record.
+        # group (Kafka); records written meanwhile wait for the join.  Each
+        # writer writes one record and waits; once every pipe has delivered
+        # its first record (every group formed) they all go on, and latency
+        # is judged from then.  Writing at full rate through the joins (400
+        # members at once, the broker at a full core) piled up a backlog
+        # that took a minute to drain and hid the steady state.
         wait_for(lambda: all(judge([writer_of[n]], [ra[i], rb[i]]).delivered
-                             for i, n in enumerate(names)), 60, interval=0.2,
+                             for i, n in enumerate(names)), 120, interval=0.2,
                  what="a first record on every pipe")
         since = time.time()
+        go.touch()
         ls_took = []
         deadline = time.monotonic() + SECONDS
         while time.monotonic() < deadline:

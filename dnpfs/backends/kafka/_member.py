@@ -64,11 +64,16 @@ MAX_FETCH_RECORDS = 4096
 STOP_TIMEOUT = 5.0
 
 # Consumer settings: quick rebalances, so a partition moves to another mount
-# within a second or so when this one's last reader closes.
+# within a second or two when this one's last reader closes: the other
+# members learn of a rebalance from their next heartbeat.  Not quicker: every
+# member heartbeats, one per pipe and mount, and an idle daemon with 200
+# members spent 0.37 of a core at 500 ms (docs/decisions.md, "what an idle
+# group member costs").
+HEARTBEAT_MS = 1000
 CONSUMER_SETTINGS: dict[str, Any] = dict(
     enable_auto_commit=False,
     auto_offset_reset="earliest",
-    heartbeat_interval_ms=500,
+    heartbeat_interval_ms=HEARTBEAT_MS,
     session_timeout_ms=10_000,
     rebalance_timeout_ms=20_000,
     # The fetch loop calls getmany() every POLL_MS whether or not a reader

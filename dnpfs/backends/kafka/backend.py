@@ -196,6 +196,14 @@ class KafkaBackend(Backend):
             if done is not None:
                 return done[0]
 
+    async def cursor(self, name: str, group: str) -> Cursor:
+        # The member's cursor, read in this thread: ``fetch`` would also ask
+        # the broker for the end of the log when nothing is buffered (a
+        # ListOffsets per waiting group and lease round: 10-20 requests/s
+        # of nothing with 200 groups).
+        cursor = self._cluster.peek_cursor(name, group)
+        return cursor if cursor is not None else await super().cursor(name, group)
+
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         return await self._call(self._cluster.commit, name, group, expected, new, shield=True)
 
