@@ -79,7 +79,7 @@ def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, rel
         # members at once, the broker at a full core) piled up a backlog
         # that took a minute to drain and hid the steady state.
         wait_for(lambda: all(judge([writer_of[n]], [ra[i], rb[i]]).delivered
-                             for i, n in enumerate(names)), 120, interval=0.2,
+                             for i, n in enumerate(names)), 60, interval=0.2,
                  what="a first record on every pipe")
         since = time.time()
         go.touch()
