@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 from dnpfs.interrupts import _StatusFiles, pending_signals
+from tests.util import proc_state, wait_for
 
 
 def status(pnd: int = 0, shd: int = 0, blk: int = 0) -> bytes:
@@ -40,18 +40,6 @@ def test_stop_signals_are_left_alone():
     assert pending_signals(status(shd=bit(signal.SIGTSTP) | bit(signal.SIGCONT))) == 0
 
 
-def wait_stopped(pid: int) -> None:
-    # SIGSTOP takes effect only when the process next runs; a SIGUSR1 sent
-    # before that is delivered first (lower number) and kills it.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rpartition(")")[2].split()[0] == "T":
-                return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not stop within 10 s")
-
-
 def test_status_files_follow_real_processes_and_close_what_they_no_longer_need():
     files = _StatusFiles(limit=2)
     procs = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
@@ -59,7 +47,9 @@ def test_status_files_follow_real_processes_and_close_what_they_no_longer_need()
         p = procs[0]
         assert files.pending(p.pid) == 0
         os.kill(p.pid, signal.SIGSTOP)  # a stopped process keeps SIGUSR1 pending
-        wait_stopped(p.pid)
+        # SIGSTOP takes effect only when the process next runs; a SIGUSR1 sent
+        # before that is delivered first (lower number) and kills it.
+        wait_for(lambda: proc_state(p.pid) == "T", 10, what="the process to stop")
         os.kill(p.pid, signal.SIGUSR1)
         assert files.pending(p.pid) == bit(signal.SIGUSR1)
         os.kill(p.pid, signal.SIGKILL)
