@@ -45,9 +45,10 @@ RUN /opt/pip/bin/pip --python /opt/dnpfs/venv/bin/python install -q --no-deps \
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
 # python3: the interpreter the virtualenv links to; fuse3: libfuse3 and
-# fusermount3; ca-certificates: TLS to Kafka.  No compiler, no headers, no pip.
+# fusermount3; ca-certificates: TLS to Kafka; libjemalloc2: the daemon's
+# malloc (docs/decisions.md).  No compiler, no headers, no pip.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 fuse3 ca-certificates \
+    && apt-get install -y --no-install-recommends python3 fuse3 ca-certificates libjemalloc2 \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /var/lib/dnpfs /mnt/dnpipes
 COPY --from=builder /opt/dnpfs/venv /opt/dnpfs/venv

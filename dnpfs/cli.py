@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, logs
+from . import __version__, allocator, logs
 from .backends.base import Backend
 from .backends.sqlite import SqliteBackend, default_store_path
 from .config import ConfigError, fstab_argv, load_toml
@@ -32,7 +32,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     m = sub.add_parser("mount", help="mount a directory of pipes",
                        description="Mount a directory of distributed named pipes. "
                                    "Also callable as `dnpfs SOURCE MOUNTPOINT -o OPTS` "
-                                   "(fstab: type fuse.dnpfs).")
+                                   "(fstab: type fuse.dnpfs).",
+                       epilog="The daemon runs on jemalloc where it is installed;"
+                              " DNPFS_MALLOC=system keeps the system's malloc.")
     m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     m.add_argument("--config", type=Path, metavar="FILE",
                    help="TOML file with any of these options (command line wins)")
@@ -114,6 +116,7 @@ def _log_file(args: argparse.Namespace, backend: Backend) -> Path:
 
 
 def _mount(args: argparse.Namespace) -> int:
+    malloc = allocator.in_use()
     mountpoint = Path(os.path.abspath(args.mountpoint))
     backend = _backend(args)
     # The command line first, then the machine: a bad -o is reported as such
@@ -126,7 +129,7 @@ def _mount(args: argparse.Namespace) -> int:
     backend.check()
     run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
                delivery_timeout=args.delivery_timeout, session_timeout=args.session_timeout,
-               metrics_address=args.metrics)
+               metrics_address=args.metrics, malloc=malloc)
 
     if args.foreground:
         logs.setup(args.debug, None, args.log_format)
@@ -194,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse(sys.argv[1:] if argv is None else argv)
         if args.command == "mount":
+            if argv is None:  # the real command line, not a caller in this process
+                allocator.restart_preloaded()
             return _mount(args)
         if args.command == "status":
             return _status(args)

@@ -138,11 +138,13 @@ def serve(
     delivery_timeout: float,
     session_timeout: float = 30.0,
     metrics_address: str | None = None,
+    malloc: str = "system",
     on_ready: Callable[[str | None], None],
 ) -> int:
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
     mount answers, or *on_ready(message)* if it could not start."""
-    _keep_buffers_in_own_mappings()
+    if malloc == "system":
+        _keep_buffers_in_own_mappings()
     _raise_open_file_limit()
     pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout,
                   session_timeout=session_timeout)
@@ -159,7 +161,7 @@ def serve(
             mounted = True
             nursery.start_soon(_stop_on_signal, pipes, fs)
             on_ready(None)
-            log.info("mounted %s on %s", backend.description, mountpoint)
+            log.info("mounted %s on %s (malloc: %s)", backend.description, mountpoint, malloc)
             # Each blocked read holds one task: 1,000 blocked readers need
             # 1,000 tasks, and more must stay free for everything else.
             with _interrupting_stuck_fuse_reads():
@@ -216,7 +218,8 @@ def _keep_buffers_in_own_mappings() -> None:
     the pages the kernel wrote requests into stay resident: a daemon with
     hundreds of blocked readers grew by ~0.6 MiB/s for a whole 5-minute load
     run (docs/reliability.md).  A fixed threshold keeps each buffer in a
-    mapping of its own, returned to the system when the task ends."""
+    mapping of its own, returned to the system when the task ends.  Only for
+    glibc's malloc: on jemalloc (dnpfs/allocator.py) there is nothing to tune."""
     try:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
     except (OSError, AttributeError):

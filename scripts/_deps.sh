@@ -24,4 +24,5 @@ make_venv() {
     "$venv/bin/python" -m pip install -q -e "$repo$extras"
 }
 
-BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
+# libjemalloc2: the daemon's malloc (dnpfs/allocator.py); without it, glibc's.
+BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv libjemalloc2)

@@ -52,6 +52,36 @@ def test_background_mount_returns_when_ready_and_umount(tmp_path):
     assert not mounted(mp)
 
 
+def test_the_daemon_runs_on_jemalloc_unless_told_otherwise(tmp_path):
+    """docs/decisions.md: jemalloc doubles backlog reads; DNPFS_MALLOC=system
+    keeps glibc's malloc, and a name that is not installed is one warning."""
+    env = {k: v for k, v in os.environ.items() if k != "DNPFS_MALLOC"}
+    for choice, expected in ((None, "jemalloc"), ("system", "system"), ("nosuch", "system")):
+        mp, log = tmp_path / f"mnt-{choice}", tmp_path / f"{choice}.log"
+        mp.mkdir()
+        r = subprocess.run([*DNPFS, "mount", "--store", tmp_path / "s.sqlite", "--log-file", log,
+                            mp], capture_output=True, text=True, timeout=30, cwd=ROOT,
+                           env=env if choice is None else {**env, "DNPFS_MALLOC": choice})
+        try:
+            assert r.returncode == 0, r.stderr
+            if choice == "nosuch":
+                assert r.stderr == ("dnpfs: DNPFS_MALLOC=nosuch: libnosuch not found,"
+                                    " using the system malloc\n")
+            else:
+                assert r.stderr == ""
+            pid = int(os.getxattr(mp, "user.dnpfs.pid"))
+            maps = open(f"/proc/{pid}/maps").read()
+            assert ("libjemalloc" in maps) == (expected == "jemalloc")
+            assert f"(malloc: {expected})" in log.read_text()
+            pipe = mp / f"p-{choice}"  # one store: pipes outlive a mount
+            os.mkfifo(pipe)
+            run(f"head -c 3000000 /dev/urandom | tee {tmp_path/'sent'} > {pipe}", shell=True)
+            got = run(["head", "-c", "3000000", str(pipe)]).stdout
+            assert got == (tmp_path / "sent").read_bytes()
+        finally:
+            assert dnpfs("umount", mp).returncode == 0
+
+
 def test_mount_errors_are_one_clear_line(tmp_path, make_mount):
     store = tmp_path / "s" / "store.sqlite"
     assert "does not exist" in one_line_error(dnpfs("mount", "--store", store, tmp_path / "missing"))
