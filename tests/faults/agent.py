@@ -38,6 +38,7 @@ import argparse
 import errno
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -111,6 +112,7 @@ def writer(args) -> int:
     in_session = 0
     interval = 1.0 / args.rate if args.rate else 0.0
     next_at = time.monotonic()
+    fsync_shift = 0
 
     def fail(op, e):
         nonlocal fd
@@ -149,7 +151,13 @@ def writer(args) -> int:
         if args.go is not None and seq == 1:
             while not os.path.exists(args.go) and not _stopped(args):
                 time.sleep(0.05)  # the first record is out: wait for the rest of the start
-            next_at = time.monotonic()
+            # Independent writers do not start in step: each takes its own
+            # phase (seeded by its id) for its writes and its fsyncs.  Started
+            # together they would write, and fsync, all at the same instants
+            # for the whole run: a burst of 200 records every period.
+            phase = random.Random(args.id)
+            next_at = time.monotonic() + phase.uniform(0, interval)
+            fsync_shift = phase.randrange(args.fsync_every) if args.fsync_every else 0
         if args.sync:
             ack(seq - 1)
         elif args.session_every and in_session >= args.session_every:
@@ -160,7 +168,7 @@ def writer(args) -> int:
                 fail("close", e)
                 continue
             ack(seq - 1)
-        elif args.fsync_every and in_session % args.fsync_every == 0:
+        elif args.fsync_every and (in_session + fsync_shift) % args.fsync_every == 0:
             try:
                 timed("fsync", os.fsync, fd)
             except OSError as e:
