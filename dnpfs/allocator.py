@@ -7,11 +7,13 @@ the heap grow under hundreds of blocked readers (docs/decisions.md);
 jemalloc reuses large blocks without either, and doubles backlog reads.
 A library can only replace malloc before the process starts, so `dnpfs
 mount` execs itself once with jemalloc in LD_PRELOAD.  DNPFS_MALLOC=system
-keeps glibc's; another NAME preloads libNAME.
+keeps glibc's, with its mmap threshold fixed for pyfuse3's buffers; another
+NAME preloads libNAME.
 """
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import os
 import sys
@@ -21,6 +23,7 @@ DEFAULT = "jemalloc"
 SYSTEM = "system"
 # Set across the exec: the allocator asked for, then the LD_PRELOAD to restore.
 _MARK = "_DNPFS_PRELOADED"
+_M_MMAP_THRESHOLD = -3  # mallopt(3)
 
 
 def restart_preloaded() -> None:
@@ -60,3 +63,18 @@ def in_use() -> str:
     with open("/proc/self/maps") as maps:
         loaded = any(f"lib{choice}" in line for line in maps)
     return choice if loaded else SYSTEM
+
+
+def keep_buffers_in_own_mappings() -> None:
+    """pyfuse3 gives each worker task a receive buffer of 1 MiB + 4 KiB and
+    frees it when the task ends.  After the first such free glibc raises its
+    mmap threshold, so later buffers come from the heap at ever new places and
+    the pages the kernel wrote requests into stay resident: a daemon with
+    hundreds of blocked readers grew by ~0.6 MiB/s for a whole 5-minute load
+    run (docs/reliability.md).  A fixed threshold keeps each buffer in a
+    mapping of its own, returned to the system when the task ends.  For
+    glibc's malloc only: jemalloc needs no such setting."""
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune

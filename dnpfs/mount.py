@@ -8,7 +8,6 @@ blocked readers get EOF, writers' records are stored, then the mount goes.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from . import metrics
+from . import allocator, metrics
 from .backends.base import Backend
 from .fs import PID_XATTR, Filesystem, Ownership
 from .pipes import Pipes
@@ -35,7 +34,6 @@ SHUTDOWN_SECONDS = 4.0  # leaves time to unmount inside the promised 5 s
 READING_SECONDS = 1.0
 READERS_SECONDS = 1.5
 STOP_SECONDS = 4.5
-_M_MMAP_THRESHOLD = -3  # mallopt(3)
 
 
 class MountError(Exception):
@@ -138,13 +136,13 @@ def serve(
     delivery_timeout: float,
     session_timeout: float = 30.0,
     metrics_address: str | None = None,
-    malloc: str = "system",
+    malloc: str = allocator.SYSTEM,
     on_ready: Callable[[str | None], None],
 ) -> int:
     """Run the daemon until unmounted or signalled.  *on_ready(None)* once the
     mount answers, or *on_ready(message)* if it could not start."""
-    if malloc == "system":
-        _keep_buffers_in_own_mappings()
+    if malloc == allocator.SYSTEM:
+        allocator.keep_buffers_in_own_mappings()
     _raise_open_file_limit()
     pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout,
                   session_timeout=session_timeout)
@@ -209,21 +207,6 @@ def _interrupting_stuck_fuse_reads(interval: float = 0.2) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def _keep_buffers_in_own_mappings() -> None:
-    """pyfuse3 gives each worker task a receive buffer of 1 MiB + 4 KiB and
-    frees it when the task ends.  After the first such free glibc raises its
-    mmap threshold, so later buffers come from the heap at ever new places and
-    the pages the kernel wrote requests into stay resident: a daemon with
-    hundreds of blocked readers grew by ~0.6 MiB/s for a whole 5-minute load
-    run (docs/reliability.md).  A fixed threshold keeps each buffer in a
-    mapping of its own, returned to the system when the task ends.  Only for
-    glibc's malloc: on jemalloc (dnpfs/allocator.py) there is nothing to tune."""
-    try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
 
 
 def _raise_open_file_limit() -> None:
