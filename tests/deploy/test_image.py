@@ -361,6 +361,7 @@ def test_image_mounts_and_serves_pipes(image, chroot, tmp_path):
         [line] = _mountinfo_of(daemon, "/mnt/dnpipes")
         assert " - fuse.dnpfs dnpfs:sqlite:/var/lib/dnpfs/store.sqlite " in line
         assert daemon.shell("ls /var/lib/dnpfs").split().count("store.sqlite") == 1
+        assert "(malloc: jemalloc)" in daemon.log.read_text()  # the image ships libjemalloc2
     finally:
         code = daemon.stop()
     assert code == 0, daemon.log.read_text()
