@@ -4,7 +4,7 @@ pyfuse3 allocates and frees a 1 MiB receive buffer per worker task and
 aiokafka copies each multi-MiB fetch response twice.  glibc's malloc can
 either keep those in fresh mappings (a page fault per 4 KiB touched) or let
 the heap grow under hundreds of blocked readers (docs/decisions.md);
-jemalloc reuses large blocks without either, and doubles backlog reads.
+jemalloc reuses large blocks without either: backlog reads 1.6-2x faster.
 A library can only replace malloc before the process starts, so `dnpfs
 mount` execs itself once with jemalloc in LD_PRELOAD.  DNPFS_MALLOC=system
 keeps glibc's, with its mmap threshold fixed for pyfuse3's buffers; another
