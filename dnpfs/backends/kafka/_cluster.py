@@ -3,7 +3,8 @@
 - a low-level client for metadata (which topics exist) and ListOffsets;
 - an admin client to create and delete topics and read committed cursors;
 - one idempotent producer (acks=all) for every pipe of the mount;
-- one ``GroupMember`` per reader group with readers open on this mount.
+- one ``GroupMember`` per reader group with readers open on this mount, and
+  one ``Fetcher`` that fetches the records of every partition they hold.
 
 Topics are refreshed in the background every REFRESH_INTERVAL, so
 ``topics`` (read from the trio thread without locking: it is replaced, never
@@ -13,6 +14,7 @@ changed) answers "does this pipe exist" without a request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -40,6 +42,7 @@ from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
 from . import wire
+from ._fetcher import Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._protocol import DeleteGroupsRequest
@@ -117,6 +120,8 @@ class Cluster:
         self._leaders: dict[str, int] = {}  # topic -> leader of partition 0
         self._epoch = 0  # bumped by local changes to ``topics``
         self._members: dict[tuple[str, str], GroupMember] = {}
+        self.fetcher = Fetcher(self)
+        self._refresh_now = asyncio.Event()
         self._closing: set[asyncio.Task] = set()
         self._produced: set[str] = set()  # topics the producer tracks
         self._kwargs: dict[str, Any] = {}
@@ -169,6 +174,7 @@ class Cluster:
                 await self.client.bootstrap()
                 await self.admin.start()
                 await self.producer.start()
+                await self.fetcher.start(**common)
                 await self.refresh()
                 self.message_max_bytes = await self._message_max_bytes()
         except (TimeoutError, KafkaError, OSError, StoreError) as e:
@@ -241,6 +247,7 @@ class Cluster:
     async def _stop_clients(self) -> None:
         for closer in (
             self.producer and self.producer.stop,
+            self.fetcher.close,
             self.admin and self.admin.close,
             self.client and self.client.close,
         ):
@@ -273,7 +280,10 @@ class Cluster:
         found = await self._metadata(None)
         if epoch != self._epoch:
             return  # a local create/delete happened meanwhile: next round
+        moved = any(self._leaders.get(t) != n for t, n in found.items())
         self._leaders = found
+        if moved:
+            self.fetcher.wake()
         names = frozenset(n for t in found if (n := self.pipe_name(t)) is not None)
         old, self.topics = self.topics, names
         for name in sorted(old ^ names):
@@ -283,7 +293,9 @@ class Cluster:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(REFRESH_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), REFRESH_INTERVAL)
+            self._refresh_now.clear()
             try:
                 await asyncio.wait_for(self.refresh(), 10)
                 if self.health != "ok":
@@ -295,6 +307,15 @@ class Cluster:
                     since = time.strftime("%H:%M:%S")
                     self.health = f"Kafka at {self.bootstrap} not answering since {since}:" \
                                   f" {describe_error(e)}"
+
+    def leader(self, topic: str) -> int:
+        """The broker leading the topic's partition as last seen (-1: none known)."""
+        return self._leaders.get(topic, -1)
+
+    def stale_leaders(self) -> None:
+        """A broker said it does not lead a partition (any more): read the
+        metadata now rather than at the next refresh."""
+        self._refresh_now.set()
 
     def _set_exists(self, name: str, exists: bool) -> None:
         if (name in self.topics) == exists:
@@ -434,6 +455,10 @@ class Cluster:
 
     async def end_offset(self, name: str) -> int:
         """The pipe's end offset (its high watermark): the next record's offset."""
+        return await self.list_offset(name, -1)
+
+    async def list_offset(self, name: str, which: int) -> int:
+        """The offset of the pipe's log end (*which* -1) or start (-2)."""
         topic = self.topic(name)
         for _ in range(5):
             leader = self._leaders.get(topic, -1)
@@ -445,7 +470,7 @@ class Cluster:
                 if leader < 0:
                     await asyncio.sleep(0.1)
                     continue
-            response = await self.client.send(leader, OffsetRequest(-1, 0, [(topic, [(0, -1)])]))
+            response = await self.client.send(leader, OffsetRequest(-1, 0, [(topic, [(0, which)])]))
             for _, partitions in response.topics:
                 for _, code, *info in partitions:
                     if code == 0:
@@ -455,8 +480,8 @@ class Cluster:
                         self._leaders.pop(topic, None)
                         await asyncio.sleep(0.05)
                         break
-                    raise StoreError(f"end offset of {topic}: {for_code(code).__name__}")
-        raise StoreError(f"end offset of {topic}: no partition leader")
+                    raise StoreError(f"offset {which} of {topic}: {for_code(code).__name__}")
+        raise StoreError(f"offset {which} of {topic}: no partition leader")
 
     async def committed(self, group_id: str, tp: TopicPartition) -> OffsetAndMetadata:
         offsets = await self.admin.list_consumer_group_offsets(group_id, partitions=[tp])
@@ -518,6 +543,11 @@ class Cluster:
         group if it holds the partition, else None.  Never creates a member."""
         member = self._members.get((name, group))
         return member.cursor if member is not None and member.held else None
+
+    def membership(self, name: str, group: str) -> str | None:
+        """From the trio thread: see ``Backend.membership``."""
+        member = self._members.get((name, group))
+        return None if member is None else member.membership()
 
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         member = self._members.get((name, group))

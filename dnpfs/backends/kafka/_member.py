@@ -12,9 +12,12 @@ deliver the same bytes.  While this member holds the partition:
   ``commit`` (a compare-and-swap, no I/O), and written back to Kafka in the
   background (at most every COMMIT_INTERVAL), and synchronously when the
   partition is revoked and when the member closes.
-- a background task keeps calling ``getmany`` (so the member never exceeds
-  max.poll.interval, however long readers stay blocked) and buffers the
-  records from the cursor on; it pauses the partition while the buffer is full.
+- the mount's ``Fetcher`` fetches the partition with every other partition
+  the mount holds, from the cursor on, into this member's buffer; it leaves
+  the partition out while the buffer is full.  The member's own consumer
+  keeps the partition paused: it only takes part in the group (heartbeats,
+  rebalances, commits), and a background task keeps calling its ``getmany``
+  so that it never exceeds max.poll.interval, however long readers block.
 
 A member that does not hold the partition delivers nothing.
 
@@ -36,13 +39,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka import conn as _aiokafka_conn
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from ...model import Cursor, StoredRecord
 from ..base import Fetched
 from . import wire
+from ._fetcher import PARTITION_BYTES
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
@@ -52,14 +55,11 @@ log = logging.getLogger(__name__)
 SETTLE_WAIT = 3.0  # fetch waits this long for a rebalance to end ...
 CATCH_UP_WAIT = 2.0  # ... and this long for records the broker already has
 COMMIT_INTERVAL = 0.1
-# A fetch waits this long at the broker for records, and the poll loop this
-# long for a fetch: idle members cost a request per POLL_MS each (200 pipes
-# x 2 mounts at 500 ms were ~400 requests/s of nothing); records end the
-# wait at once either way.
+# The poll loop's getmany returns after this long (with nothing: the
+# partition is paused); it only keeps the member within max.poll.interval.
 POLL_MS = 5000
-FETCH_BYTES = 4 << 20  # per fetch response: ~32 records of 128 KiB per round trip
-PAUSE_BYTES = 2 * FETCH_BYTES  # stop fetching ahead above this much buffered data ...
-RESUME_BYTES = FETCH_BYTES  # ... and go on below this: the next fetch arrives before it runs dry
+PAUSE_BYTES = 2 * PARTITION_BYTES  # stop fetching ahead above this much buffered data ...
+RESUME_BYTES = PARTITION_BYTES  # ... and go on below this: the next fetch arrives before it runs dry
 MAX_FETCH_RECORDS = 4096
 STOP_TIMEOUT = 5.0
 
@@ -81,23 +81,11 @@ CONSUMER_SETTINGS: dict[str, Any] = dict(
     # member being thrown out.  30 s instead of Kafka's 5 min proves it in a
     # test, and expels a mount whose loop really hangs sooner.
     max_poll_interval_ms=30_000,
+    # The consumer fetches nothing: its partition stays paused (the mount's
+    # Fetcher fetches), so its fetch settings do not matter.
     fetch_max_wait_ms=POLL_MS,
-    max_partition_fetch_bytes=FETCH_BYTES,
-    # aiokafka's CRC32C is a table lookup in Cython at ~1.3 GB/s: checking
-    # costs ~2 CPU s per GiB read, a third of the read path.  The broker
-    # checks every batch when it is produced and TCP checksums the wire;
-    # librdkafka (kcat) does not check either by default (check.crcs=false).
-    check_crcs=False,
     retry_backoff_ms=100,
 )
-
-# aiokafka reads responses through an asyncio StreamReader of 64 KiB limit,
-# which stops and restarts reading the socket (two epoll_ctl and a loop turn)
-# every 128 KiB of a multi-MiB fetch response.  A limit of a fetch response
-# reads it in one go.  Process-wide, for every aiokafka connection of the
-# daemon; only flow control changes (a frame is read whole either way).
-if getattr(_aiokafka_conn, "READER_LIMIT", None) is not None:
-    _aiokafka_conn.READER_LIMIT = max(_aiokafka_conn.READER_LIMIT, FETCH_BYTES)
 
 
 def group_id(topic: str, group: str) -> str:
@@ -119,7 +107,7 @@ class GroupMember(ConsumerRebalanceListener):
         self._committed: Cursor | None = None
         self._generation = 0  # bumped by every rebalance callback
         self._settled = asyncio.Event()  # no rebalance under way
-        self._progress = asyncio.Event()  # replaced after each getmany
+        self._progress = asyncio.Event()  # replaced after each fetch response
         self._dirty = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._buffer: deque[StoredRecord] = deque()
@@ -147,6 +135,7 @@ class GroupMember(ConsumerRebalanceListener):
         if self.closing:
             return
         self.closing = True
+        self.cluster.fetcher.remove(self)
         self._settled.set()
         self._wake()
         try:
@@ -185,29 +174,29 @@ class GroupMember(ConsumerRebalanceListener):
                 await asyncio.sleep(1.0)
         while True:
             try:
-                batches = await self.consumer.getmany(timeout_ms=POLL_MS)
+                # Returns nothing (the partition is paused) after POLL_MS.
+                await self.consumer.getmany(timeout_ms=POLL_MS)
             except Exception as e:  # noqa: BLE001 - the loop must go on: it keeps us in the group
-                log.warning("%s: fetch: %s", self.group_id, e)
+                log.warning("%s: poll: %s", self.group_id, e)
                 await asyncio.sleep(0.5)
-                continue
-            records = batches.get(self.tp)
-            if records:
-                self._add(records)
-            self._wake()
 
     # -- rebalance listener ---------------------------------------------------
     async def on_partitions_revoked(self, revoked) -> None:
         self._generation += 1
         self._settled.clear()
+        self.cluster.fetcher.remove(self)
         await self._flush(final=True)
         with self._lock:
             self._clear()
 
     async def on_partitions_assigned(self, assigned) -> None:
         self._generation += 1
+        if self.tp in assigned:
+            self.consumer.pause(self.tp)  # before it fetches: the Fetcher does
         if self.tp in assigned and not self.closing:
             self._loader = asyncio.create_task(self._load(self._generation))
             return
+        self.cluster.fetcher.remove(self)
         with self._lock:
             self.held = False
             self._clear()
@@ -232,12 +221,23 @@ class GroupMember(ConsumerRebalanceListener):
             self._committed = self.cursor
             self.held = True
             self._trim()
-        self._resume_if_drained()
+        self.cluster.fetcher.add(self, self.cursor.offset)
         self._settled.set()
         log.debug("%s: holds the partition at %s", self.group_id, self.cursor)
         self.cluster.notify(self.name)
 
     # -- records ---------------------------------------------------------------
+    def wants_records(self) -> bool:
+        """For the Fetcher: fetch this member's partition now?"""
+        return self.held and not self.closing and not self._paused
+
+    def fetched(self, records) -> None:
+        """From the Fetcher: the fetch position moved past *records* (maybe
+        none: transaction markers)."""
+        if records:
+            self._add(records)
+        self._wake()
+
     def _add(self, records) -> None:
         decoded = [wire.decode_record(r.offset, r.value, r.headers) for r in records]
         added = False
@@ -250,10 +250,8 @@ class GroupMember(ConsumerRebalanceListener):
                 self._buffer.append(rec)
                 self._buffered += len(rec.data)
                 added = True
-        if self._buffered > PAUSE_BYTES and not self._paused:
-            with contextlib.suppress(Exception):
-                self.consumer.pause(self.tp)
-                self._paused = True
+        if self._buffered > PAUSE_BYTES:
+            self._paused = True
         if added:
             self.cluster.notify(self.name)
 
@@ -265,9 +263,8 @@ class GroupMember(ConsumerRebalanceListener):
     def _resume_if_drained(self) -> None:
         """On the loop: fetch again once the buffer ran low."""
         if self._paused and self._buffered < RESUME_BYTES:
-            with contextlib.suppress(Exception):
-                self.consumer.resume(self.tp)
             self._paused = False
+            self.cluster.fetcher.wake()
 
     def _moved(self) -> None:
         """On the loop, after the cursor moved: commit it soon, fetch on."""
@@ -297,6 +294,13 @@ class GroupMember(ConsumerRebalanceListener):
                 break
         return out
 
+    def membership(self) -> str:
+        """"reading", "standby" or "joining" (read from the trio thread too:
+        two flags, each changed atomically)."""
+        if self.held:
+            return "reading"
+        return "standby" if self._settled.is_set() and not self.closing else "joining"
+
     # -- what readers call -------------------------------------------------------
     async def fetch(self, max_bytes: int) -> Fetched:
         """The cursor and buffered records from it.  Waits (briefly) only for a
@@ -320,7 +324,7 @@ class GroupMember(ConsumerRebalanceListener):
         """Wait until the records below the partition's current end are buffered."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CATCH_UP_WAIT
-        end = await self._known_end()
+        end = self._known_end()
         asked = end is None
         if asked:  # not known to be behind: ask the broker (a ListOffsets)
             end = await self._end_offset()
@@ -331,11 +335,8 @@ class GroupMember(ConsumerRebalanceListener):
             if remaining <= 0:
                 return
             progress = self._progress
-            try:
-                position = await asyncio.wait_for(self.consumer.position(self.tp), remaining)
-            except Exception:  # noqa: BLE001 - revoked meanwhile, or timed out
-                return
-            if position >= end:
+            position = self.cluster.fetcher.position(self)
+            if position is not None and position >= end:
                 if asked:
                     return
                 asked = True  # reached the end we knew of, nothing buffered: ask
@@ -353,17 +354,14 @@ class GroupMember(ConsumerRebalanceListener):
             log.debug("%s: end offset: %s", self.group_id, e)
             return None
 
-    async def _known_end(self) -> int | None:
+    def _known_end(self) -> int | None:
         """The high watermark of the last fetch response if the fetch position
         is below it: those records are stored, so asking for the end again
         (a round trip per read that finds the buffer empty while reading a
         backlog) would tell nothing new."""
-        try:
-            high = self.consumer.highwater(self.tp)
-            if high is None:
-                return None
-            position = await asyncio.wait_for(self.consumer.position(self.tp), CATCH_UP_WAIT)
-        except Exception:  # noqa: BLE001 - not assigned (any more): ask the broker
+        high = self.cluster.fetcher.highwater.get(self.topic)
+        position = self.cluster.fetcher.position(self)
+        if high is None or position is None:
             return None
         return high if position < high else None
 

@@ -1,0 +1,247 @@
+"""One fetch loop per mount (and partition leader) for every partition its
+group members hold.
+
+Each member used to fetch through its own aiokafka consumer: 200 pipes read
+on a mount were 200 fetch loops on 200 connections, and under load every
+record came back in a fetch response of its own, a fifth of the asyncio
+thread's time (docs/reliability.md, item 6).  The members still join their
+consumer groups with aiokafka (heartbeats, rebalances, commits) but keep
+their partition paused there; this fetcher asks each leader for all of them
+in one request, and a response carries the records of every pipe that has
+some.
+
+Lives on the bridge's asyncio loop.  A member takes part with ``add`` once
+it holds its partition (at its cursor) and leaves with ``remove``; while its
+buffer is full (``member.wants_records`` false) it is left out.  Changes take
+effect with the next request: at once when no request is waiting at the
+broker, else within FETCH_WAIT_MS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiokafka import conn as _aiokafka_conn
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+    from ._member import GroupMember
+
+log = logging.getLogger(__name__)
+
+# How long a request waits at the broker when none of its partitions has
+# records.  Records end the wait at once; this only bounds how long a
+# partition added meanwhile waits for its first request, and what an idle
+# mount costs (a request and a response listing every held partition).
+FETCH_WAIT_MS = 250
+PARTITION_BYTES = 4 << 20  # per partition and response: ~32 records of 128 KiB
+RESPONSE_BYTES = 16 << 20  # per response, all partitions together
+RETRY_WAIT = 0.5  # after a failed request (broker away)
+ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
+REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
+
+# aiokafka reads responses through an asyncio StreamReader of 64 KiB limit,
+# which stops and restarts reading the socket (two epoll_ctl and a loop turn)
+# every 128 KiB of a multi-MiB fetch response.  A larger limit reads it in
+# a few reads.  Process-wide, for every aiokafka connection of the daemon; only
+# flow control changes (a frame is read whole either way).
+if getattr(_aiokafka_conn, "READER_LIMIT", None) is not None:
+    _aiokafka_conn.READER_LIMIT = max(_aiokafka_conn.READER_LIMIT, PARTITION_BYTES)
+
+# Kafka error codes the fetcher answers specially.
+OFFSET_OUT_OF_RANGE = 1
+EARLIEST = -2
+
+
+class Want:
+    """One member's place in the partition: where its next fetch starts."""
+
+    __slots__ = ("member", "topic", "position", "resetting")
+
+    def __init__(self, member: GroupMember, position: int) -> None:
+        self.member = member
+        self.topic = member.topic
+        self.position = position
+        self.resetting = False  # asking for the log start after OFFSET_OUT_OF_RANGE
+
+
+class Fetcher:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.client: AIOKafkaClient | None = None
+        self.highwater: dict[str, int] = {}  # topic -> high watermark of its last response
+        self._wants: dict[GroupMember, Want] = {}
+        self._loops: dict[int, asyncio.Task] = {}
+        self._changed = asyncio.Event()
+        self._resets: set[asyncio.Task] = set()
+        self._closed = False
+
+    async def start(self, **client_kwargs) -> None:
+        # A connection of its own: a request waiting at the broker must not
+        # hold up metadata and ListOffsets on the cluster's client.
+        self.client = AIOKafkaClient(**client_kwargs, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        await self.client.bootstrap()
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._loops.values():
+            task.cancel()
+        await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        self._loops.clear()
+        if self.client is not None:
+            try:
+                await asyncio.wait_for(self.client.close(), 5)
+            except Exception as e:  # noqa: BLE001 - closing is best effort
+                log.debug("closing the fetch client: %s", e)
+
+    # -- what members call -------------------------------------------------------
+    def add(self, member: GroupMember, position: int) -> None:
+        self._wants[member] = Want(member, max(0, position))
+        self.wake()
+
+    def remove(self, member: GroupMember) -> None:
+        want = self._wants.pop(member, None)
+        if want is None:
+            return
+        if all(w.topic != want.topic for w in self._wants.values()):
+            self.highwater.pop(want.topic, None)
+        self.wake()
+
+    def position(self, member: GroupMember) -> int | None:
+        """Where the member's next fetch starts: every record below it was handed over."""
+        want = self._wants.get(member)
+        return None if want is None or want.resetting else want.position
+
+    def wake(self) -> None:
+        """Something changed (a member added, removed or resumed; leaders moved)."""
+        if self._closed:
+            return
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for want in self._wants.values():
+            node = self.cluster.leader(want.topic)
+            if node >= 0 and node not in self._loops:
+                self._loops[node] = asyncio.create_task(self._loop(node), name=f"fetch {node}")
+
+    # -- fetching ------------------------------------------------------------------
+    def _due(self, node: int) -> dict[str, list[Want]]:
+        due: dict[str, list[Want]] = {}
+        for want in self._wants.values():
+            if want.member.wants_records() and not want.resetting and \
+                    self.cluster.leader(want.topic) == node:
+                due.setdefault(want.topic, []).append(want)
+        return due
+
+    async def _loop(self, node: int) -> None:
+        failing = False
+        while True:
+            changed = self._changed
+            due = self._due(node)
+            if not due:
+                await changed.wait()
+                continue
+            # Members of several reader groups of one pipe share a request:
+            # it starts at the lowest of their positions.
+            start = {topic: min(w.position for w in wants) for topic, wants in due.items()}
+            request = FetchRequest(
+                FETCH_WAIT_MS, 1, RESPONSE_BYTES, 0,
+                [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])
+            try:
+                response = await self.client.send(node, request)
+                ok = self._deliver(node, due, start, response)
+            except Exception as e:  # noqa: BLE001 - the loop must go on: readers wait on it
+                # Broker away or frozen (KafkaError, OSError), or a response
+                # that cannot be read (a corrupt batch): ask again, logged once.
+                if not failing:
+                    log.warning("fetching from broker %d: %s", node, e or type(e).__name__)
+                failing = True
+                self.cluster.stale_leaders()
+                await asyncio.sleep(RETRY_WAIT)
+                continue
+            if failing:
+                log.info("fetching from broker %d again", node)
+                failing = False
+            if not ok:
+                # A partition answered with an error (its leader moved, its
+                # topic is gone): such answers come at once, so do not ask
+                # again before the metadata had a chance to change.
+                await asyncio.sleep(ERROR_WAIT)
+
+    def _deliver(self, node: int, due: dict[str, list[Want]], start: dict[str, int],
+                 response) -> bool:
+        """Hand each member its records; False if a partition had an error."""
+        ok = True
+        for topic, partitions in response.topics:
+            for partition, code, highwater, *rest in partitions:
+                wants = [w for w in due.get(topic, ()) if self._wants.get(w.member) is w]
+                if partition != 0 or not wants:
+                    continue  # removed meanwhile (its cursor may have moved on)
+                if code == OFFSET_OUT_OF_RANGE:
+                    for want in wants:
+                        self._reset(want)
+                    continue
+                if code != 0:
+                    log.debug("fetching %s from broker %d: error %d", topic, node, code)
+                    self.cluster.stale_leaders()
+                    ok = False
+                    continue
+                self.highwater[topic] = highwater
+                records, next_offset = _records(rest[-1], start[topic])
+                for want in wants:
+                    if next_offset > want.position:
+                        mine = [r for r in records if r.offset >= want.position]
+                        want.position = next_offset
+                        want.member.fetched(mine)
+        return ok
+
+    def _reset(self, want: Want) -> None:
+        """The position is outside the log (retention deleted it, or the topic
+        was made again): start at the log's first record, as aiokafka's
+        auto_offset_reset="earliest" did."""
+        async def reset() -> None:
+            try:
+                start = await self.cluster.list_offset(want.member.name, EARLIEST)
+            except Exception as e:  # noqa: BLE001 - try again with the next request
+                log.info("%s: reading the log start: %s", want.member.group_id, e)
+                await asyncio.sleep(RETRY_WAIT)
+            else:
+                log.info("%s: offset %d is gone from the log; reading from %d",
+                         want.member.group_id, want.position, start)
+                want.position = start
+            want.resetting = False
+            self.wake()
+
+        if not want.resetting:
+            want.resetting = True
+            task = asyncio.create_task(reset(), name=f"reset {want.member.group_id}")
+            self._resets.add(task)  # the loop keeps only weak references
+            task.add_done_callback(self._resets.discard)
+
+
+def _records(raw: bytes, start: int) -> tuple[list, int]:
+    """The records of a response's record batches from *start* on, and the
+    offset after the last batch.  Control batches (transaction markers) carry
+    no data but move the position past them.
+
+    CRCs are not checked: aiokafka's CRC32C costs ~2 CPU s per GiB read, a
+    third of the read path, while the broker checks every batch when it is
+    produced and TCP checksums the wire; librdkafka (kcat) does not check by
+    default either (check.crcs=false)."""
+    out = []
+    position = start
+    if not raw:
+        return out, position
+    batches = MemoryRecords(raw)
+    while batches.has_next():
+        batch = batches.next_batch()
+        if batch is None:
+            break  # a partial batch at the end of a response: fetched again next time
+        if not batch.is_control_batch:
+            out.extend(r for r in batch if r.offset >= start)
+        position = max(position, batch.next_offset)
+    return out, position
