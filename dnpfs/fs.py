@@ -449,8 +449,11 @@ class Filesystem(pyfuse3.Operations):
             b"user.dnpfs.readers_here": sum(g["readers_here"] for g in info["groups"].values()),
         }
         for group, g in info["groups"].items():
-            values[f"user.dnpfs.backlog.{group or 'default'}".encode()] = (
-                f"{g['backlog_records']} records, {g['backlog_bytes']} bytes")
+            if g["backlog_records"] is not None:
+                values[f"user.dnpfs.backlog.{group or 'default'}".encode()] = (
+                    f"{g['backlog_records']} records, {g['backlog_bytes']} bytes")
+            if "membership" in g:
+                values[f"user.dnpfs.membership.{group or 'default'}".encode()] = g["membership"]
         out = {k: str(v).encode() for k, v in values.items() if v is not None}
         out[STAT_XATTR] = json.dumps(info).encode()
         return out

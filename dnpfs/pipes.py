@@ -12,7 +12,7 @@ import math
 
 import trio
 
-from .backends.base import Backend
+from .backends.base import Backend, GroupStats
 from .errors import Busy, DnpfsError, PipeGone, PipeNotFound, ShuttingDown
 from .interrupts import SignalWatcher
 from .leases import Leases, new_mount_id
@@ -210,13 +210,18 @@ class Pipes:
         readers: dict[str, int] = {}
         for reader in state.readers if state else ():
             readers[reader.group] = readers.get(reader.group, 0) + 1
+        groups = {}
+        for g in sorted(stats.groups.keys() | readers.keys()):
+            s = stats.groups.get(g) or GroupStats(None, None)
+            groups[g] = {"backlog_records": s.backlog_records, "backlog_bytes": s.backlog_bytes,
+                         "readers_here": readers.get(g, 0)}
+            if (membership := self.backend.membership(name, g)) is not None:
+                groups[g]["membership"] = membership
         return {
             "pipe": name,
             "records": stats.records,
             "bytes": stats.bytes,
-            "groups": {g: {"backlog_records": s.backlog_records, "backlog_bytes": s.backlog_bytes,
-                           "readers_here": readers.get(g, 0)}
-                       for g, s in sorted(stats.groups.items())},
+            "groups": groups,
             "writers_here": len(state.outbox.sessions) if state and state.outbox else 0,
             "blocked_readers_here": sum(r.blocked for r in state.readers) if state else 0,
         }

@@ -62,7 +62,7 @@ def render(status: dict) -> str:
     for p in status["pipes"]:
         backlog = "  ".join(
             f"{g or 'default'} {s['backlog_records'] if s['backlog_records'] is not None else '-'}"
-            f"/{_size(s['backlog_bytes'])}"
+            f"/{_size(s['backlog_bytes'])}" + (f" ({s['membership']})" if "membership" in s else "")
             for g, s in p["groups"].items()
         )
         readers = sum(s["readers_here"] for s in p["groups"].values())

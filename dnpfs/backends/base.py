@@ -172,3 +172,10 @@ class Backend(abc.ABC):
     async def health(self) -> str:
         """"ok", or one line saying what is wrong with the store."""
         return "ok"
+
+    def membership(self, name: str, group: str) -> str | None:
+        """This mount's part in reader group *group* of pipe *name*, where one
+        mount at a time is handed a group's records: "reading" (this one),
+        "standby" (another one), "joining" (not known yet: the group is
+        forming or moving).  None where every mount reads (or no reader here)."""
+        return None

@@ -221,6 +221,9 @@ class KafkaBackend(Backend):
     async def mount_ages(self) -> dict[str, float]:
         return await self._call(self._cluster.liveness.ages)
 
+    def membership(self, name: str, group: str) -> str | None:
+        return self._cluster.membership(name, group) if self._cluster is not None else None
+
     async def health(self) -> str:
         """"ok", or why the cluster's metadata cannot be read right now."""
         return self._cluster.health if self._cluster is not None else "not started"

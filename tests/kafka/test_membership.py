@@ -1,0 +1,89 @@
+"""Which mount reads a reader group, as an operator sees it, and readers of
+several groups of one pipe on one mount (they share the mount's fetches)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from ..conftest import DNPFS, ROOT
+from ..util import peek_until, run, spawn, wait_blocked, wait_for
+
+pytestmark = pytest.mark.kafka
+
+
+def membership(path) -> str | None:
+    try:
+        return os.getxattr(path, "user.dnpfs.membership.default").decode()
+    except OSError:
+        return None
+
+
+def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstrap, make_mount):
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}."]
+    a, b = make_mount(args, "a"), make_mount(args, "b")
+    os.mkfifo(a / "jobs")
+    wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
+    assert membership(a / "jobs") is None  # no reader here: no part in the group
+    first = spawn(["cat", str(a / "jobs")])
+    wait_blocked(first)
+    wait_for(lambda: membership(a / "jobs") == "reading", 20, what="mount a reading")
+    second = spawn(["cat", str(b / "jobs")])
+    wait_blocked(second)
+    cats = {"a": first, "b": second}
+    try:
+        # One of the two reads, the other waits: which one is the group's choice.
+        wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")} == {"reading", "standby"},
+                 30, what="one mount reading, the other on standby")
+        reading, standby = (a, b) if membership(a / "jobs") == "reading" else (b, a)
+        doc = json.loads(subprocess.run([*DNPFS, "status", str(standby.path), "--json"], cwd=ROOT,
+                                        capture_output=True, text=True, timeout=30).stdout)
+        [jobs] = doc["pipes"]
+        assert jobs["groups"][""]["membership"] == "standby"
+        assert jobs["groups"][""]["readers_here"] == 1
+        table = subprocess.run([*DNPFS, "status", str(reading.path)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout
+        assert "(reading)" in next(l for l in table.splitlines() if l.startswith("jobs"))
+
+        w = open(a / "jobs", "wb", buffering=0)
+        w.write(b"one\n")
+        assert peek_until(cats[reading.path.name], b"one\n", 10) == b"one\n"
+        cats[reading.path.name].kill()
+        cats[reading.path.name].wait()
+        # The reading mount's last reader left: the group moves to the other.
+        wait_for(lambda: membership(standby / "jobs") == "reading", 30,
+                 what="the standby mount reading")
+        w.write(b"two\n")
+        w.close()
+        out, _ = cats[standby.path.name].communicate(timeout=20)
+        assert out == b"two\n" and cats[standby.path.name].returncode == 0
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_groups_of_one_pipe_read_side_by_side_on_one_mount(kafka_bootstrap, make_mount):
+    m = make_mount(["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}."])
+    os.mkfifo(m / "feed")
+    w = open(m / "feed", "wb", buffering=0)  # one session throughout: no EOF between
+    w.write(b"old\n")
+    assert run(["head", "-c", "4", str(m / "feed")]).stdout == b"old\n"
+    # The default group is past "old"; a new group starts at the oldest record.
+    # One mount fetches for all three from the lowest position: each gets its own.
+    readers = {g: spawn(["cat", str(m / f"feed{g}")]) for g in ("", "@audit", "@billing")}
+    for g in ("@audit", "@billing"):
+        assert peek_until(readers[g], b"old\n", 20) == b"old\n"
+    wait_blocked(readers[""])
+    lines = b"".join(b"line %d\n" % i for i in range(2000))
+    for i in range(0, len(lines), 4096):
+        w.write(lines[i:i + 4096])
+    w.close()
+    outs = {g: r.communicate(timeout=30)[0] for g, r in readers.items()}
+    assert outs[""] == lines
+    assert outs["@audit"] == outs["@billing"] == lines  # "old" was peeked above
