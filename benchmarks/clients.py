@@ -6,10 +6,10 @@
 
 The client settings are dnpfs's own: the producer's are copied from
 dnpfs/backends/kafka/_cluster.py (idempotent, acks=all, linger 1 ms, 256 KiB
-batches); the consumer's are imported from dnpfs/backends/kafka/_member.py
-(CONSUMER_SETTINGS: 4 MiB fetches, no CRC check), and that import raises
-aiokafka.conn.READER_LIMIT to a fetch response, as in the daemon.  Its group
-settings do nothing here: this consumer assigns the partition itself.  So the
+batches); the consumer fetches as the daemon's fetcher does, with the sizes
+imported from dnpfs/backends/kafka/_fetcher.py (4 MiB per partition, 16 MiB
+per response, no CRC check), and that import raises aiokafka.conn.READER_LIMIT
+as in the daemon.  This consumer assigns the partition itself (no group).  So the
 difference between dnpfs and this script is dnpfs itself (FUSE, trio, the
 bridge to the asyncio thread, sessions and cursors), not the client library
 or its tuning.  Records carry no headers (dnpfs adds two small ones).
@@ -41,11 +41,14 @@ def _producer(bootstrap: str):
 def _consumer(bootstrap: str):
     from aiokafka import AIOKafkaConsumer
 
-    # Importing _member also patches aiokafka.conn.READER_LIMIT, as in the daemon.
-    from dnpfs.backends.kafka._member import CONSUMER_SETTINGS
+    # Importing _fetcher also patches aiokafka.conn.READER_LIMIT, as in the daemon.
+    from dnpfs.backends.kafka._fetcher import FETCH_WAIT_MS, PARTITION_BYTES, RESPONSE_BYTES
 
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-ref",
-                            **CONSUMER_SETTINGS)
+                            enable_auto_commit=False, auto_offset_reset="earliest",
+                            max_partition_fetch_bytes=PARTITION_BYTES,
+                            fetch_max_bytes=RESPONSE_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
+                            check_crcs=False)
 
 
 async def produce(args) -> dict:

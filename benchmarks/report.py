@@ -448,8 +448,9 @@ def _methods(results: dict, image_dir: str) -> str:
   `fetch.wait.max.ms`, 500 ms). For small writes kcat reads lines from stdin (one message
   per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
 - aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
-  linger 1 ms, 256 KiB batches; the daemon's consumer settings: 4 MiB fetches, no CRC check,
-  the same raised aiokafka READER_LIMIT); timed from after it connected (the daemon is
+  linger 1 ms, 256 KiB batches; fetches as the daemon's fetcher makes them: 4 MiB per
+  partition, 16 MiB per response, no CRC check, the same raised aiokafka READER_LIMIT);
+  timed from after it connected (the daemon is
   connected before a step starts too).
 - Readers write into `probes count`, a byte counter started before the reader, which
   reports when the first and the last byte arrived.

@@ -161,6 +161,7 @@ class Fetcher:
                     log.warning("fetching from broker %d: %s", node, e or type(e).__name__)
                 failing = True
                 self.cluster.stale_leaders()
+                self.client.force_metadata_update()  # a broker it does not know yet?
                 await asyncio.sleep(RETRY_WAIT)
                 continue
             if failing:
