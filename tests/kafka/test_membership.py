@@ -1,5 +1,7 @@
-"""Which mount reads a reader group, as an operator sees it, and readers of
-several groups of one pipe on one mount (they share the mount's fetches)."""
+"""Which mount reads a reader group, as an operator sees it; readers of
+several groups of one pipe on one mount (they share the mount's fetches); and
+a group whose next records were deleted under it (retention, or
+kafka-delete-records), which reads on from the log's first record."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from ..conftest import DNPFS, ROOT
 from ..util import peek_until, run, spawn, wait_blocked, wait_for
+from .admin import run as run_async
 
 pytestmark = pytest.mark.kafka
 
@@ -87,3 +90,51 @@ def test_groups_of_one_pipe_read_side_by_side_on_one_mount(kafka_bootstrap, make
     outs = {g: r.communicate(timeout=30)[0] for g, r in readers.items()}
     assert outs[""] == lines
     assert outs["@audit"] == outs["@billing"] == lines  # "old" was peeked above
+
+
+def test_a_group_whose_records_were_deleted_reads_on_from_the_log_start(kafka_bootstrap,
+                                                                       make_mount):
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.structs import TopicPartition
+
+    prefix = f"m{uuid.uuid4().hex[:8]}."
+    m = make_mount(["--kafka", kafka_bootstrap, "--topic-prefix", prefix])
+    os.mkfifo(m / "old")
+    w = open(m / "old", "wb", buffering=0)  # one session throughout
+    for i in range(6):
+        w.write(b"rec %d\n" % i)
+    os.fsync(w.fileno())
+    assert run(["head", "-c", "6", str(m / "old")]).stdout == b"rec 0\n"  # cursor past rec 0
+
+    async def delete_all_but_the_last_two() -> None:
+        tp = TopicPartition(prefix + "old", 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+        await consumer.start()
+        try:
+            end = (await consumer.end_offsets([tp]))[tp]
+        finally:
+            await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({tp: RecordsToDelete(before_offset=end - 2)})
+        finally:
+            await admin.close()
+
+    run_async(delete_all_but_the_last_two())
+    # The group's cursor (at rec 1) is gone from the log: the next reader gets
+    # what the log still holds, then what comes, and does not hang.
+    reader = spawn(["cat", str(m / "old")])
+    try:
+        assert peek_until(reader, b"rec 4\nrec 5\n", 20) == b"rec 4\nrec 5\n"
+        w.write(b"new\n")
+        w.close()
+        out, _ = reader.communicate(timeout=20)
+        assert out == b"new\n" and reader.returncode == 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+        m.stop()
+        assert "is gone from the log; reading from" in open(m.log).read()
