@@ -83,3 +83,13 @@ def peek_until(proc: subprocess.Popen, want: bytes, timeout: float) -> bytes:
                 raise AssertionError(f"output ended before {want!r}; got {got!r}")
             got += chunk
     return got
+
+
+def membership(path, group: str = "default") -> str | None:
+    """This mount's part in the pipe's reader group (user.dnpfs.membership.*):
+    "reading", "standby" or "joining" on Kafka; None without one (no reader
+    of the group here, or a store where every mount reads)."""
+    try:
+        return os.getxattr(path, f"user.dnpfs.membership.{group}").decode()
+    except OSError:
+        return None

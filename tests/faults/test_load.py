@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 
-from ..util import proc_state, wait_for
+from ..util import membership, proc_state, wait_for
 from .conftest import long_or, make_plain_mount, proc_status
 from .workload import judge, readers_for, stop_all, wait_delivered, writers_for
 
@@ -27,13 +27,7 @@ MAX_LATENCY = 1.0
 def settled(*paths) -> bool:
     """One mount reads the pipe's default group, the other waits (Kafka);
     no membership to wait for where every mount reads (the embedded store)."""
-    parts = set()
-    for path in paths:
-        try:
-            parts.add(os.getxattr(path, "user.dnpfs.membership.default").decode())
-        except OSError:
-            parts.add(None)
-    return parts in ({"reading", "standby"}, {None})
+    return {membership(path) for path in paths} in ({"reading", "standby"}, {None})
 
 
 def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, reliability):

@@ -13,17 +13,10 @@ import uuid
 import pytest
 
 from ..conftest import DNPFS, ROOT
-from ..util import peek_until, run, spawn, wait_blocked, wait_for
+from ..util import membership, peek_until, run, spawn, wait_blocked, wait_for
 from .admin import run as run_async
 
 pytestmark = pytest.mark.kafka
-
-
-def membership(path) -> str | None:
-    try:
-        return os.getxattr(path, "user.dnpfs.membership.default").decode()
-    except OSError:
-        return None
 
 
 def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstrap, make_mount):

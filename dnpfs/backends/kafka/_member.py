@@ -193,9 +193,9 @@ class GroupMember(ConsumerRebalanceListener):
         self._generation += 1
         if self.tp in assigned:
             self.consumer.pause(self.tp)  # before it fetches: the Fetcher does
-        if self.tp in assigned and not self.closing:
-            self._loader = asyncio.create_task(self._load(self._generation))
-            return
+            if not self.closing:
+                self._loader = asyncio.create_task(self._load(self._generation))
+                return
         self.cluster.fetcher.remove(self)
         with self._lock:
             self.held = False
