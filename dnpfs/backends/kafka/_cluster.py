@@ -536,6 +536,10 @@ class Cluster:
         member = self._members.get((name, group))
         return member.cursor if member is not None and member.held else None
 
+    def held_groups(self) -> int:
+        """How many reader groups this mount reads now (it holds their partition)."""
+        return sum(member.held for member in self._members.values())
+
     def membership(self, name: str, group: str) -> str | None:
         """From the trio thread: see ``Backend.membership``."""
         member = self._members.get((name, group))

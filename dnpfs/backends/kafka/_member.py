@@ -10,7 +10,7 @@ deliver the same bytes.  While this member holds the partition:
 - ``cursor`` is the group's authoritative cursor.  It is loaded from the
   committed offset and its metadata when the partition is assigned, moved by
   ``commit`` (a compare-and-swap, no I/O), and written back to Kafka in the
-  background (at most every COMMIT_INTERVAL), and synchronously when the
+  background (see ``commit_interval``), and synchronously when the
   partition is revoked and when the member closes.
 - the mount's ``Fetcher`` fetches the partition with every other partition
   the mount holds, from the cursor on, into this member's buffer; it leaves
@@ -54,7 +54,23 @@ log = logging.getLogger(__name__)
 
 SETTLE_WAIT = 3.0  # fetch waits this long for a rebalance to end ...
 CATCH_UP_WAIT = 2.0  # ... and this long for records the broker already has
+# Commits: each is a request per group (Kafka has no multi-group commit) and
+# a write to the broker's offsets log.  Every 100 ms bounds what kill -9
+# repeats to ~100 ms of reads; but a mount reading 100 groups at once then
+# sent ~250 commits a second: 14 % of its py-spy samples, and as many
+# writes for the broker (docs/reliability.md, item 7).  So a mount commits at most COMMIT_RATE a
+# second, shared by the groups it holds, and every group at least once per
+# MAX_COMMIT_INTERVAL.
 COMMIT_INTERVAL = 0.1
+MAX_COMMIT_INTERVAL = 1.0
+COMMIT_RATE = 100
+
+
+def commit_interval(held_groups: int) -> float:
+    """How long a group waits between commits while this mount holds
+    *held_groups* groups."""
+    return min(MAX_COMMIT_INTERVAL, max(COMMIT_INTERVAL, held_groups / COMMIT_RATE))
+
 # The poll loop's getmany returns after this long (with nothing: the
 # partition is paused); it only keeps the member within max.poll.interval.
 POLL_MS = 5000
@@ -423,7 +439,7 @@ class GroupMember(ConsumerRebalanceListener):
             self._dirty.clear()
             if not await self._flush():
                 self._dirty.set()  # try again after the interval
-            await asyncio.sleep(COMMIT_INTERVAL)
+            await asyncio.sleep(commit_interval(self.cluster.held_groups()))
 
     async def _flush(self, final: bool = False) -> bool:
         """Commit the cursor if it moved; *final*: then stop holding it."""
