@@ -58,9 +58,9 @@ CATCH_UP_WAIT = 2.0  # ... and this long for records the broker already has
 # a write to the broker's offsets log.  Every 100 ms bounds what kill -9
 # repeats to ~100 ms of reads; but a mount reading 100 groups at once then
 # sent ~250 commits a second: 14 % of its py-spy samples, and as many
-# writes for the broker (docs/reliability.md, item 7).  So a mount commits at most COMMIT_RATE a
-# second, shared by the groups it holds, and every group at least once per
-# MAX_COMMIT_INTERVAL.
+# writes for the broker (docs/reliability.md, item 7).  So a mount commits
+# at most COMMIT_RATE a second, shared by the groups it holds, and every
+# group at least once per MAX_COMMIT_INTERVAL.
 COMMIT_INTERVAL = 0.1
 MAX_COMMIT_INTERVAL = 1.0
 COMMIT_RATE = 100
