@@ -98,8 +98,13 @@ CONSUMER_SETTINGS: dict[str, Any] = dict(
     # test, and expels a mount whose loop really hangs sooner.
     max_poll_interval_ms=30_000,
     # The consumer fetches nothing: its partition stays paused (the mount's
-    # Fetcher fetches), so its fetch settings do not matter.
+    # Fetcher fetches), so its fetch settings do not matter ...
     fetch_max_wait_ms=POLL_MS,
+    # ... except this one: aiokafka's fetch routine also wakes on a timer,
+    # every 200 ms by default, to find a paused partition still paused.  It
+    # wakes on every change that matters (resume, rebalance, getmany)
+    # anyway; 200 members were 1,000 idle wake-ups a second.
+    consumer_timeout_ms=POLL_MS,
     retry_backoff_ms=100,
 )
 
