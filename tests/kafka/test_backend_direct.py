@@ -555,3 +555,36 @@ def test_reader_left_behind_by_a_racing_detach_is_woken_and_joins_again(kafka_bo
             assert taken.data == b"late"
 
     run(main)
+
+
+def test_a_fetch_session_the_broker_refuses_is_opened_again(kafka_bootstrap, caplog):
+    """The fetcher keeps an incremental fetch session with the broker; when
+    the broker no longer knows it (restarted, evicted, out of step), the next
+    request opens another and reading goes on with nothing lost."""
+    caplog.set_level("INFO", logger="dnpfs.backends.kafka._fetcher")
+
+    async def main():
+        async with mounted(kafka_bootstrap, unique_prefix()) as (b, _):
+            await b.create_pipe("p")
+            await b.attach("p", "")
+            await b.append("p", [Record(Kind.DATA, None, b"one")])
+            await wait_records(b, "p")
+            sessions = b._cluster.fetcher.sessions
+            assert any(s.id for s in sessions.values())  # this broker gave one
+
+            async def out_of_step():
+                for s in sessions.values():
+                    s.epoch += 1000
+
+            await b._bridge.call(out_of_step)
+            await b.append("p", [Record(Kind.DATA, None, b"two")])
+            with trio.fail_after(10):
+                while True:
+                    fetched = await b.fetch("p", "", 1 << 20)
+                    if len(fetched.records) == 2:
+                        break
+                    await trio.sleep(0.05)
+            assert [r.data for r in fetched.records] == [b"one", b"two"]
+            assert "opening another" in caplog.text
+
+    run(main)

@@ -15,11 +15,19 @@ it holds its partition (at its cursor) and leaves with ``remove``; while its
 buffer is full (``member.wants_records`` false) it is left out.  Changes take
 effect with the next request: at once when no request is waiting at the
 broker, else within FETCH_WAIT_MS.
+
+Each loop keeps an incremental fetch session with its broker (KIP-227,
+Fetch v7+): a request names only the partitions whose position moved, and a
+response only those with news.  Without one, every request and response
+listed every held partition: with 110 pipes read per mount and records
+arriving every few milliseconds, that listing was most of what the daemon
+and the broker spent on fetching (docs/decisions.md, "fetch sessions").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -44,6 +52,7 @@ RESPONSE_BYTES = 16 << 20  # per response, all partitions together
 RETRY_WAIT = 0.5  # after a failed request (broker away)
 ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
+CLOSE_WAIT = 0.5  # for the broker to close a fetch session when the mount stops
 
 # aiokafka reads responses through an asyncio StreamReader of 64 KiB limit,
 # which stops and restarts reading the socket (two epoll_ctl and a loop turn)
@@ -56,6 +65,8 @@ if getattr(_aiokafka_conn, "READER_LIMIT", None) is not None:
 # Kafka error codes the fetcher answers specially.
 OFFSET_OUT_OF_RANGE = 1
 EARLIEST = -2
+FETCH_SESSION_ID_NOT_FOUND = 70
+INVALID_FETCH_SESSION_EPOCH = 71
 
 
 class Want:
@@ -77,6 +88,7 @@ class Fetcher:
         self.highwater: dict[str, int] = {}  # topic -> high watermark of its last response
         self._wants: dict[GroupMember, Want] = {}
         self._loops: dict[int, asyncio.Task] = {}
+        self.sessions: dict[int, Session] = {}  # node -> its loop's fetch session
         self._changed = asyncio.Event()
         self._resets: set[asyncio.Task] = set()
         self._closed = False
@@ -93,6 +105,14 @@ class Fetcher:
             task.cancel()
         await asyncio.gather(*self._loops.values(), return_exceptions=True)
         self._loops.clear()
+        # Give the broker its session slots back (it has 1,000 by default,
+        # shared by every consumer; an abandoned one is kept for 2 minutes).
+        # Best effort: a broker away is not waited for long.
+        for node, session in self.sessions.items():
+            if session.id and session.epoch:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.client.send(node, session.closing()), CLOSE_WAIT)
+        self.sessions.clear()
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.close(), 5)
@@ -139,6 +159,7 @@ class Fetcher:
 
     async def _loop(self, node: int) -> None:
         failing = False
+        session = self.sessions[node] = Session()
         while True:
             changed = self._changed
             due = self._due(node)
@@ -148,15 +169,16 @@ class Fetcher:
             # Members of several reader groups of one pipe share a request:
             # it starts at the lowest of their positions.
             start = {topic: min(w.position for w in wants) for topic, wants in due.items()}
-            request = FetchRequest(
-                FETCH_WAIT_MS, 1, RESPONSE_BYTES, 0,
-                [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])
             try:
-                response = await self.client.send(node, request)
+                response = await self.client.send(node, session.request(start))
+                if not session.answered(response, start):
+                    continue  # the broker lost the session: ask again in full
                 ok = self._deliver(node, due, start, response)
             except Exception as e:  # noqa: BLE001 - the loop must go on: readers wait on it
                 # Broker away or frozen (KafkaError, OSError), or a response
-                # that cannot be read (a corrupt batch): ask again, logged once.
+                # that cannot be read (a corrupt batch): ask again, logged once,
+                # in full (what the broker holds of the session is unknown).
+                session.restart()
                 if not failing:
                     log.warning("fetching from broker %d: %s", node, e or type(e).__name__)
                 failing = True
@@ -222,6 +244,81 @@ class Fetcher:
             task = asyncio.create_task(reset(), name=f"reset {want.member.group_id}")
             self._resets.add(task)  # the loop keeps only weak references
             task.add_done_callback(self._resets.discard)
+
+
+class Session:
+    """One loop's incremental fetch session with its broker (KIP-227).
+
+    The broker remembers the partitions of the session and where each was
+    last asked for; a request names only what changed since (a moved
+    position, a partition added, partitions forgotten), and a response only
+    partitions with records, an error or a new high watermark.  Epoch 0 asks
+    in full and opens a session (closing the one of that id); a broker that
+    has no room for it (session id 0 in the answer) or does not know Fetch
+    v7 is simply asked in full each time."""
+
+    __slots__ = ("id", "epoch", "held")
+
+    def __init__(self) -> None:
+        self.id = 0
+        self.restart()
+
+    def restart(self) -> None:
+        self.epoch = 0
+        self.held: dict[str, int] = {}  # topic -> position the broker holds for it
+
+    def request(self, start: dict[str, int]) -> SessionFetchRequest:
+        if self.epoch == 0:
+            changed, forgotten = start, []
+        else:
+            changed = {t: o for t, o in start.items() if self.held.get(t) != o}
+            forgotten = [t for t in self.held if t not in start]
+        return SessionFetchRequest(self.id, self.epoch, changed, forgotten)
+
+    def closing(self) -> SessionFetchRequest:
+        """The last request: epoch -1 closes the session and fetches nothing."""
+        return SessionFetchRequest(self.id, -1, {}, [], max_wait_ms=0)
+
+    def answered(self, response, start: dict[str, int]) -> bool:
+        """Take in a response's session fields; False if the session is gone
+        (the broker restarted or evicted it) and the response holds nothing."""
+        error = getattr(response, "error_code", 0)
+        if error in (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH):
+            log.info("fetch session %d: error %d; opening another", self.id, error)
+            self.restart()
+            return False
+        if error:
+            raise KafkaFetchError(f"fetch error {error}")
+        self.id = getattr(response, "session_id", 0)
+        if self.id == 0:
+            self.restart()  # no session: the next request is a full one again
+        else:
+            self.epoch = self.epoch + 1 if self.epoch < 0x7FFFFFFF else 1
+            self.held = dict(start)
+        return True
+
+
+class KafkaFetchError(Exception):
+    """A fetch response's top-level error other than the session's own."""
+
+
+class SessionFetchRequest(FetchRequest):
+    """aiokafka's FetchRequest with the session fields filled in (it always
+    sends session 0, epoch -1: no session)."""
+
+    def __init__(self, session_id: int, epoch: int, start: dict[str, int],
+                 forgotten: list[str], max_wait_ms: int = FETCH_WAIT_MS) -> None:
+        super().__init__(max_wait_ms, 1, RESPONSE_BYTES, 0,
+                         [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])
+        self._session = (session_id, epoch, [(topic, [0]) for topic in forgotten])
+
+    def build(self, request_struct_class):
+        struct = super().build(request_struct_class)
+        if request_struct_class.API_VERSION >= 7:
+            session_id, epoch, forgotten = self._session
+            struct.__dict__.update(session_id=session_id, session_epoch=epoch,
+                                   forgotten_topics_data=forgotten)
+        return struct
 
 
 def _records(raw: bytes, start: int) -> tuple[list, int]:
