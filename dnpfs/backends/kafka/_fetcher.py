@@ -27,7 +27,6 @@ and the broker spent on fetching (docs/decisions.md, "fetch sessions").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -107,11 +106,10 @@ class Fetcher:
         self._loops.clear()
         # Give the broker its session slots back (it has 1,000 by default,
         # shared by every consumer; an abandoned one is kept for 2 minutes).
-        # Best effort: a broker away is not waited for long.
-        for node, session in self.sessions.items():
-            if session.id and session.epoch:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.client.send(node, session.closing()), CLOSE_WAIT)
+        # Best effort, all brokers at once: one away is not waited for long.
+        closing = [asyncio.wait_for(self.client.send(node, session.closing()), CLOSE_WAIT)
+                   for node, session in self.sessions.items() if session.id and session.epoch]
+        await asyncio.gather(*closing, return_exceptions=True)
         self.sessions.clear()
         if self.client is not None:
             try:
