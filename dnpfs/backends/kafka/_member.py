@@ -442,16 +442,27 @@ class GroupMember(ConsumerRebalanceListener):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if not await self._flush():
-                self._dirty.set()  # try again after the interval
+            # A read moves the cursor before the kernel has its reply, which
+            # the trio thread writes meanwhile: commit the cursor as it was
+            # one interval ago, so that a daemon killed between a move and
+            # its reply leaves those bytes to the next reader (at least
+            # once).  Committing at once lost them when the commit won.
+            moved_to = self.cursor
             await asyncio.sleep(commit_interval(self.cluster.held_groups()))
+            if not await self._flush(upto=moved_to):
+                self._dirty.set()  # try again after the interval
 
-    async def _flush(self, final: bool = False) -> bool:
-        """Commit the cursor if it moved; *final*: then stop holding it."""
+    async def _flush(self, final: bool = False, upto: Cursor | None = None) -> bool:
+        """Commit the cursor if it moved (*upto*: that older cursor instead);
+        *final*: then stop holding it."""
         ok = True
         async with self._commit_lock:
             while self.held:
-                cursor = self.cursor
+                cursor = self.cursor if upto is None or final else upto
+                if upto is not None and self._committed is not None and (
+                        (cursor.offset, cursor.byte_pos)
+                        < (self._committed.offset, self._committed.byte_pos)):
+                    break  # reassigned meanwhile: the group is further on
                 if cursor == self._committed:
                     if not final:
                         break
