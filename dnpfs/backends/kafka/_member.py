@@ -458,7 +458,7 @@ class GroupMember(ConsumerRebalanceListener):
         ok = True
         async with self._commit_lock:
             while self.held:
-                cursor = self.cursor if upto is None or final else upto
+                cursor = self.cursor if upto is None else upto
                 if upto is not None and self._committed is not None and (
                         (cursor.offset, cursor.byte_pos)
                         < (self._committed.offset, self._committed.byte_pos)):
