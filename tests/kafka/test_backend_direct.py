@@ -592,3 +592,53 @@ def test_a_fetch_session_the_broker_refuses_is_opened_again(kafka_bootstrap, cap
             assert [r.data for r in fetched.records] == [b"one", b"two"]
 
     run(main)
+
+
+def fetch_session_probe(bootstrap, node, session_id, epoch, topic=None):
+    """One Fetch request of another client with these session fields; returns
+    the response's (error code, session id).  The broker looks a session up
+    by id alone, so another client can tell whether it still exists: error 70
+    (FETCH_SESSION_ID_NOT_FOUND) once it is closed or evicted."""
+    from aiokafka.client import AIOKafkaClient
+
+    from dnpfs.backends.kafka._fetcher import SessionFetchRequest
+
+    async def main():
+        client = AIOKafkaClient(bootstrap_servers=bootstrap)
+        await client.bootstrap()
+        try:
+            start = {topic: 0} if topic else {}
+            response = await client.send(node, SessionFetchRequest(session_id, epoch, start, [],
+                                                                   max_wait_ms=0))
+            return response.error_code, response.session_id
+        finally:
+            await client.close()
+
+    return trio.to_thread.run_sync(asyncio.run, main())
+
+
+def test_a_stopping_mount_closes_its_fetch_sessions(kafka_bootstrap):
+    """A broker keeps 1,000 fetch sessions for all its consumers and an
+    abandoned one for 2 minutes: a mount that stops gives its sessions back."""
+
+    async def main():
+        prefix = unique_prefix()
+        async with mounted(kafka_bootstrap, prefix) as (b, _):
+            await b.create_pipe("p")
+            await b.attach("p", "")
+            await b.append("p", [Record(Kind.DATA, None, b"one")])
+            await wait_records(b, "p")
+            held = [(node, s.id) for node, s in b._cluster.fetcher.sessions.items() if s.id]
+            assert held  # this broker gave one
+            topic = b._cluster.topic("p")
+
+        for node, session_id in held:
+            assert await fetch_session_probe(kafka_bootstrap, node, session_id, 1) == (70, 0)
+        # The probe can see a live session: one it opens itself answers its next epoch.
+        node = held[0][0]
+        error, opened = await fetch_session_probe(kafka_bootstrap, node, 0, 0, topic)
+        assert error == 0 and opened != 0
+        assert (await fetch_session_probe(kafka_bootstrap, node, opened, 1))[0] == 0
+        await fetch_session_probe(kafka_bootstrap, node, opened, -1)  # and closes it again
+
+    run(main)
