@@ -5,8 +5,8 @@
     python -m benchmarks.clients latency  BOOTSTRAP TOPIC --count N --size B
 
 The client settings are dnpfs's own: the producer's are copied from
-dnpfs/backends/kafka/_cluster.py (idempotent, acks=all, linger 1 ms, 256 KiB
-batches); the consumer fetches as the daemon's fetcher does, with the sizes
+dnpfs/backends/kafka/_cluster.py (idempotent, acks=all, linger 1 ms, batches of
+its BATCH_BYTES); the consumer fetches as the daemon's fetcher does, with the sizes
 imported from dnpfs/backends/kafka/_fetcher.py (4 MiB per partition, 16 MiB
 per response, no CRC check), and that import raises aiokafka.conn.READER_LIMIT
 as in the daemon.  This consumer assigns the partition itself (no group).  So the
@@ -28,7 +28,9 @@ import os
 import sys
 import time
 
-PRODUCER = dict(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=256 << 10,
+from dnpfs.backends.kafka._cluster import BATCH_BYTES
+
+PRODUCER = dict(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=BATCH_BYTES,
                 max_request_size=1_064_000, request_timeout_ms=30_000)
 
 

@@ -448,7 +448,7 @@ def _methods(results: dict, image_dir: str) -> str:
   `fetch.wait.max.ms`, 500 ms). For small writes kcat reads lines from stdin (one message
   per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
 - aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
-  linger 1 ms, 256 KiB batches; fetches as the daemon's fetcher makes them: 4 MiB per
+  linger 1 ms, batches of up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 4 MiB per
   partition, 16 MiB per response, no CRC check, the same raised aiokafka READER_LIMIT);
   timed from after it connected (the daemon is
   connected before a step starts too).

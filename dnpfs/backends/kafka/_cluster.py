@@ -60,6 +60,13 @@ REFRESH_INTERVAL = 0.8
 VISIBLE_TIMEOUT = 5.0  # after creating or deleting a topic, wait until metadata shows it
 APPEND_CHECK = 0.5  # while waiting for acks, check this often that the topic still exists
 MAX_TOPIC = 249
+# aiokafka's producer keeps one request in flight per broker, and a request
+# carries one record batch per partition: a pipe's write rate is a batch per
+# round trip.  At 256 KiB a batch held a single 128 KiB write (two and their
+# framing are just over), so `dd bs=128k` moved one record per round trip;
+# 1,000,000 bytes hold seven (docs/decisions.md, "record batches of up to
+# 1 MB").  Never more than the broker takes in one message (a batch is one).
+BATCH_BYTES = 1_000_000
 
 # Kafka error codes dnpfs answers specially.
 UNKNOWN_TOPIC = 3
@@ -157,25 +164,25 @@ class Cluster:
         # fail within seconds rather than aiokafka's default 40.
         self.client = AIOKafkaClient(**common, request_timeout_ms=CONTROL_TIMEOUT_MS)
         self.admin = AIOKafkaAdminClient(**common, request_timeout_ms=CONTROL_TIMEOUT_MS)
-        self.producer = AIOKafkaProducer(
-            **common,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=1,  # docs/decisions.md, "the producer lingers 1 ms"
-            max_batch_size=256 << 10,
-            max_request_size=self.max_request_size,
-            request_timeout_ms=30_000,
-        )
         capture = _ConnectErrors()
         logging.getLogger("aiokafka").addHandler(capture)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self.client.bootstrap()
                 await self.admin.start()
+                self.message_max_bytes = await self._message_max_bytes()
+                self.producer = AIOKafkaProducer(
+                    **common,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=1,  # docs/decisions.md, "the producer lingers 1 ms"
+                    max_batch_size=min(BATCH_BYTES, self.message_max_bytes or BATCH_BYTES),
+                    max_request_size=self.max_request_size,
+                    request_timeout_ms=30_000,
+                )
                 await self.producer.start()
                 await self.fetcher.start(**common)
                 await self.refresh()
-                self.message_max_bytes = await self._message_max_bytes()
         except (TimeoutError, KafkaError, OSError, StoreError) as e:
             await self._stop_clients()
             if isinstance(e, TimeoutError):
