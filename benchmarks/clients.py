@@ -8,11 +8,12 @@ The client settings are dnpfs's own: the producer's are copied from
 dnpfs/backends/kafka/_cluster.py (idempotent, acks=all, linger 1 ms, batches of
 its BATCH_BYTES); the consumer fetches as the daemon's fetcher does, with the sizes
 imported from dnpfs/backends/kafka/_fetcher.py (4 MiB per partition, 16 MiB
-per response, no CRC check), and that import raises aiokafka.conn.READER_LIMIT
-as in the daemon.  This consumer assigns the partition itself (no group).  So the
-difference between dnpfs and this script is dnpfs itself (FUSE, trio, the
-bridge to the asyncio thread, sessions and cursors), not the client library
-or its tuning.  Records carry no headers (dnpfs adds two small ones).
+per response, no CRC check) and aiokafka.conn.READER_LIMIT raised to match.
+This consumer assigns the partition itself (no group).  So the difference
+between dnpfs and this script is dnpfs itself (FUSE, trio, the bridge to the
+asyncio thread, sessions and cursors, and its reading fetch responses in place,
+dnpfs/backends/kafka/_frames.py), not the client's tuning.  Records carry no
+headers (dnpfs adds two small ones).
 
 Each command prints one JSON line.  Times are CLOCK_MONOTONIC and measured
 from after the client connected: the dnpfs daemon is connected before a
@@ -41,10 +42,14 @@ def _producer(bootstrap: str):
 
 
 def _consumer(bootstrap: str):
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, conn
 
-    # Importing _fetcher also patches aiokafka.conn.READER_LIMIT, as in the daemon.
     from dnpfs.backends.kafka._fetcher import FETCH_WAIT_MS, PARTITION_BYTES, RESPONSE_BYTES
+
+    # The tuning a careful aiokafka user would do: its StreamReader's 64 KiB
+    # limit stops and restarts reading the socket every 128 KiB of a 4 MiB
+    # response.  (dnpfs reads fetch responses without a StreamReader.)
+    conn.READER_LIMIT = max(conn.READER_LIMIT, PARTITION_BYTES)
 
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-ref",
                             enable_auto_commit=False, auto_offset_reset="earliest",

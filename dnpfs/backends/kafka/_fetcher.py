@@ -30,10 +30,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from aiokafka import conn as _aiokafka_conn
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import CloseReason
+from aiokafka.errors import NodeNotReadyError, RequestTimedOutError
 from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.record.memory_records import MemoryRecords
+
+from ._frames import FetchConnection
+from ._records import decode_fetch_v11, read_records
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
@@ -52,14 +55,6 @@ RETRY_WAIT = 0.5  # after a failed request (broker away)
 ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
 CLOSE_WAIT = 0.5  # for the broker to close a fetch session when the mount stops
-
-# aiokafka reads responses through an asyncio StreamReader of 64 KiB limit,
-# which stops and restarts reading the socket (two epoll_ctl and a loop turn)
-# every 128 KiB of a multi-MiB fetch response.  A larger limit reads it in
-# a few reads.  Process-wide, for every aiokafka connection of the daemon; only
-# flow control changes (a frame is read whole either way).
-if getattr(_aiokafka_conn, "READER_LIMIT", None) is not None:
-    _aiokafka_conn.READER_LIMIT = max(_aiokafka_conn.READER_LIMIT, PARTITION_BYTES)
 
 # Kafka error codes the fetcher answers specially.
 OFFSET_OUT_OF_RANGE = 1
@@ -83,7 +78,9 @@ class Want:
 class Fetcher:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.client: AIOKafkaClient | None = None
+        self.client: AIOKafkaClient | None = None  # metadata: where each broker is
+        self._connect: dict = {}  # FetchConnection's settings
+        self._conns: dict[int, FetchConnection] = {}
         self.highwater: dict[str, int] = {}  # topic -> high watermark of its last response
         self._wants: dict[GroupMember, Want] = {}
         self._loops: dict[int, asyncio.Task] = {}
@@ -93,10 +90,32 @@ class Fetcher:
         self._closed = False
 
     async def start(self, **client_kwargs) -> None:
-        # A connection of its own: a request waiting at the broker must not
+        # Connections of its own: a request waiting at the broker must not
         # hold up metadata and ListOffsets on the cluster's client.
         self.client = AIOKafkaClient(**client_kwargs, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        self._connect = {k: v for k, v in client_kwargs.items() if k != "bootstrap_servers"}
+        self._connect["request_timeout_ms"] = REQUEST_TIMEOUT_MS
         await self.client.bootstrap()
+
+    async def _send(self, node: int, request):
+        """*request* to broker *node* on the fetcher's connection to it."""
+        conn = self._conns.get(node)
+        if conn is None or not conn.connected():
+            broker = self.client.cluster.broker_metadata(node)
+            if broker is None:
+                raise NodeNotReadyError(f"broker {node} is not in the metadata")
+            conn = FetchConnection(broker.host, broker.port, **self._connect)
+            try:
+                await conn.connect()
+            except BaseException:
+                conn.close()
+                raise
+            self._conns[node] = conn
+        try:
+            return await conn.send(request)
+        except asyncio.TimeoutError as e:
+            conn.close(reason=CloseReason.CONNECTION_TIMEOUT)  # a new one next time
+            raise RequestTimedOutError() from e
 
     async def close(self) -> None:
         self._closed = True
@@ -107,10 +126,13 @@ class Fetcher:
         # Give the broker its session slots back (it has 1,000 by default,
         # shared by every consumer; an abandoned one is kept for 2 minutes).
         # Best effort, all brokers at once: one away is not waited for long.
-        closing = [asyncio.wait_for(self.client.send(node, session.closing()), CLOSE_WAIT)
+        closing = [asyncio.wait_for(self._send(node, session.closing()), CLOSE_WAIT)
                    for node, session in self.sessions.items() if session.id and session.epoch]
         await asyncio.gather(*closing, return_exceptions=True)
         self.sessions.clear()
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.close(), 5)
@@ -168,7 +190,7 @@ class Fetcher:
             # it starts at the lowest of their positions.
             start = {topic: min(w.position for w in wants) for topic, wants in due.items()}
             try:
-                response = await self.client.send(node, session.request(start))
+                response = await self._send(node, session.request(start))
                 if not session.answered(response, start):
                     continue  # the broker lost the session: ask again in full
                 ok = self._deliver(node, due, start, response)
@@ -212,10 +234,10 @@ class Fetcher:
                     ok = False
                     continue
                 self.highwater[topic] = highwater
-                records, next_offset = _records(rest[-1], start[topic])
+                fetched, next_offset = read_records(rest[-1], start[topic])
                 for want in wants:
                     if next_offset > want.position:
-                        mine = [r for r in records if r.offset >= want.position]
+                        mine = [r for r in fetched if r.offset >= want.position]
                         want.position = next_offset
                         want.member.fetched(mine)
         return ok
@@ -316,28 +338,7 @@ class SessionFetchRequest(FetchRequest):
             session_id, epoch, forgotten = self._session
             struct.__dict__.update(session_id=session_id, session_epoch=epoch,
                                    forgotten_topics_data=forgotten)
+        if request_struct_class.API_VERSION == 11:
+            struct.decode_frame = decode_fetch_v11  # read in place (_frames.py)
         return struct
 
-
-def _records(raw: bytes, start: int) -> tuple[list, int]:
-    """The records of a response's record batches from *start* on, and the
-    offset after the last batch.  Control batches (transaction markers) carry
-    no data but move the position past them.
-
-    CRCs are not checked: aiokafka's CRC32C costs ~2 CPU s per GiB read, a
-    third of the read path, while the broker checks every batch when it is
-    produced and TCP checksums the wire; librdkafka (kcat) does not check by
-    default either (check.crcs=false)."""
-    out = []
-    position = start
-    if not raw:
-        return out, position
-    batches = MemoryRecords(raw)
-    while batches.has_next():
-        batch = batches.next_batch()
-        if batch is None:
-            break  # a partial batch at the end of a response: fetched again next time
-        if not batch.is_control_batch:
-            out.extend(r for r in batch if r.offset >= start)
-        position = max(position, batch.next_offset)
-    return out, position

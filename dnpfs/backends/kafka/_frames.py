@@ -1,0 +1,146 @@
+"""The fetcher's connections: aiokafka's, reading frames into buffers of their own.
+
+An aiokafka connection reads the socket through an asyncio StreamReader: each
+chunk is appended to a bytearray, and a frame is sliced out of it and copied
+into bytes, then copied again when it is decoded.  For a 4 MiB fetch response
+that is four copies of every byte, each into memory freshly allocated (page
+faults, zeroing), and it was half the daemon's CPU reading a backlog
+(docs/decisions.md, "fetch responses read in place").
+
+``FetchConnection`` is an aiokafka connection in every other respect
+(connecting, TLS, SASL, versions, timeouts, closing) but swaps the transport's
+protocol for ``_Frames``, an asyncio BufferedProtocol that has the socket (or
+TLS) read straight into the buffer of the frame being read.  A request may
+carry ``decode_frame``: its response is handed to it as a memoryview of that
+buffer (``_records.decode_fetch_v11``), valid until the next request is
+sent: the buffer is reused, so the decoder and its caller copy what they keep.
+Other responses go to aiokafka as before.
+
+This leans on aiokafka's connection internals (``_create_reader_task``,
+``_handle_frame``, ``_requests``, ``_writer``), checked by the Kafka tests on
+every backend run; a change there fails them rather than reading wrong data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import errors as kafka_errors
+from aiokafka.conn import AIOKafkaConnection, CloseReason
+
+# Frames up to this size (every response but a fetch's) are read into one
+# reusable buffer, several per read; a larger one gets a buffer of its own.
+SMALL_FRAMES = 64 << 10
+
+
+class FetchConnection(AIOKafkaConnection):
+    def _create_reader_task(self):
+        # aiokafka's reader task keeps waiting on its StreamReader, which now
+        # only ever sees the end of the connection: it then closes the
+        # connection and fails what waits, as it always did.
+        task = super()._create_reader_task()
+        transport = self._writer.transport
+        transport.set_protocol(_Frames(self, transport.get_protocol()))
+        return task
+
+    def send(self, request, expect_response=True):
+        # One request at a time: a response is read (and copied from) before
+        # the next is asked for, so the next may reuse its buffer.  Requests
+        # nobody waits for any more (a fetch cancelled by close) do not count.
+        if any(not fut.done() for _, _, fut in self._requests):
+            raise RuntimeError("a FetchConnection takes one request at a time")
+        return super().send(request, expect_response)
+
+    def frame_received(self, frame: bytes | memoryview) -> None:
+        if not self._requests:
+            self.close(reason=CloseReason.OUT_OF_SYNC,
+                       exc=kafka_errors.CorrelationIdError("a response nobody asked for"))
+            return
+        correlation_id, request, fut = self._requests[0]
+        decode = getattr(request, "decode_frame", None)
+        if correlation_id is None or decode is None:
+            self._handle_frame(bytes(frame))
+            return
+        self._requests.popleft()
+        self._last_action = time.monotonic()
+        got = int.from_bytes(frame[:4], "big", signed=True)
+        if got != correlation_id:
+            error = kafka_errors.CorrelationIdError(
+                f"Correlation ids do not match: sent {correlation_id}, recv {got}")
+            if not fut.done():
+                fut.set_exception(error)
+            self.close(reason=CloseReason.OUT_OF_SYNC, exc=error)
+            return
+        if fut.done():
+            return  # timed out meanwhile
+        try:
+            fut.set_result(decode(memoryview(frame)[4:]))
+        except Exception as e:  # noqa: BLE001 - a response that cannot be read fails its request
+            fut.set_exception(e)
+
+
+class _Frames(asyncio.BufferedProtocol):
+    """Kafka's size-prefixed frames, each read into its own buffer."""
+
+    def __init__(self, conn: FetchConnection, previous: asyncio.BaseProtocol) -> None:
+        self._conn = conn
+        self._previous = previous  # aiokafka's: flow control, the end of the connection
+        self._small = bytearray(SMALL_FRAMES)
+        self._small_used = 0
+        self._large: memoryview | None = None  # the frame being read, in _spare
+        self._large_used = 0
+        # Reused from one large frame to the next: a fresh multi-MiB buffer
+        # costs a page fault and zeroing per 4 KiB before a byte is read.
+        self._spare = bytearray()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._large is not None:
+            return self._large[self._large_used:]
+        return memoryview(self._small)[self._small_used:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._large is not None:
+            self._large_used += nbytes
+            if self._large_used == len(self._large):
+                frame, self._large = self._large, None
+                self._conn.frame_received(frame)
+            return
+        self._small_used += nbytes
+        small, used, at = self._small, self._small_used, 0
+        while used - at >= 4:
+            size = int.from_bytes(small[at:at + 4], "big", signed=True)
+            if size < 0:
+                self._conn.close(reason=CloseReason.OUT_OF_SYNC,
+                                 exc=kafka_errors.KafkaConnectionError("a frame of negative size"))
+                self._small_used = 0
+                return
+            begin = at + 4
+            if used - begin >= size:
+                at = begin + size
+                self._conn.frame_received(bytes(small[begin:at]))
+            elif 4 + size > len(small):
+                if len(self._spare) < size:
+                    self._spare = bytearray(size)
+                self._large = memoryview(self._spare)[:size]
+                self._large[:used - begin] = small[begin:used]
+                self._large_used = used - begin
+                at = used
+                break
+            else:
+                break  # the rest of a small frame is still to come
+        if at:
+            small[:used - at] = small[at:used]
+        self._small_used = used - at
+
+    def eof_received(self):
+        return self._previous.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._previous.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._previous.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._previous.resume_writing()

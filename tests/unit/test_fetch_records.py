@@ -1,0 +1,119 @@
+"""Reading fetch responses in place (dnpfs/backends/kafka/_records.py) gives
+exactly what aiokafka's own decoding gives, batch for batch."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiokafka.protocol.fetch import FetchResponse_v11
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+
+from dnpfs.backends.kafka._records import (
+    LARGE_RECORD,
+    CorruptResponse,
+    decode_fetch_v11,
+    read_records,
+)
+
+GZIP = 1
+CONTROL = 0x20
+
+
+def batch(base: int, records: list, compression: int = 0, control: bool = False) -> bytes:
+    """A v2 record batch at offset *base* of (key, value, headers) records."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression,
+                                        is_transactional=0, producer_id=-1, producer_epoch=-1,
+                                        base_sequence=-1, batch_size=1 << 30)
+    for i, (key, value, headers) in enumerate(records):
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=key, value=value,
+                       headers=headers)
+    raw = builder.build()
+    struct.pack_into(">q", raw, 0, base)  # the base offset is outside the CRC
+    if control:
+        (attributes,) = struct.unpack_from(">h", raw, 21)
+        struct.pack_into(">h", raw, 21, attributes | CONTROL)
+    return bytes(raw)
+
+
+def with_aiokafka(raw: bytes, start: int) -> tuple[list, int]:
+    """What the fetcher read before: aiokafka's reader over the whole partition."""
+    out, position = [], start
+    reader = MemoryRecords(raw)
+    while reader.has_next():
+        got = reader.next_batch()
+        if got is None:
+            break
+        if not got.is_control_batch:
+            out.extend((r.offset, r.value, list(r.headers)) for r in got if r.offset >= start)
+        position = max(position, got.next_offset)
+    return out, position
+
+
+def mine(raw, start: int) -> tuple[list, int]:
+    got, position = read_records(memoryview(raw), start)
+    return [(r.offset, r.value, list(r.headers)) for r in got], position
+
+
+LARGE = [(None, bytes([i]) * (LARGE_RECORD + 100 * i),
+          [("dnpfs.session", b"w-1"), ("dnpfs.kind", b"data")]) for i in range(5)]
+ODD = [(b"key", b"\x00\xff" * LARGE_RECORD, [("k\xe9y", None), ("e", b"")]),
+       (None, None, []),
+       (b"", b"", [("dnpfs.kind", b"end")])]
+SMALL = [(None, b"line %d\n" % i, [("dnpfs.kind", b"data")]) for i in range(200)]
+
+PARTITION = (batch(0, LARGE) + batch(5, ODD) + batch(8, SMALL) + batch(208, LARGE, GZIP)
+             + batch(213, [(None, b"\x00\x00\x00\x00", [])], control=True) + batch(214, LARGE))
+
+
+@pytest.mark.parametrize("start", [0, 3, 6, 8, 100, 210, 213, 214, 216, 219])
+def test_records_match_aiokafka(start: int) -> None:
+    assert mine(PARTITION, start) == with_aiokafka(PARTITION, start)
+
+
+def test_every_kind_of_batch_is_read() -> None:
+    got, position = mine(PARTITION, 0)
+    assert position == 219
+    assert [offset for offset, _, _ in got] == [o for o in range(219) if o != 213]
+    assert got[6][1] is None and got[6][2] == []  # a null value
+    assert got[5][2] == [("k\xe9y", None), ("e", b"")]
+
+
+def test_a_batch_cut_short_is_left_for_the_next_fetch() -> None:
+    whole = batch(0, LARGE) + batch(5, LARGE)
+    for cut in (len(whole) - 1, len(whole) - LARGE_RECORD, len(batch(0, LARGE)) + 10):
+        got, position = mine(whole[:cut], 0)
+        assert [offset for offset, _, _ in got] == [0, 1, 2, 3, 4]
+        assert position == 5
+
+
+def test_a_record_that_overruns_its_batch_is_an_error_not_data() -> None:
+    raw = bytearray(batch(0, LARGE[1:2]))  # LARGE_RECORD + 100 bytes
+    struct.pack_into(">i", raw, 8, len(raw) - 12 - 50)  # batch length shorter than its record
+    with pytest.raises(CorruptResponse):
+        read_records(memoryview(bytes(raw[:-50])), 0)
+
+
+def response(topics: list) -> memoryview:
+    encoded = FetchResponse_v11(0, 0, 77, topics).encode()
+    return memoryview(encoded)
+
+
+def test_fetch_response_fields() -> None:
+    body = response([
+        ("pipes.a", [(0, 0, 219, 219, 0, [], -1, PARTITION)]),
+        ("pipes.\u00e9", [(0, 1, -1, -1, -1, [(5, 10), (6, 11)], -1, b"")]),
+    ])
+    got = decode_fetch_v11(body)
+    assert (got.error_code, got.session_id) == (0, 77)
+    [(t1, [(p1, e1, hw1, raw1)]), (t2, [(p2, e2, hw2, raw2)])] = got.topics
+    assert (t1, p1, e1, hw1, bytes(raw1)) == ("pipes.a", 0, 0, 219, PARTITION)
+    assert (t2, p2, e2, hw2, bytes(raw2)) == ("pipes.\u00e9", 0, 1, -1, b"")
+
+
+def test_a_response_cut_short_is_an_error() -> None:
+    body = response([("pipes.a", [(0, 0, 219, 219, 0, [], -1, PARTITION)])])
+    for cut in (3, 20, 60, len(body) - 1):
+        with pytest.raises(CorruptResponse):
+            decode_fetch_v11(body[:cut])
