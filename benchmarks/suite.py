@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             _write(out_json, results)
         if args.baseline:
             bench.say("smoke ratios for benchmarks/baseline.json (what tests/bench checks)")
-            results["smoke"] = smoke.measure(bench)
+            results["smoke"] = smoke.measure_baseline(bench)
             smoke.save_baseline(results["smoke"], results["meta"])
     except KeyboardInterrupt:
         bench.say("interrupted: cleaning up")
