@@ -240,9 +240,9 @@ class Schedules(RuleBasedStateMachine):
     @contextlib.contextmanager
     def _writers_paused(self):
         """Writing processes stopped (SIGSTOP) meanwhile: a writer that never
-        ends (count 0) keeps a reader's log growing, so it would never settle
-        and was killed with a record between read() and its log: a record the
-        process had, counted as lost (long variant, 2026-12-03)."""
+        ends (count 0) keeps a reader's log growing, so it never settled and
+        was killed while records flowed to it: one it had most likely been
+        given was counted as lost (long variant, 2026-12-03)."""
         paused = [a for kind, a, *_ in self.procs if kind == "w" and a.alive()]
         for agent in paused:
             agent.proc.send_signal(signal.SIGSTOP)

@@ -81,7 +81,8 @@ class FetchConnection(AIOKafkaConnection):
 
 
 class _Frames(asyncio.BufferedProtocol):
-    """Kafka's size-prefixed frames, each read into its own buffer."""
+    """Kafka's size-prefixed frames: small ones several to a read in one
+    buffer, a large one straight into a buffer of its size (reused)."""
 
     def __init__(self, conn: FetchConnection, previous: asyncio.BaseProtocol) -> None:
         self._conn = conn
