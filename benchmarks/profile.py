@@ -1,6 +1,7 @@
 """Where the dnpfs daemons spend their time: py-spy during the hot scenarios.
 
     python -m benchmarks.profile [--mib 512] [--lines 100000] [--out bench-results/profiles]
+    python -m benchmarks.profile --pipes 4,16 --mib 1024 # the scaling scenario's writing daemon
     python -m benchmarks.profile --analyze FILE.txt      # a raw py-spy profile
 
 Mounts two daemons on the Kafka dev broker (--store: on one SQLite store) and records, with ``py-spy record
@@ -140,6 +141,9 @@ def main() -> None:
     p.add_argument("--gil", action="store_true", help="only samples holding the GIL")
     p.add_argument("--store", action="store_true",
                    help="profile two mounts of an embedded SQLite store instead of Kafka")
+    p.add_argument("--pipes", default="",
+                   help="instead: the scaling scenario at these pipe counts (e.g. 4,16), "
+                        "--mib in total, profiling the writing daemon")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results" / "profiles")
     p.add_argument("--analyze", type=Path, nargs="*", help="only summarize these raw profiles")
     args = p.parse_args()
@@ -168,8 +172,12 @@ def main() -> None:
                 ("small-write", A.pid, lambda: steps.dd_write(bench, lines, A / "small",
                                                               args.lines * 100, 100, daemons)),
             ]
-            os.mkfifo(A / "bulk")
-            os.mkfifo(A / "small")
+            if args.pipes:
+                jobs = [_fanout_job(bench, A, B, int(n), size, record, daemons)
+                        for n in args.pipes.split(",")]
+            else:
+                os.mkfifo(A / "bulk")
+                os.mkfifo(A / "small")
             for name, pid, job in jobs:
                 out = args.out / f"{tag}{name}.txt"
                 spy = Spy(pid, out, args.rate, args.gil)
@@ -185,6 +193,20 @@ def main() -> None:
     text = "\n".join(summaries)
     (args.out / f"{tag}summary.txt").write_text(text)
     print(text)
+
+
+def _fanout_job(bench: Bench, A, B, n: int, size: int, record: int, daemons: list[int]):
+    """The scaling scenario's step at n pipes, profiled on the writing daemon."""
+    pipes = [f"scale{n}.{i:02d}" for i in range(n)]
+
+    def job() -> dict:
+        bench.admin.create([bench.topic(p) for p in pipes])
+        for p in pipes:  # both mounts see them (a lookup asks the broker)
+            os.stat(A / p), os.stat(B / p)
+        return steps.fanout(bench, [(A / p, B / p) for p in pipes], pipes, size // n, record,
+                            daemons)
+
+    return f"fanout-{n}-write", A.pid, job
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from ._fetcher import Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._metadata import LEADER_NOT_AVAILABLE, leaders
+from ._produce import ProduceClient
 from ._protocol import DeleteGroupsRequest
 from .config import ClientConfig
 
@@ -180,6 +181,9 @@ class Cluster:
                     max_request_size=self.max_request_size,
                     request_timeout_ms=30_000,
                 )
+                # Made by the producer's constructor, shared with its sender:
+                # produce requests are then written from the batches' buffers.
+                self.producer.client.__class__ = ProduceClient
                 await self.producer.start()
                 await self.fetcher.start(**common)
                 await self.refresh()
