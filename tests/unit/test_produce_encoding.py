@@ -48,6 +48,8 @@ def test_large_batches_are_not_copied_small_ones_are_one_piece() -> None:
     small = [bytearray(b"\x02" * (LARGE_BATCH - 1)) for _ in range(3)]
     request = ProduceRequest(None, -1, 30_000, [("s", [(0, small[0]), (1, small[1])]),
                                                 ("l", [(0, large)]), ("t", [(0, small[2])])])
-    pieces = encode(request.prepare({0: (7, 7)}), 1, "dnpfs")
+    request_struct = request.prepare({0: (7, 7)})
+    pieces = encode(request_struct, 1, "dnpfs")
     assert [type(p) for p in pieces] == [bytearray, memoryview, bytearray]
     assert pieces[1].obj is large
+    assert b"".join(pieces) == aiokafka_frame(request_struct, 1, "dnpfs")
