@@ -45,7 +45,7 @@ from ._fetcher import Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._metadata import LEADER_NOT_AVAILABLE, leaders
-from ._produce import ProduceClient
+from ._produce import ProduceClient, cap_requests
 from ._protocol import DeleteGroupsRequest
 from .config import ClientConfig
 
@@ -68,6 +68,11 @@ MAX_TOPIC = 249
 # 1,000,000 bytes hold seven (docs/decisions.md, "record batches of up to
 # 1 MB").  Never more than the broker takes in one message (a batch is one).
 BATCH_BYTES = 1_000_000
+# ...and aiokafka puts every ready partition's batch into that request, up to
+# 64 MB at 64 pipes, which the transport then buffers growth by growth.  Like
+# the Java producer's max.request.size, batches beyond this wait for the next
+# request (docs/decisions.md, "produce requests of at most 8 MiB").
+REQUEST_BYTES = 8 << 20
 
 # Kafka error codes dnpfs answers specially.
 UNKNOWN_TOPIC = 3
@@ -181,9 +186,11 @@ class Cluster:
                     max_request_size=self.max_request_size,
                     request_timeout_ms=30_000,
                 )
-                # Made by the producer's constructor, shared with its sender:
-                # produce requests are then written from the batches' buffers.
+                # Both made by the producer's constructor, shared with its sender:
+                # produce requests are then written from the batches' buffers,
+                # and hold at most REQUEST_BYTES of them.
                 self.producer.client.__class__ = ProduceClient
+                cap_requests(self.producer._message_accumulator, REQUEST_BYTES)
                 await self.producer.start()
                 await self.fetcher.start(**common)
                 await self.refresh()

@@ -20,10 +20,16 @@ The batches, their sequence numbers (idempotence), retries and the response
 stay aiokafka's: the response is decoded by the request struct aiokafka
 would have used.
 
+``cap_requests`` bounds what the producer's sender puts in one request,
+which aiokafka leaves unbounded (docs/decisions.md, "produce requests of at
+most 8 MiB").
+
 This leans on aiokafka's connection internals (``_writer``, ``_versions``,
 ``_requests``, ``_next_correlation_id``, ``_request_timeout``), checked by
 every test that writes to Kafka; tests/unit/test_produce_encoding.py checks
-the bytes against aiokafka's own encoding.
+the bytes against aiokafka's own encoding; the cap leans on its
+accumulator's (``_batches``, ``_cluster``, a batch's ``_builder``), checked
+by tests/unit/test_request_cap.py.
 """
 
 from __future__ import annotations
@@ -121,3 +127,37 @@ def _string(text: str | None) -> bytes:
         return b"\xff\xff"
     data = text.encode("utf-8")
     return len(data).to_bytes(2, "big") + data
+
+
+def cap_requests(accumulator, limit: int) -> None:
+    """Make *accumulator* (the producer's) drain at most *limit* bytes of
+    batches per broker at a time, or the first ready batch if it is larger.
+    The others stay queued, first in line for the next request: a partition
+    drained now is queued again behind them when it is next written, so
+    every pipe gets its turn.
+
+    Without it a request holds every ready partition's batch (64 MB with 64
+    pipes written at once) and the transport grows its buffer batch by batch,
+    each growth copying what it holds under jemalloc: the writing daemon's
+    CPU per GiB doubled from 16 to 64 pipes."""
+    drain = accumulator.drain_by_nodes
+    cluster = accumulator._cluster
+
+    def drain_by_nodes(ignore_nodes, muted_partitions=frozenset()):
+        room: dict[int, int] = {}
+        held = []
+        for tp, batches in accumulator._batches.items():
+            leader = cluster.leader_for_partition(tp)
+            if (tp in muted_partitions or leader is None or leader == -1
+                    or leader in (ignore_nodes or ()) or batches[0].remaining_linger()):
+                continue  # not drained this time anyway
+            size = batches[0]._builder.size()
+            if leader in room and size > room[leader]:
+                held.append(tp)
+            else:
+                room[leader] = room.get(leader, limit) - size
+        if held:
+            muted_partitions = frozenset(muted_partitions).union(held)
+        return drain(ignore_nodes, muted_partitions)
+
+    accumulator.drain_by_nodes = drain_by_nodes
