@@ -41,6 +41,7 @@ from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
 from . import wire
+from ._batches import new_batch
 from ._fetcher import Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
@@ -447,19 +448,21 @@ class Cluster:
         here costs a fraction of one send() per record (small writes ran
         several times faster).  Returns the batches' delivery futures."""
         sent = []
-        batch = self.producer.create_batch()
+        batch = None
         for record in records:
             value, headers = wire.encode_record(record)
+            if batch is None:
+                batch = new_batch(self.producer, len(value))
             if batch.append(timestamp=None, key=None, value=value, headers=headers) is not None:
                 continue
             if batch.record_count():  # full: send it, start the next with this record
                 sent.append(await self.producer.send_batch(batch, topic, partition=0))
-                batch = self.producer.create_batch()
+                batch = new_batch(self.producer, len(value))
                 if batch.append(timestamp=None, key=None, value=value, headers=headers):
                     continue
             # Larger than a whole batch: the producer sizes a batch for it.
             sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
-        if batch.record_count():
+        if batch is not None and batch.record_count():
             sent.append(await self.producer.send_batch(batch, topic, partition=0))
         return sent
 
