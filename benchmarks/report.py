@@ -92,8 +92,10 @@ def targets(results: dict) -> list[dict]:
     sc = results.get("scenarios", {})
     out: list[dict] = []
 
-    def add(target: str, met: bool | None, measured: str, bound: str = "") -> None:
-        out.append({"target": target, "met": met, "measured": measured, "bound": bound})
+    def add(target: str, met: bool | None, measured: str, bound: str = "",
+            lift: str = "") -> None:
+        out.append({"target": target, "met": met, "measured": measured, "bound": bound,
+                    "lift": lift})
 
     def med(scenario: dict, name: str) -> float | None:
         return (scenario["ratios"].get(name) or {}).get("median")
@@ -124,7 +126,9 @@ def targets(results: dict) -> list[dict]:
                 bound += f"; FUSE ceiling {_mib(s['fuse.' + phase]['mib_s'])} MiB/s"
             add(f"bulk {phase} ≥ {want}× kcat", r["median"] >= want,
                 f"{r['median']:.2f}× (dnpfs {_mib(s[f'dnpfs.{phase}']['mib_s'])} MiB/s,"
-                f" kcat {_mib(s[f'kcat.{phase}']['mib_s'])} MiB/s)", bound)
+                f" kcat {_mib(s[f'kcat.{phase}']['mib_s'])} MiB/s)", bound,
+                _LIFT_WRITE.format(**_cores(s["dnpfs.write"])) if phase == "write"
+                else _LIFT_READ)
         else:
             add(f"bulk {phase} ≥ {want}× kcat", None, "not measured")
 
@@ -137,7 +141,7 @@ def targets(results: dict) -> list[dict]:
             f"{rate:,.0f} records/s (kcat {s['kcat.write']['records_s']:,.0f},"
             f" aiokafka {s['aiokafka.write']['records_s']:,.0f})",
             f"FUSE request rate: a pyfuse3 filesystem that stores nothing takes {fuse:,.0f}"
-            f" writes/s; dnpfs {rate / fuse:.2f}× of that" if fuse else "")
+            f" writes/s; dnpfs {rate / fuse:.2f}× of that" if fuse else "", _LIFT_SMALL)
     else:
         add(f"small writes ≥ {SMALL_RECORDS_S:,} records/s", None, "not measured")
 
@@ -166,7 +170,7 @@ def targets(results: dict) -> list[dict]:
             f" FIFO {_mib(s['fifo.through']['mib_s'])} MiB/s)",
             f"store: SQLite alone inserts {_mib(s['sqlite.write']['mib_s'])} MiB/s ="
             f" {sq:.2f}× FIFO; dnpfs writes {med(emb, 'write_vs_sqlite'):.2f}× of that"
-            if sq is not None else "")
+            if sq is not None else "", _LIFT_EMBEDDED.format(**_cores(s["dnpfs.write"])))
     else:
         add(f"embedded bulk ≥ {EMBEDDED_VS_FIFO}× local FIFO", None, "not measured")
 
@@ -181,10 +185,53 @@ def targets(results: dict) -> list[dict]:
             f"machine cores busy (all processes, of {cores}): "
             + ", ".join(f"{s['cores_busy_machine']:.2f}" for s in steps)
             + "; busiest daemon: " + ", ".join(f"{s['cores_busy_max_daemon']:.2f}" for s in steps)
-            + "; broker: " + ", ".join(f"{s['cores_busy_broker']:.2f}" for s in steps))
+            + "; broker: " + ", ".join(f"{s['cores_busy_broker']:.2f}" for s in steps),
+            _LIFT_SCALING)
     else:
         add(target, None, "not measured")
     return out
+
+
+def _cores(step: dict) -> dict:
+    """Cores busy during a step: the daemons and the broker."""
+    return {"daemon": step["daemon_cpu_s"] / step["seconds"],
+            "broker": step["broker_cpu_s"] / step["seconds"],
+            "cpu": step["daemon_cpu_s"] / (step["bytes"] / GiB)}
+
+
+# What would lift each target this machine misses: reasoning from the profiles
+# in docs/decisions.md, not measured by the run, so kept apart from its figures.
+_LIFT_WRITE = (
+    "aiokafka sends one produce request per broker at a time and holds a partition back"
+    " until its request is answered, so one pipe's batches go a round trip each, the writing"
+    " daemon and the broker taking turns (while writing here, the daemons used {daemon:.2f}"
+    " of a core and the broker {broker:.2f}: neither saturated; timed in the daemon, its"
+    " producer waited for the broker 69% of a 512 MiB write, docs/decisions.md). Would lift"
+    " it: several requests in flight per partition, which idempotent producers may have"
+    " (librdkafka keeps up to 5), in a sender of our own; a FUSE binding that passes a"
+    " write's data without copying it (pyfuse3 copies each into bytes). Not tried.")
+_LIFT_READ = (
+    "the reading daemon's Python: every byte is copied out of the fetch response and again"
+    " into a FUSE reply, and its two threads (FUSE, Kafka) take turns on one GIL. Would lift"
+    " it: replying straight from the fetch response's buffer, which needs a FUSE binding that"
+    " takes a list of buffers (pyfuse3 takes one bytes object per reply). Not tried.")
+_LIFT_SMALL = (
+    "each write() is one FUSE request, and pyfuse3 alone stays below the target here. Would"
+    " lift it: taking FUSE requests outside Python (libfuse's own multithreaded loop), handing"
+    " Python the records in batches. The kernel's"
+    " write-back cache would merge small writes, but pipes are direct-I/O files"
+    " (docs/decisions.md), so it does not apply.")
+_LIFT_EMBEDDED = (
+    "the writing daemon (the daemons used {daemon:.2f} of a core while writing, {cpu:.2f}"
+    " CPU s/GiB): pyfuse3 copies each"
+    " write, SQLite copies it into pages and the pages into the WAL, and the reading daemon"
+    " copies it out again. Would lift it: a store that appends writes to a file as they"
+    " come, not into B-tree pages (SQLite alone is the bound shown); not tried, the design"
+    " names sqlite3.")
+_LIFT_SCALING = (
+    "the broker, both daemons and a writer and a reader per pipe share the machine's cores."
+    " Would lift it: the broker on a machine of its own, and several produce requests in"
+    " flight per broker (see bulk write).")
 
 
 def scaling_verdict(scale: dict, cores: int) -> tuple[bool, str]:
@@ -252,8 +299,14 @@ def _targets_md(results: dict) -> str:
     icon = {True: "✅ met", False: "❌ not met", None: "– not measured"}
     rows = [[t["target"], t["measured"], icon[t["met"]], t.get("bound", "")]
             for t in results.get("targets", [])]
-    return _table(["target (issue)", "measured in this run", "", "what bounds it (same run)"],
-                  rows)
+    table = _table(["target (issue)", "measured in this run", "", "what bounds it (same run)"],
+                   rows)
+    lifts = [f"- **{t['target']}**: {t['lift']}" for t in results.get("targets", [])
+             if t["met"] is False and t.get("lift")]
+    if not lifts:
+        return table
+    return (table + "\n\n### What would lift the targets not met\n\n"
+            + "\n".join(lifts))
 
 
 def _bulk_md(b: dict, pictures: dict, image_dir: str) -> str:
