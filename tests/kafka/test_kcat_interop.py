@@ -137,3 +137,26 @@ def test_reader_blocked_past_max_poll_interval_keeps_its_place(kmount, make_moun
         cat.kill()
     finally:
         os.close(fd)
+
+
+def test_sixteen_pipes_written_at_once_each_read_back_whole(kmount, make_mount, tmp_path):
+    """More batches ready at once than one produce request takes (8 MiB,
+    dnpfs/backends/kafka/_produce.py, cap_requests): every pipe's bytes still
+    arrive whole, in order, on another mount and in kcat."""
+    names = [f"p{i}" for i in range(16)]
+    data = {}
+    for name in names:
+        os.mkfifo(kmount / name)
+        data[name] = os.urandom(3 << 20)
+        (tmp_path / name).write_bytes(data[name])
+    writers = [spawn(["dd", f"if={tmp_path / name}", f"of={kmount / name}", "bs=128k",
+                      "status=none"]) for name in names]
+    for w in writers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err.decode()
+    other = make_mount(["--kafka", kmount.broker, "--topic-prefix", kmount.prefix])
+    for name in names:
+        assert run(["cat", str(other / name)], timeout=60).stdout == data[name], name
+    for name in names[:2]:
+        assert kcat(kmount, "-C", "-t", f"{kmount.prefix}{name}", "-e", "-q", "-f", "%s",
+                    timeout=60) == data[name]
