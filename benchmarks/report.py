@@ -112,7 +112,7 @@ def targets(results: dict) -> list[dict]:
                 # dnpfs reads fetch responses itself (dnpfs/backends/kafka/_frames.py),
                 # so aiokafka's reader no longer bounds it: the daemon's CPU does.
                 d = s["dnpfs.read"]
-                cpu = d["daemon_cpu_s"] / (d["bytes"] / 2**30)
+                cpu = _per_gib(d, "daemon_cpu_s")
                 bound = (f"the reading daemon: {cpu:.2f} CPU s/GiB, its two threads sharing one"
                          " GIL (FUSE replies, joining records into them, copying values out of"
                          f" fetch responses); plain aiokafka reaches {ref:.2f}× kcat, dnpfs"
@@ -196,7 +196,7 @@ def _cores(step: dict) -> dict:
     """Cores busy during a step: the daemons and the broker."""
     return {"daemon": step["daemon_cpu_s"] / step["seconds"],
             "broker": step["broker_cpu_s"] / step["seconds"],
-            "cpu": step["daemon_cpu_s"] / (step["bytes"] / GiB)}
+            "cpu": _per_gib(step, "daemon_cpu_s")}
 
 
 # What would lift each target this machine misses: reasoning from the profiles
