@@ -208,10 +208,13 @@ _LIFT_WRITE = (
     " {daemon:.2f} of a core and the broker {broker:.2f}: neither saturated). Timed in the"
     " daemon (one 512 MiB write, docs/decisions.md): of 2.4 ms per 0.9 MB request, 1.3 ms"
     " were the producer's own (encoding and writing it, then handling the answer until the"
-    " next), with the broker idle. Would lift it: several requests in flight per partition,"
-    " which idempotent producers may have (librdkafka keeps up to 5), in a sender of our"
-    " own; a FUSE binding that passes a write's data without copying it (pyfuse3 copies"
-    " each into bytes). Not tried.")
+    " next), with the broker idle. Tried: two requests in flight per partition (a test"
+    " patch of aiokafka's sender, docs/decisions.md) wrote one pipe about a fifth faster"
+    " but sent smaller batches, and the scaling scenario lost about 40 % at 16 and 64"
+    " pipes on this machine; with two in flight, failed batches would also need retrying"
+    " in sequence order, which aiokafka gets for free only with one. Would lift it: a FUSE binding that passes a write's data"
+    " without copying it (pyfuse3 copies each into bytes), not tried; a broker on a"
+    " machine of its own (here it shares two cores with the daemons and dd).")
 _LIFT_READ = (
     "the reading daemon's Python: every byte is copied out of the fetch response and again"
     " into a FUSE reply, and its two threads (FUSE, Kafka) take turns on one GIL. Would"
@@ -237,8 +240,8 @@ _LIFT_EMBEDDED = (
     " bound shown); not tried, the design names sqlite3.")
 _LIFT_SCALING = (
     "the broker, both daemons and a writer and a reader per pipe share the machine's cores."
-    " Would lift it: the broker on a machine of its own, and several produce requests in"
-    " flight per broker (see bulk write).")
+    " Would lift it: the broker on a machine of its own. Two produce requests in flight per"
+    " broker, tried, lost about 40 % at 16 and 64 pipes here (see bulk write).")
 
 
 def scaling_verdict(scale: dict, cores: int) -> tuple[bool, str]:
