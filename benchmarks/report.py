@@ -235,7 +235,10 @@ _LIFT_LATENCY = (
 _LIFT_EMBEDDED = (
     "the writing daemon (the daemons used {daemon:.2f} of a core while writing, {cpu:.2f}"
     " CPU s/GiB): pyfuse3 copies each write, SQLite copies it into pages and the pages into"
-    " the WAL, and the reading daemon copies it out again. Would lift it: a store that"
+    " the WAL and the WAL into the file (checkpoints: over half of SQLite's own insert time"
+    " here), and the reading daemon copies it out again. Tried: checkpoints on a thread of"
+    " their own raised write alone but not write-and-read (docs/decisions.md). Would lift"
+    " it: a store that"
     " appends writes to a file as they come, not into B-tree pages (SQLite alone is the"
     " bound shown); not tried, the design names sqlite3.")
 _LIFT_SCALING = (
