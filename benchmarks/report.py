@@ -212,9 +212,10 @@ _LIFT_WRITE = (
     " patch of aiokafka's sender, docs/decisions.md) wrote one pipe about a fifth faster"
     " but sent smaller batches, and the scaling scenario lost about 40 % at 16 and 64"
     " pipes on this machine; with two in flight, failed batches would also need retrying"
-    " in sequence order, which aiokafka gets for free only with one. Would lift it: a FUSE binding that passes a write's data"
-    " without copying it (pyfuse3 copies each into bytes), not tried; a broker on a"
-    " machine of its own (here it shares two cores with the daemons and dd).")
+    " in sequence order, which aiokafka gets for free only with one. Would lift it: a FUSE"
+    " binding that passes a write's data without copying it (pyfuse3 copies each into"
+    " bytes), not tried; a broker on a machine of its own (here it shares two cores with the"
+    " daemons and dd).")
 _LIFT_READ = (
     "the reading daemon's Python: every byte is copied out of the fetch response and again"
     " into a FUSE reply, and its two threads (FUSE, Kafka) take turns on one GIL. Would"
@@ -238,9 +239,8 @@ _LIFT_EMBEDDED = (
     " the WAL and the WAL into the file (checkpoints: over half of SQLite's own insert time"
     " here), and the reading daemon copies it out again. Tried: checkpoints on a thread of"
     " their own raised write alone but not write-and-read (docs/decisions.md). Would lift"
-    " it: a store that"
-    " appends writes to a file as they come, not into B-tree pages (SQLite alone is the"
-    " bound shown); not tried, the design names sqlite3.")
+    " it: a store that appends writes to a file as they come, not into B-tree pages (SQLite"
+    " alone is the bound shown); not tried, the design names sqlite3.")
 _LIFT_SCALING = (
     "the broker, both daemons and a writer and a reader per pipe share the machine's cores."
     " Would lift it: the broker on a machine of its own. Two produce requests in flight per"
