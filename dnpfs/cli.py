@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, allocator, logs
@@ -107,30 +108,17 @@ def _backend(args: argparse.Namespace) -> Backend:
     )
 
 
-def _log_file(args: argparse.Namespace, backend: Backend) -> Path:
+def _log_file(args: argparse.Namespace) -> Path:
     if args.log_file:
         return args.log_file
-    if isinstance(backend, SqliteBackend):
-        return backend.path.with_suffix(".log")
-    return default_store_path().parent / "dnpfs-kafka.log"
+    if args.kafka:
+        return default_store_path().parent / "dnpfs-kafka.log"
+    return (args.store or default_store_path()).with_suffix(".log")
 
 
 def _mount(args: argparse.Namespace) -> int:
     malloc = allocator.in_use()
     mountpoint = Path(os.path.abspath(args.mountpoint))
-    backend = _backend(args)
-    # The command line first, then the machine: a bad -o is reported as such
-    # whatever state the store or the mountpoint is in.
-    options, owner = fuse_options(backend.description, args.options)
-    check_fuse_device()
-    check_mountpoint(mountpoint)
-    if isinstance(backend, SqliteBackend) and backend.path.resolve().is_relative_to(mountpoint):
-        raise MountError(f"store {backend.path} is inside the mountpoint {mountpoint}")
-    backend.check()
-    run = dict(max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
-               delivery_timeout=args.delivery_timeout, session_timeout=args.session_timeout,
-               metrics_address=args.metrics, malloc=malloc)
-
     if args.foreground:
         logs.setup(args.debug, None, args.log_format)
 
@@ -138,9 +126,17 @@ def _mount(args: argparse.Namespace) -> int:
             if error:
                 raise MountError(error)
 
-        return serve(backend, mountpoint, options, owner, on_ready=ready, **run)
+        return _serve(args, mountpoint, malloc, ready, detach=None)
+    return _background(args, mountpoint, malloc)
 
-    # Background: the parent returns once the child says the mount answers.
+
+def _background(args: argparse.Namespace, mountpoint: Path, malloc: str) -> int:
+    """Fork first, then build everything: the daemon's process identity,
+    store connections, threads, random ids and log handlers are made in the
+    process that serves the mount, never inherited from one that exits (an
+    owner token taken before the fork named the parent, which is gone at
+    once, and every read then looked like a dead daemon's to other mounts).
+    The parent only waits for one line: "ready", or the error to print."""
     read_end, write_end = os.pipe()
     if os.fork() > 0:
         os.close(write_end)
@@ -152,18 +148,54 @@ def _mount(args: argparse.Namespace) -> int:
 
     os.close(read_end)
     os.setsid()
-    logs.setup(args.debug, _log_file(args, backend), args.log_format)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.chdir("/")
+    reported = False
 
     def report(error: str | None) -> None:
-        os.write(write_end, b"ready\n" if error is None else error.encode() + b"\n")
-        os.close(write_end)
+        nonlocal reported
+        if not reported:
+            reported = True
+            os.write(write_end, b"ready\n" if error is None else error.encode() + b"\n")
+            os.close(write_end)
 
-    code = serve(backend, mountpoint, options, owner, on_ready=report, **run)
-    os._exit(code)
+    def detach() -> None:
+        """After the checks, before serving: log to the file, leave the terminal."""
+        logs.setup(args.debug, _log_file(args), args.log_format)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.chdir("/")
+
+    code = 1
+    try:
+        code = _serve(args, mountpoint, malloc, report, detach=detach)
+    except (MountError, DnpfsError, ConfigError, OSError) as e:
+        report(str(e))
+    except BaseException as e:  # noqa: BLE001 - the parent must hear of it, whatever it is
+        report(f"the daemon failed to start: {type(e).__name__}: {e}")
+    finally:
+        report("the daemon exited before the mount was ready")  # no-op once reported
+        os._exit(code)
+
+
+def _serve(args: argparse.Namespace, mountpoint: Path, malloc: str,
+           on_ready: Callable[[str | None], None], detach: Callable[[], None] | None) -> int:
+    """Build the backend, check everything, and serve the mount (in the
+    process that will serve it: see _background)."""
+    backend = _backend(args)
+    # The command line first, then the machine: a bad -o is reported as such
+    # whatever state the store or the mountpoint is in.
+    options, owner = fuse_options(backend.description, args.options)
+    check_fuse_device()
+    check_mountpoint(mountpoint)
+    if isinstance(backend, SqliteBackend) and backend.path.resolve().is_relative_to(mountpoint):
+        raise MountError(f"store {backend.path} is inside the mountpoint {mountpoint}")
+    backend.check()
+    if detach is not None:
+        detach()
+    return serve(backend, mountpoint, options, owner, on_ready=on_ready,
+                 max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
+                 delivery_timeout=args.delivery_timeout, session_timeout=args.session_timeout,
+                 metrics_address=args.metrics, malloc=malloc)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -323,8 +323,10 @@ class SqliteBackend(Backend):
         self.busy_ms = busy_ms
         self.description = f"sqlite:{self.path}"
         self._on_change: ChangeCallback = lambda name: None
-        self._owner = _owner_token()
-        self._namespace = self._owner.split(" ")[0]
+        # Who owns in-flight ranges: taken in start(), in the process that
+        # serves the mount (`dnpfs mount` forks; its parent exits at once).
+        self._owner = ""
+        self._namespace = ""
         self._delivered: list[int] = []  # in-flight rows whose read reply is written
         self._alive: dict[str, tuple[bool, float]] = {}  # owner -> (alive, checked at)
         self._appends = _Batch()  # _AppendJobs for _append_loop
@@ -364,6 +366,8 @@ class SqliteBackend(Backend):
 
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
         self.check()
+        self._owner = _owner_token()
+        self._namespace = self._owner.split(" ")[0]
         self._writer = _Conn(self.path, "NORMAL", self.busy_ms)
         self._reader = _Conn(self.path, "NORMAL", self.busy_ms)
         self._meta = _Conn(self.path, "NORMAL", self.busy_ms)

@@ -278,6 +278,36 @@ def test_default_group_readers_share_records(mounts):
     assert sorted(got) == lines, "each record goes to exactly one reader"
 
 
+@pytest.mark.parametrize("bs", [100, 1])
+def test_competing_dd_readers_on_two_daemonized_mounts_get_every_byte_once(mounts, bs):
+    """Two daemons started as users start them (`dnpfs mount`, forked into the
+    background) and a `dd` reading on each: every byte written goes to exactly
+    one of them.  Found as a newcomer would: the daemon's identity was taken
+    before the fork, so each mount took the other's reads for a dead daemon's
+    and handed them out again (272,479 bytes read of 54,893 written)."""
+    a, b = mounts
+    mkfifo(a)
+    lines = 2000 if bs > 1 else 200
+    data = b"".join(f"line {i:05d} of the competing readers test\n".encode()
+                    for i in range(lines))
+    readers = [spawn(["dd", f"if={m / 'p'}", f"bs={bs}", "status=none"]) for m in (a, b)]
+    for r in readers:
+        wait_blocked(r)
+    with open(a / "p", "wb", buffering=0) as w:
+        for at in range(0, len(data), 4096):
+            w.write(data[at:at + 4096])
+    wait_for(lambda: any(r.poll() is not None for r in readers), 60, what="one reader's EOF")
+    time.sleep(1.0)
+    outs = []
+    for r in readers:
+        if r.poll() is None:
+            r.terminate()
+        outs.append(r.communicate(timeout=10)[0])
+    got = b"".join(outs)
+    assert len(got) == len(data), f"{len(got)} bytes read of {len(data)} written"
+    assert sorted(got) == sorted(data)
+
+
 def test_named_group_gets_its_own_copy(mounts):
     a, b = mounts
     mkfifo(a)
