@@ -506,7 +506,7 @@ def _methods(results: dict, image_dir: str) -> str:
     return f"""## How it is measured
 
 - `make bench` runs `python -m benchmarks` (benchmarks/suite.py): fresh daemons per
-  scenario (`dnpfs mount --foreground`, default options), a topic prefix of the run's own
+  scenario (`dnpfs mount`, daemonized, default options), a topic prefix of the run's own
   (`{meta['topic_prefix']}`, deleted at the end), and the dev broker on 127.0.0.1.
   `make bench-quick` is the same with small sizes; `make bench-smoke` runs tests/bench.
 - Every figure sits next to references measured **in the same repetition**, minutes apart

@@ -228,7 +228,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
 # -- dnpfs daemons -------------------------------------------------------------------
 
 class Mount(mount.Mount):
-    """`dnpfs mount --foreground` of one backend, as a user would run it
+    """`dnpfs mount` of one backend, daemonized as a user would run it
     (tests/mount.py), with the bench's patience and its RigError."""
 
     error = RigError
@@ -242,7 +242,7 @@ class NullMount(Mount):
     name = "nullfs"
 
     def __init__(self, path: Path, log: Path) -> None:
-        super().__init__(path, [], log)
+        super().__init__(path, [], log, foreground=True)  # nullfs never forks
 
     def argv(self) -> list[str]:
         return [PYTHON, "-m", "benchmarks.nullfs", str(self.path)]

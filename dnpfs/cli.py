@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, allocator, logs
+from .access import FileAccess
 from .backends.base import Backend
 from .backends.sqlite import SqliteBackend, default_store_path
 from .config import ConfigError, fstab_argv, load_toml
@@ -89,7 +90,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return p, m
 
 
-def _backend(args: argparse.Namespace) -> Backend:
+def _backend(args: argparse.Namespace, access: FileAccess) -> Backend:
     if args.kafka:
         if args.store:
             raise MountError("--store and --kafka exclude each other")
@@ -103,6 +104,7 @@ def _backend(args: argparse.Namespace) -> Backend:
         )
     return SqliteBackend(
         args.store,
+        access=access,
         retention_seconds=args.retention_days * 86400,
         retention_interval=args.retention_check,
     )
@@ -157,9 +159,12 @@ def _background(args: argparse.Namespace, mountpoint: Path, malloc: str) -> int:
             os.write(write_end, b"ready\n" if error is None else error.encode() + b"\n")
             os.close(write_end)
 
-    def detach() -> None:
+    def detach(access: FileAccess) -> None:
         """After the checks, before serving: log to the file, leave the terminal."""
-        logs.setup(args.debug, _log_file(args), args.log_format)
+        log_file = _log_file(args)
+        access.make_dirs(log_file.parent)
+        access.create(log_file)
+        logs.setup(args.debug, log_file, args.log_format)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
@@ -178,20 +183,21 @@ def _background(args: argparse.Namespace, mountpoint: Path, malloc: str) -> int:
 
 
 def _serve(args: argparse.Namespace, mountpoint: Path, malloc: str,
-           on_ready: Callable[[str | None], None], detach: Callable[[], None] | None) -> int:
+           on_ready: Callable[[str | None], None],
+           detach: Callable[[FileAccess], None] | None) -> int:
     """Build the backend, check everything, and serve the mount (in the
     process that will serve it: see _background)."""
-    backend = _backend(args)
     # The command line first, then the machine: a bad -o is reported as such
     # whatever state the store or the mountpoint is in.
-    options, owner = fuse_options(backend.description, args.options)
+    options, owner, access = fuse_options(args.options)
+    backend = _backend(args, access)
     check_fuse_device()
     check_mountpoint(mountpoint)
     if isinstance(backend, SqliteBackend) and backend.path.resolve().is_relative_to(mountpoint):
         raise MountError(f"store {backend.path} is inside the mountpoint {mountpoint}")
     backend.check()
     if detach is not None:
-        detach()
+        detach(access)
     return serve(backend, mountpoint, options, owner, on_ready=on_ready,
                  max_tasks=args.max_tasks, buffer_bytes=args.buffer_mib << 20,
                  delivery_timeout=args.delivery_timeout, session_timeout=args.session_timeout,

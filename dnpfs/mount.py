@@ -22,6 +22,7 @@ import pyfuse3
 import trio
 
 from . import allocator, metrics
+from .access import FileAccess
 from .backends.base import Backend
 from .fs import PID_XATTR, Filesystem, Ownership
 from .pipes import Pipes
@@ -104,11 +105,11 @@ def check_fuse_device() -> None:
     os.close(fd)
 
 
-def fuse_options(source: str, extra: list[str]) -> tuple[set[str], Ownership]:
+def fuse_options(extra: list[str]) -> tuple[set[str], Ownership, FileAccess]:
     """FUSE mount options from `-o`, and the uid=, gid=, mode= ones dnpfs
-    applies itself (libfuse's low-level API has no such options)."""
+    applies itself (libfuse's low-level API has no such options): to the
+    pipes, and to the files the mount keeps on disk (access.py)."""
     opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
-    opts |= {f"fsname=dnpfs:{source}", "subtype=dnpfs"}
     owner: dict[str, int] = {}
     for item in extra:
         for opt in filter(None, item.split(",")):
@@ -122,7 +123,8 @@ def fuse_options(source: str, extra: list[str]) -> tuple[set[str], Ownership]:
                     raise MountError(f"-o {opt}: mode must be 0 to 0777")
             else:
                 opts.add(opt)
-    return opts, Ownership(**owner)
+    return opts, Ownership(**owner), FileAccess.like_pipes(**{k: owner.get(k) for k in
+                                                             ("uid", "gid", "mode")})
 
 
 def serve(
@@ -155,7 +157,9 @@ def serve(
             await nursery.start(pipes.run)
             if metrics_address:
                 await nursery.start(metrics.serve, metrics_address)
-            pyfuse3.init(fs, str(mountpoint), options)
+            # The source `mount` and `df` show, and the type fuse.dnpfs.
+            pyfuse3.init(fs, str(mountpoint),
+                         {*options, f"fsname=dnpfs:{backend.description}", "subtype=dnpfs"})
             mounted = True
             nursery.start_soon(_stop_on_signal, pipes, fs)
             on_ready(None)

@@ -1,9 +1,9 @@
 """Shared fixtures: real dnpfs daemons on real mountpoints.
 
-A `Mount` (tests/mount.py) runs `dnpfs mount --foreground` as a child
-process, exactly as a user would, and the tests drive it with real programs
-(cat, printf, dd, head) and plain Python file I/O.  Two mounts of one store
-stand in for two hosts.
+A `Mount` (tests/mount.py) runs `dnpfs mount` daemonized, exactly as a user
+would (the test still holds the daemon as a child), and the tests drive it
+with real programs (cat, printf, dd, head) and plain Python file I/O.  Two
+mounts of one store stand in for two hosts.
 """
 
 from __future__ import annotations

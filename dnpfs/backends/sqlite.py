@@ -36,6 +36,7 @@ from typing import TypeVar
 
 import trio
 
+from ..access import FileAccess
 from ..errors import PipeGone, StoreError
 from ..model import Cursor, Kind, Record, StoredRecord
 from ..names import DEFAULT_GROUP
@@ -311,12 +312,14 @@ class SqliteBackend(Backend):
         self,
         path: Path | str | None = None,
         *,
+        access: FileAccess = FileAccess(),
         retention_seconds: float = 7 * 24 * 3600,
         retention_interval: float = 30.0,
         poll_interval: float = 0.005,
         busy_ms: int = 30_000,
     ) -> None:
         self.path = Path(path) if path else default_store_path()
+        self.access = access  # who may read the store's files (access.py)
         self.retention_seconds = retention_seconds
         self.retention_interval = retention_interval
         self.poll_interval = poll_interval
@@ -339,10 +342,13 @@ class SqliteBackend(Backend):
         line.  Synchronous and connection-free, so the CLI can call it before
         it forks into the background."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.access.make_dirs(self.path.parent)
             for path in (self.path, records_path(self.path)):
-                with open(path, "ab"):  # says why (read-only, permission) better than sqlite
-                    pass
+                # Made here, not by sqlite: says why (read-only, permission)
+                # better, and with the mode sqlite then gives -wal and -shm.
+                self.access.create(path)
+                for suffix in ("-wal", "-shm"):
+                    self.access.restrict(path.with_name(path.name + suffix))
         except OSError as e:
             raise StoreError(f"cannot use store {self.path}: {e.strerror}") from e
         try:

@@ -181,8 +181,9 @@ def backend(request, backend_args):
     return request.node.backend
 
 
-def make_plain_mount(tmp_path: Path, name: str, backend_args, extra=(), wrap=None) -> Mount:
-    return Mount.under(tmp_path, name, backend_args, extra, wrap)
+def make_plain_mount(tmp_path: Path, name: str, backend_args, extra=(), wrap=None,
+                     foreground: bool = False) -> Mount:
+    return Mount.under(tmp_path, name, backend_args, extra, wrap, foreground)
 
 
 # --------------------------------------------------------------------------- daemon probes

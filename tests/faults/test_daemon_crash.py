@@ -151,6 +151,7 @@ def test_bytes_in_flight_from_a_daemon_in_another_pid_namespace_come_back_after_
                  " was taken (the dead owner cannot be checked across namespaces), not before")
     a = make_plain_mount(tmp_path, "a", backend_args).start()
     b = make_plain_mount(tmp_path, "b", backend_args,
+                         foreground=True,  # the namespace ends with its first process
                          wrap=lambda argv: ["unshare", "--pid", "--fork", "--kill-child=SIGTERM",
                                             "--", *argv]).start()
     try:

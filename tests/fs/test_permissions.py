@@ -83,3 +83,83 @@ def test_bad_owner_option_is_one_line(open_mount, tmp_path):
     r = subprocess.run([*DNPFS, "mount", "-o", "mode=999", str(mp)],
                        capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert r.returncode == 1 and r.stderr.startswith("dnpfs: -o mode=999")
+
+
+def _store_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+@pytest.fixture
+def open_store():
+    """A store folder under a directory every user may traverse, so only the
+    store's own modes stand between another user and its files."""
+    base = Path(tempfile.mkdtemp(prefix="dnpfs-store-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_another_local_user_reads_nothing_from_the_store(open_store):
+    """A user whom the mount refuses does not get the pipe's bytes from the
+    store's files instead (the WAL held them in plain text, mode 0644)."""
+    store = open_store / "store" / "s.sqlite"
+    m = Mount(open_store / "mnt", ["--store", str(store)], open_store / "mnt.log")
+    m.start()
+    try:
+        os.mkfifo(m / "p")
+        run(f"printf 'TOPSECRET line\\n' > {m/'p'}", shell=True)  # stored, not yet read
+        refused = as_other(f"cat {m/'p'}")
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr
+        files = _store_files(store.parent)
+        assert {p.name for p in files} >= {"s.sqlite", "s.sqlite.records", "s.sqlite-wal",
+                                           "s.sqlite.records-wal"}
+        assert any(b"TOPSECRET" in p.read_bytes() for p in files), "the test reads the wrong files"
+        assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o600)}
+        assert store.parent.stat().st_mode & 0o777 == 0o700
+        stranger = as_other(f"grep -ra TOPSECRET {store.parent}; cat {store.parent}/*")
+        assert "TOPSECRET" not in stranger.stdout and "Permission denied" in stranger.stderr
+        # The folder's mode is what we made; the files alone keep a stranger
+        # out of a folder that others may enter (an existing /var/lib/dnpfs).
+        store.parent.chmod(0o755)
+        stranger = as_other(" ".join(f"cat {p};" for p in files))
+        assert "TOPSECRET" not in stranger.stdout
+        assert stranger.stderr.count("Permission denied") == len(files)
+        log = open_store / "mnt.log"
+        assert log.stat().st_mode & 0o777 == 0o600
+    finally:
+        m.stop()
+
+
+def test_a_store_left_readable_by_an_earlier_run_is_made_private(open_store):
+    store = open_store / "s.sqlite"
+    for name in ("s.sqlite", "s.sqlite.records", "s.sqlite-wal"):
+        (open_store / name).touch(mode=0o644)
+        (open_store / name).chmod(0o644)
+    m = Mount(open_store / "mnt", ["--store", str(store)], open_store / "mnt.log").start()
+    try:
+        modes = {p.name: p.stat().st_mode & 0o777 for p in _store_files(open_store)
+                 if p.name.startswith("s.sqlite")}
+        assert set(modes.values()) == {0o600}, modes
+    finally:
+        m.stop()
+
+
+def test_store_files_follow_the_group_and_mode_the_mount_gives_pipes(open_store):
+    """-o gid=G,mode=0640: group G may read the pipes through the mount, and
+    the store's files the same way; others still nothing."""
+    store = open_store / "store" / "s.sqlite"
+    m = Mount(open_store / "mnt", ["--store", str(store)], open_store / "mnt.log",
+              ["-o", f"allow_other,gid={GROUP},mode=0640"]).start()
+    try:
+        os.mkfifo(m / "p")
+        run(f"printf 'group line\\n' > {m/'p'}", shell=True)
+        for p in _store_files(store.parent):
+            st = p.stat()
+            assert (st.st_gid, st.st_mode & 0o777) == (GROUP, 0o640), p
+        assert store.parent.stat().st_mode & 0o777 == 0o750
+        member = as_other(f"cat {store} > /dev/null && echo readable", groups=[GROUP])
+        assert member.stdout.strip() == "readable", member.stderr
+        stranger = as_other(f"cat {store}")
+        assert stranger.returncode != 0 and "Permission denied" in stranger.stderr
+    finally:
+        m.stop()
