@@ -279,7 +279,7 @@ def test_default_group_readers_share_records(mounts):
 
 
 @pytest.mark.parametrize("bs", [100, 1])
-def test_competing_dd_readers_on_two_daemonized_mounts_get_every_byte_once(mounts, bs):
+def test_competing_dd_readers_on_two_daemonized_mounts_get_every_byte_once(mounts, bs, tmp_path):
     """Two daemons started as users start them (`dnpfs mount`, forked into the
     background) and a `dd` reading on each: every byte written goes to exactly
     one of them.  Found as a newcomer would: the daemon's identity was taken
@@ -290,20 +290,24 @@ def test_competing_dd_readers_on_two_daemonized_mounts_get_every_byte_once(mount
     lines = 2000 if bs > 1 else 200
     data = b"".join(f"line {i:05d} of the competing readers test\n".encode()
                     for i in range(lines))
-    readers = [spawn(["dd", f"if={m / 'p'}", f"bs={bs}", "status=none"]) for m in (a, b)]
+    # Into files: a reader stopped on a full stdout pipe would hold bytes it read.
+    outs = [tmp_path / f"out-{m.path.name}" for m in (a, b)]
+    readers = [spawn(f"exec dd if={m / 'p'} bs={bs} status=none > {out}", shell=True)
+               for m, out in zip((a, b), outs)]
     for r in readers:
         wait_blocked(r)
     with open(a / "p", "wb", buffering=0) as w:
         for at in range(0, len(data), 4096):
             w.write(data[at:at + 4096])
     wait_for(lambda: any(r.poll() is not None for r in readers), 60, what="one reader's EOF")
-    time.sleep(1.0)
-    outs = []
+    wait_for(lambda: sum(out.stat().st_size for out in outs) >= len(data), 10,
+             what="every byte written to be read")
+    time.sleep(0.5)  # time for more than that to arrive, if it would
     for r in readers:
-        if r.poll() is None:
+        if r.poll() is None:  # blocked in read(): a reader that gets no EOF
             r.terminate()
-        outs.append(r.communicate(timeout=10)[0])
-    got = b"".join(outs)
+        r.communicate(timeout=10)
+    got = b"".join(out.read_bytes() for out in outs)
     assert len(got) == len(data), f"{len(got)} bytes read of {len(data)} written"
     assert sorted(got) == sorted(data)
 
