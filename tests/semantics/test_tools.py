@@ -43,7 +43,7 @@ TOOLS = {
     "dd count=1": "dd if={p} bs=2 count=1 status=none",
     "dd skip=3": "dd if={p} bs=1 skip=3 status=none",
     "wc -l": "wc -l < {p}",
-    "wc -c": "wc -c {p}",
+    "wc -c": "wc -c {p} | cut -d' ' -f1",
     "md5sum": "md5sum < {p}",
     "sort": "sort -r {p}",
     "tac": "tac {p}",
