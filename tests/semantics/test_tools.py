@@ -115,14 +115,17 @@ def test_busybox_applets_behave_as_on_a_local_fifo(mount, tmp_path):
     assert side_by_side(BUSYBOX, mount, tmp_path) == {}
 
 
-def tail_f(pipe, writes: list[bytes], settle: float = 2.5, argv=("tail",)):
-    """`ARGV -f pipe` (GNU tail by default) while each of *writes* is written
-    by its own writer (one after the other, *settle* seconds apart), then
-    SIGTERM: (stdout, stderr, exit status)."""
+def tail_f(pipe, writes: list[bytes], settle: float = 2.5, argv=("tail",), stdin=False):
+    """`ARGV -f pipe` (GNU tail by default; `ARGV -f < pipe` with *stdin*)
+    while each of *writes* is written by its own writer (one after the other,
+    *settle* seconds apart), then SIGTERM if it still runs: (stdout, stderr,
+    exit status)."""
     if os.path.lexists(pipe):
         os.unlink(pipe)
     os.mkfifo(pipe)
-    tail = subprocess.Popen([*argv, "-f", str(pipe)], stdout=subprocess.PIPE,
+    cmd = [*argv, "-f"] + ([] if stdin else [str(pipe)])
+    tail = subprocess.Popen(["bash", "-c", 'exec "$@" < "$0"' if stdin else 'exec "$@"',
+                             str(pipe), *cmd], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         for data in writes:
@@ -130,7 +133,8 @@ def tail_f(pipe, writes: list[bytes], settle: float = 2.5, argv=("tail",)):
                 w.write(data)
             # tail polls once a second; the complaint came at its first poll.
             time.sleep(settle)
-        tail.send_signal(signal.SIGTERM)
+        if tail.poll() is None:
+            tail.send_signal(signal.SIGTERM)
         out, err = tail.communicate(timeout=10)
     finally:
         if tail.poll() is None:
@@ -164,6 +168,13 @@ def test_tail_f_follows_the_first_writer_only(mount, tmp_path):
     assert tail_f(mount / "p", [b"one\n", b"two\n"]) == (b"one\n", "", -signal.SIGTERM)
     rest = subprocess.run(["cat", str(mount / "p")], capture_output=True, timeout=20)
     assert rest.stdout == b"two\n"
+
+
+def test_tail_f_of_standard_input_follows(mount, tmp_path):
+    """`tail -f < pipe`: tail ignores -f for a FIFO on standard input and
+    exits at EOF; a dnpfs pipe is a regular file, which it follows."""
+    assert tail_f(tmp_path / "fifo", [LINES], stdin=True) == (LINES, "", 0)
+    assert tail_f(mount / "p", [LINES], stdin=True) == (LINES, "", -signal.SIGTERM)
 
 
 def test_head_on_a_pipe_a_shell_opened_complains(mount, tmp_path):
