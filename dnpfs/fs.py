@@ -7,6 +7,10 @@ as regular, non-seekable, direct-I/O files.  Only the reply to mknod(S_IFIFO)
 says S_IFIFO (the kernel insists, or mkfifo fails with EIO); it names a
 throw-away node id with zero cache time, so the next lookup switches the
 name over to the real, regular-file node.
+
+Tools that take a pipe for a regular file: what a pipe answers in stat and
+lseek is decided here, for GNU head and tail (see ``SEEKING_TOOLS`` and
+``Filesystem._size_for``; docs/semantics.md lists each tool).
 """
 
 from __future__ import annotations
@@ -48,6 +52,22 @@ REPLY_BUFFER = 1 << 20  # FUSE's largest read (256 pages)
 PID_XATTR = b"user.dnpfs.pid"
 STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
 STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
+
+# Readers opened by these programs get a seekable handle; every other handle
+# is non-seekable (ESPIPE), as a FIFO is.  GNU head and tail insist on seeking
+# a regular file: head seeks back over what it read past its last line
+# ("cannot seek to relative offset -N", and `head -n -N` fails), tail seeks
+# forward for `-c +N`.  For them a seek is harmless: head exits right after
+# (on a FIFO those bytes are consumed too), and a forward seek is done by
+# reading and dropping the bytes (`Filesystem.read`).  For anyone else a
+# seekable pipe would lose data: the kernel moves the offset without telling
+# us, so the bytes bash's `read` builtin gives back with lseek() (it reads
+# 4 KiB at a time from a seekable file, one byte at a time from a pipe) would
+# be gone, and sendfile() readers (Python's shutil.copyfile) would copy
+# nothing.  The opener is known by /proc/PID/comm, the name of the program
+# it runs; a shell running `head < pipe` opened the pipe, so head gets a
+# non-seekable handle there.  docs/decisions.md has the alternatives tried.
+SEEKING_TOOLS = frozenset({"head", "tail"})
 
 # The one place where dnpfs errors become errno values.
 _ERRNO = {
@@ -94,6 +114,29 @@ def syscall(fn):
 
 def _fail(code: int):
     raise pyfuse3.FUSEError(code)
+
+
+def _program(pid: int) -> str | None:
+    """The name of the program process *pid* runs, or None (pid 0: a caller
+    outside our PID namespace; or already gone)."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return None
+
+
+@dataclass
+class ReadOffset:
+    """Where the kernel's file offset of a reading handle stands: every read
+    brings it (``off``), and our answer moves it by the bytes returned."""
+
+    path: str
+    pid: int  # the opener
+    seekable: bool
+    at: int = 0
 
 
 class ReplyBuffer:
@@ -161,6 +204,7 @@ class Filesystem(pyfuse3.Operations):
         # not closed since their last read was answered (fh -> trio clock).
         self._reads_in_flight = 0
         self._answered: dict[int, float] = {}
+        self._offsets: dict[int, ReadOffset] = {}  # reader fh -> its file offset
         self._reply = ReplyBuffer(REPLY_BUFFER)
 
     # -- inodes and attributes ---------------------------------------------
@@ -171,20 +215,34 @@ class Filesystem(pyfuse3.Operations):
             self._path_of[ino] = path
         return ino
 
-    def _attr(self, ino: int, mode: int) -> pyfuse3.EntryAttributes:
+    def _attr(self, ino: int, mode: int, size: int = 0) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
         a.st_mode = mode
         a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
         a.st_uid, a.st_gid = self.owner.uid, self.owner.gid
-        a.st_size = 0
+        a.st_size = size
         a.st_blksize = 1 << 20  # tools size their buffers by it: cat reads 1 MiB at once
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mounted_ns
         a.entry_timeout = a.attr_timeout = self.cache_seconds
         return a
 
-    def _pipe_attr(self, path: str) -> pyfuse3.EntryAttributes:
-        return self._attr(self._ino(path), stat.S_IFREG | self.owner.mode)
+    def _pipe_attr(self, path: str, pid: int = 0) -> pyfuse3.EntryAttributes:
+        a = self._attr(self._ino(path), stat.S_IFREG | self.owner.mode, self._size_for(path, pid))
+        a.attr_timeout = 0  # the size depends on who asks: the kernel must not cache it
+        return a
+
+    def _size_for(self, path: str, pid: int) -> int:
+        """A pipe's size, as process *pid* sees it: how far its reading
+        handles of *path* have read, else 0.  A reader sees a file it has
+        read to the end.  `tail -f` polls the size and takes one below what
+        it read for a truncated file ("file truncated", then a seek to 0);
+        0 for everyone else makes tail -n/-c, head -n -N and wc read the
+        pipe to EOF instead of seeking to its end."""
+        if pid <= 0:
+            return 0
+        return max((o.at for o in self._offsets.values() if o.pid == pid and o.path == path),
+                   default=0)
 
     def _path(self, ino: int) -> str:
         path = self._path_of.get(ino) or self._fifo_alias.get(ino)
@@ -207,7 +265,7 @@ class Filesystem(pyfuse3.Operations):
             _fail(errno.ENOENT)
         if not await self.pipes.exists(pipe):
             _fail(errno.ENOENT)
-        return self._pipe_attr(path)
+        return self._pipe_attr(path, ctx.pid)
 
     @syscall
     async def getattr(self, inode, ctx):
@@ -217,7 +275,7 @@ class Filesystem(pyfuse3.Operations):
             a = self._attr(inode, stat.S_IFIFO | self.owner.mode)
             a.attr_timeout = 0
             return a
-        return self._pipe_attr(self._path(inode))
+        return self._pipe_attr(self._path(inode), ctx.pid)
 
     async def forget(self, inode_list):
         for ino, _ in inode_list:
@@ -291,7 +349,7 @@ class Filesystem(pyfuse3.Operations):
         self._check_parent(parent_inode)
         path = await self._create(name)
         fi = await self._open_path(path, flags, ctx)
-        return fi, self._pipe_attr(path)
+        return fi, self._pipe_attr(path, ctx.pid)
 
     @syscall
     async def unlink(self, parent_inode, name, ctx):
@@ -335,10 +393,12 @@ class Filesystem(pyfuse3.Operations):
     async def _open_path(self, path: str, flags: int, ctx) -> pyfuse3.FileInfo:
         pipe, group = split_path(path)
         mode = flags & os.O_ACCMODE
+        seekable = False
         if mode == os.O_RDONLY:
             handle = await self.pipes.open_reader(
                 pipe, group, ctx.pid, bool(flags & os.O_NONBLOCK), bool(flags & os.O_DIRECT)
             )
+            seekable = _program(ctx.pid) in SEEKING_TOOLS
         elif mode == os.O_WRONLY:
             handle = await self.pipes.open_writer(
                 pipe, ctx.pid, bool(flags & (os.O_SYNC | os.O_DSYNC))
@@ -347,7 +407,10 @@ class Filesystem(pyfuse3.Operations):
             _fail(errno.EINVAL)  # O_RDWR: a pipe end is for reading or for writing
         fh = next(self._fhs)
         self._handles[fh] = handle
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+        if mode == os.O_RDONLY:
+            self._offsets[fh] = ReadOffset(path, ctx.pid, seekable)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
+                                nonseekable=not seekable)
 
     def _handle(self, fh: int, kind: type):
         handle = self._handles.get(fh)
@@ -358,13 +421,35 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def read(self, fh, off, size):
         handle = self._handle(fh, ReaderHandle)
+        offset = self._offsets[fh]
         self._reads_in_flight += 1
         try:
-            parts = await handle.read(size)
+            # A seekable handle (SEEKING_TOOLS) that seeked ahead (`tail -c
+            # +N`): the bytes in between are read and dropped, as the tool
+            # would on a FIFO.  Behind (head gave back what it read past its
+            # last line): those bytes were consumed, reading goes on.  (Without
+            # seeks, concurrent reads of threads sharing a handle can also
+            # bring an offset ahead of our last answer: never skip for those.)
+            ahead = off - offset.at if offset.seekable else 0
+            if ahead > 0 and not await self._skip(handle, offset, ahead):
+                parts = ()
+            else:
+                parts = await handle.read(size)
         finally:
             self._reads_in_flight -= 1
         self._answered[fh] = trio.current_time()
+        offset.at = off + sum(map(len, parts))
         return self._reply.join(parts)
+
+    async def _skip(self, handle: ReaderHandle, offset: ReadOffset, count: int) -> bool:
+        """Read and drop *count* bytes; False at EOF."""
+        while count > 0:
+            dropped = sum(map(len, await handle.read(min(count, REPLY_BUFFER))))
+            if not dropped:
+                return False
+            offset.at += dropped
+            count -= dropped
+        return True
 
     async def quiesce(self, since: float, deadline: float) -> None:
         """After ``Pipes.shutdown``: keep answering until no read is in flight
@@ -399,6 +484,7 @@ class Filesystem(pyfuse3.Operations):
     async def release(self, fh):
         handle = self._handles.pop(fh, None)
         self._answered.pop(fh, None)
+        self._offsets.pop(fh, None)
         if isinstance(handle, WriterSession):
             await self.pipes.close_writer(handle)
         elif isinstance(handle, ReaderHandle):
