@@ -37,7 +37,7 @@ from typing import TypeVar
 import trio
 
 from ..access import FileAccess
-from ..errors import PipeGone, StoreError
+from ..errors import NoSuchPipe, StoreError
 from ..model import Cursor, Kind, Record, StoredRecord
 from ..names import DEFAULT_GROUP
 from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
@@ -303,7 +303,7 @@ def _plan(job: _ReadJob, fetched: Fetched):
 def _pipe_id(db: sqlite3.Connection, name: str) -> int:
     row = db.execute("SELECT id FROM pipes WHERE name = ?", (name,)).fetchone()
     if row is None:
-        raise PipeGone(name)
+        raise NoSuchPipe(name)
     return row[0]
 
 
@@ -423,7 +423,7 @@ class SqliteBackend(Backend):
             with _transaction(db):
                 try:
                     pid = _pipe_id(db, name)
-                except PipeGone:
+                except NoSuchPipe:
                     return False
                 db.execute("DELETE FROM data.records WHERE pipe = ?", (pid,))
                 db.execute("DELETE FROM groups WHERE pipe = ?", (pid,))
@@ -487,7 +487,7 @@ class SqliteBackend(Backend):
             for job in jobs:
                 try:
                     pid = _pipe_id(db, job.name)
-                except PipeGone as e:
+                except NoSuchPipe as e:
                     errors.append(e)
                     continue
                 db.executemany(
@@ -660,7 +660,7 @@ class SqliteBackend(Backend):
             for i, job in enumerate(jobs):
                 pid, cursor, head = heads[i]
                 if pid is None:
-                    outcomes[i] = (None, None, PipeGone(job.name))
+                    outcomes[i] = (None, None, NoSuchPipe(job.name))
                     continue
                 pids[i] = pid
                 if (pid, job.group) in orphaned:
@@ -845,8 +845,8 @@ class SqliteBackend(Backend):
 
         return await self._meta.run(delete)
 
-    # -- liveness ----------------------------------------------------------
-    tracks_liveness = True  # one host, one clock: wall-clock heartbeats compare
+    # -- liveness (the Liveness capability) ---------------------------------
+    # One host, one clock: wall-clock heartbeats of different mounts compare.
 
     async def heartbeat(self, mount_id: str) -> None:
         now = time.time()
