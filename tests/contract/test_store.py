@@ -97,6 +97,7 @@ def test_a_pipe_made_again_after_delete_starts_empty(run_store):
         await b.append("p", [data(b"old")])
         await b.attach("p", "g")
         assert await read_all(b, "p", "g", expect=3) == b"old"
+        await b.detach("p", "g")  # as pipes.py does when the readers close
         await b.delete_pipe("p")
         await b.create_pipe("p")
         await b.attach("p", "")
@@ -187,8 +188,9 @@ def test_a_cursor_inside_a_record_fetches_its_rest(run_store):
         again = await b.fetch("p", "", 1 << 20)
         assert again.cursor == inside
         record = list(again.records)[0]
-        assert (record.start, record.length) == (3, 10)
-        assert record.data == b"3456789"
+        # All of it (Kafka) or its rest (SQLite): model.StoredRecord.
+        assert record.start <= 3 and record.length == 10
+        assert record.data[3 - record.start:] == b"3456789"
     run_store(body)
 
 
@@ -466,10 +468,12 @@ def test_concurrent_creates_of_one_name_succeed_once(run_store):
 
 # -- change notification --------------------------------------------------------------
 
-def test_an_append_notifies_its_own_mount(run_store):
+def test_an_append_notifies_its_own_mount_where_a_group_is_attached(run_store):
     async def body(opener):
         b, changes = await opener()
         await b.create_pipe("p")
+        await b.attach("p", "")
+        await settle_empty(b, "p")
         since = changes.mark()
         await b.append("p", [data(b"x")])
         await changes.wait_for("p", since)
