@@ -514,11 +514,12 @@ def test_a_delete_on_one_mount_is_noticed_on_another(run_store):
         await a.create_pipe("p")
         # Seen there first: a store that polls may miss a pipe made and
         # deleted between two looks (no mount held it meanwhile).
-        await changes.wait_for("p", since, timeout=30)
+        await changes.wait_for("p", since, gone=True, timeout=30)
         await c.attach("p", "")
         since = changes.mark()
         await a.delete_pipe("p")
-        await changes.wait_for("p", since, timeout=30)
+        await changes.wait_for("p", since, gone=True, timeout=30)
+        # What pipes.py then asks, to fail the pipe's open writers there (EPIPE).
         assert not await c.pipe_exists("p")
     run_store(body)
 
