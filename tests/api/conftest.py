@@ -52,14 +52,15 @@ def run_fs(make_store):
     """run_fs(body, mounts=1): trio.run(body(*filesystems)), each a Filesystem
     over its own Pipes and backend of the one store, shut down afterwards."""
 
-    def run(body, mounts: int = 1, timeout: float = 30.0):
+    def run(body, mounts: int = 1, timeout: float = 30.0, session_timeout: float = 5.0):
         async def main():
             async with AsyncExitStack() as stack:
                 nursery = await stack.enter_async_context(trio.open_nursery())
                 stack.callback(nursery.cancel_scope.cancel)
                 filesystems = []
                 for _ in range(mounts):
-                    pipes = Pipes(make_store(), delivery_timeout=10, session_timeout=5)
+                    pipes = Pipes(make_store(), delivery_timeout=10,
+                                  session_timeout=session_timeout)
                     await nursery.start(pipes.run)
                     stack.push_async_callback(_shutdown, pipes)
                     filesystems.append(Filesystem(pipes))
