@@ -13,8 +13,9 @@ class PipeExists(DnpfsError):
     pass
 
 
-class PipeNotFound(DnpfsError):
-    pass
+class NoSuchPipe(DnpfsError):
+    """No pipe (or reader group) of that name.  What a store raises for any
+    operation on a pipe it does not have; ENOENT."""
 
 
 class Busy(DnpfsError):
@@ -22,7 +23,8 @@ class Busy(DnpfsError):
 
 
 class PipeGone(DnpfsError):
-    """The pipe was deleted while a handle still had it open."""
+    """The pipe was deleted while a writer still had it open (EPIPE).  Raised
+    by the pipe layer, never by a store: a store says NoSuchPipe."""
 
 
 class StoreError(DnpfsError):

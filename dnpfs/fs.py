@@ -36,7 +36,7 @@ from .errors import (
     InvalidName,
     PipeExists,
     PipeGone,
-    PipeNotFound,
+    NoSuchPipe,
     ShuttingDown,
     StoreError,
     WouldBlock,
@@ -74,7 +74,7 @@ _ERRNO = {
     InvalidName: errno.EINVAL,
     Busy: errno.EBUSY,
     PipeExists: errno.EEXIST,
-    PipeNotFound: errno.ENOENT,
+    NoSuchPipe: errno.ENOENT,
     PipeGone: errno.EPIPE,
     StoreError: errno.EIO,
     Interrupted: errno.EINTR,
@@ -325,7 +325,7 @@ class Filesystem(pyfuse3.Operations):
         path = decode(raw)
         if "@" in path:
             split_path(path)  # EINVAL for a bad name
-            raise PipeNotFound(f"{path}: a reader group needs an existing pipe")
+            raise NoSuchPipe(f"{path}: a reader group needs an existing pipe")
         if not await self.pipes.create(path):
             raise PipeExists(path)
         return path

@@ -10,7 +10,7 @@ END marker on the dead writer's behalf, so readers get their EOF as if the
 writer had closed.  Duplicates of such an END (several mounts noticing) have
 no effect (delivery.py).  Sessions without a mount id (kcat, other clients)
 never expire, and nothing expires on a backend that cannot tell which mounts
-are alive (``Backend.tracks_liveness``).
+are alive (one without the ``Liveness`` capability, backends/base.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .backends.base import Liveness
 from .errors import DnpfsError
 from .model import Kind, Record
 
@@ -49,10 +50,11 @@ class Leases:
 
     async def run(self) -> None:
         self._started = trio.current_time()
+        if not isinstance(self.pipes.backend, Liveness):
+            return  # nothing to beat on, and no way to tell a silent mount
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._beat)
-            if self.pipes.backend.tracks_liveness:
-                nursery.start_soon(self._expire_loop)
+            nursery.start_soon(self._expire_loop)
 
     async def _beat(self) -> None:
         while not self.pipes.closing:  # the store closes during shutdown

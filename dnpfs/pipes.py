@@ -12,8 +12,8 @@ import math
 
 import trio
 
-from .backends.base import Backend, GroupStats
-from .errors import Busy, DnpfsError, PipeGone, PipeNotFound, ShuttingDown
+from .backends.base import Backend, GroupStats, Membership
+from .errors import Busy, DnpfsError, NoSuchPipe, PipeGone, ShuttingDown
 from .interrupts import SignalWatcher
 from .leases import Leases, new_mount_id
 from .names import check_name
@@ -179,7 +179,7 @@ class Pipes:
 
     async def delete(self, name: str) -> None:
         if not await self.backend.delete_pipe(name):
-            raise PipeNotFound(name)
+            raise NoSuchPipe(name)
         state = self._states.get(name)
         if state is not None:
             if state.outbox is not None:
@@ -188,11 +188,12 @@ class Pipes:
             state.notify()
 
     async def delete_group(self, name: str, group: str) -> None:
+        """NoSuchPipe for a missing group, as for a missing pipe (ENOENT)."""
         state = self._states.get(name)
         if state and any(r.group == group for r in state.readers):
             raise Busy(f"reader group {group!r} of {name} has readers open here")
         if not await self.backend.delete_group(name, group):
-            raise PipeNotFound(f"{name}@{group}")
+            raise NoSuchPipe(f"{name}@{group}")
 
     async def list(self) -> list[str]:
         return await self.backend.list_pipes()
@@ -202,10 +203,7 @@ class Pipes:
 
     async def describe(self, name: str) -> dict:
         """One pipe for `dnpfs status` and xattrs: the store's view and this mount's."""
-        try:
-            stats = await self.backend.stats(name)
-        except PipeGone:
-            raise PipeNotFound(name) from None
+        stats = await self.backend.stats(name)
         state = self._states.get(name)
         readers: dict[str, int] = {}
         for reader in state.readers if state else ():
@@ -215,7 +213,8 @@ class Pipes:
             s = stats.groups.get(g) or GroupStats(None, None)
             groups[g] = {"backlog_records": s.backlog_records, "backlog_bytes": s.backlog_bytes,
                          "readers_here": readers.get(g, 0)}
-            if (membership := self.backend.membership(name, g)) is not None:
+            if isinstance(self.backend, Membership) and \
+                    (membership := self.backend.membership(name, g)) is not None:
                 groups[g]["membership"] = membership
         return {
             "pipe": name,
@@ -249,8 +248,6 @@ class Pipes:
             horizon = await self.backend.attach(name, group)
             handle = ReaderHandle(self, state, group, horizon, pid, nonblock, packet)
             state.readers.add(handle)
-        except PipeGone:
-            raise PipeNotFound(name) from None
         finally:
             state.attaching[group] -= 1
             if not state.attaching[group]:
@@ -267,14 +264,14 @@ class Pipes:
         ):
             try:
                 await self.backend.detach(state.name, handle.group)
-            except PipeGone:
-                pass
+            except NoSuchPipe:
+                pass  # deleted meanwhile: nothing is left to detach from
 
     # -- writers -------------------------------------------------------------
     async def open_writer(self, name: str, pid: int, sync: bool) -> WriterSession:
         self._check_open()
         if not await self.backend.pipe_exists(name):
-            raise PipeNotFound(name)
+            raise NoSuchPipe(name)
         # Shutdown may have begun meanwhile: a session it did not see would
         # never get its END.  No await from here until begin() registers it.
         self._check_open()

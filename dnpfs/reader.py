@@ -16,7 +16,7 @@ from .backends.base import Fetched
 from .delivery import ReaderView, Taken, take, would_deliver
 from .metrics import METRICS
 from .model import Cursor
-from .errors import PipeGone, StoreError, WouldBlock
+from .errors import NoSuchPipe, StoreError, WouldBlock
 
 if TYPE_CHECKING:
     from .pipes import PipeState, Pipes
@@ -69,7 +69,7 @@ class ReaderHandle:
             try:
                 taken = await backend.consume(self.name, self.group, size, decide,
                                               blocking=not self.nonblock)
-            except PipeGone:
+            except NoSuchPipe:
                 self.eof = True  # unlinked: blocked readers see EOF
                 break
             except StoreError:
@@ -103,6 +103,6 @@ class ReaderHandle:
             return True
         try:
             fetched = await self.pipes.backend.fetch(self.name, self.group, 1)
-        except PipeGone:
+        except NoSuchPipe:
             return True
         return would_deliver(fetched.cursor, fetched.records, self.view)

@@ -21,7 +21,7 @@ from typing import ContextManager
 import trio
 
 from .backends.base import Backend
-from .errors import DnpfsError, Interrupted, PipeGone, ShuttingDown, StoreError
+from .errors import DnpfsError, Interrupted, NoSuchPipe, PipeGone, ShuttingDown, StoreError
 from .metrics import METRICS
 from .model import Kind, Record
 
@@ -170,7 +170,9 @@ class Outbox:
             for session in sessions:
                 session.fail(StoreError(f"not stored within {self.delivery_timeout:.0f}s"))
         except DnpfsError as e:
-            err = e if isinstance(e, (PipeGone, StoreError)) else StoreError(str(e))
+            # The store has no such pipe any more: to its writers, the pipe is gone.
+            err = (PipeGone(str(e)) if isinstance(e, NoSuchPipe)
+                   else e if isinstance(e, StoreError) else StoreError(str(e)))
             METRICS.count("delivery_errors")
             log.warning("pipe %s: %d records not stored: %s", self.name, len(records), err)
             for session in sessions:

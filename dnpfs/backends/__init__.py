@@ -1,2 +1,3 @@
-"""Where records live.  ``base.Backend`` is the whole interface; ``sqlite`` is
-the embedded default and ``kafka`` the distributed one."""
+"""Where records live.  ``base`` is the store contract (and its optional
+capabilities); ``memory`` is its reference, ``sqlite`` the embedded default
+and ``kafka`` the distributed one."""

@@ -1,12 +1,25 @@
-"""The small interface every backend implements.
+"""The store contract: what every backend implements, and what it may add.
 
-A backend stores pipes (ordered logs of records) and, per pipe, the cursor of
-each reader group.  It knows nothing of sessions or EOF: ``delivery.take``
-decides those from the records and cursor it returns.
+A store holds pipes (ordered logs of records) and, per pipe, the cursor of
+each reader group, and tells the mount when a pipe may have changed.  It
+knows nothing of sessions or EOF: ``delivery.take`` decides those from the
+records and cursor it returns.  ``Backend`` is that contract, and nothing
+more; a store that can also do more says so by offering a capability, a
+small protocol of its own:
 
-Concurrency contract: all methods are trio coroutines and may be called from
-many tasks at once.  ``commit`` is a compare-and-swap, so readers of one group
-on several mounts never deliver the same bytes twice.
+- ``Liveness``: heartbeats of mounts, so sessions of a silent mount expire
+  (dnpfs/leases.py).  Without it no session ever expires.
+- ``Membership``: one mount at a time is handed a group's records (Kafka).
+
+Errors: any operation on a pipe the store does not have raises
+``NoSuchPipe`` (``create_pipe``/``delete_pipe`` answer False/True instead);
+the store could not do its work: ``StoreError``.  ``dnpfs/backends/memory.py``
+is the reference for every rule here, and tests/contract/ checks each store
+against it.
+
+Concurrency: all methods are trio coroutines and may be called from many
+tasks at once.  ``commit`` is a compare-and-swap, so readers of one group on
+several mounts never deliver the same bytes twice.
 """
 
 from __future__ import annotations
@@ -14,19 +27,23 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import trio
 
+from ..errors import NoSuchPipe
 from ..model import Cursor, Record, StoredRecord
 
 T = TypeVar("T")
 
-# Called with a pipe name when that pipe may have new records, or with None
-# when any pipe may have changed.  gone=True: the pipe was created or deleted
-# (open writers then check that it still exists; appends alone never make
-# them look).
-ChangeCallback = Callable[..., None]  # (name: str | None, gone: bool = False)
+
+class ChangeCallback(Protocol):
+    """What a store calls (in the trio thread) when pipes may have changed."""
+
+    def __call__(self, name: str | None, gone: bool = False) -> None:
+        """*name* may have new records; None: any pipe may have changed.
+        *gone*: the pipe was created or deleted (open writers then check that
+        it still exists; appends alone never make them look).  Must not block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +112,7 @@ class Backend(abc.ABC):
         With *durable*, this and every earlier append of this mount survive a
         machine crash when it returns (``records`` may be empty: sync only).
         Without, they must at least survive the daemon's own crash.
-        Raises PipeGone if the pipe no longer exists, StoreError otherwise.
+        Raises NoSuchPipe if the pipe no longer exists, StoreError otherwise.
         """
 
     # -- reader groups -----------------------------------------------------
@@ -115,7 +132,7 @@ class Backend(abc.ABC):
 
         Returns at least the record at the cursor when there is one, and
         further records until about *max_bytes* of data; never blocks waiting
-        for records.  Raises PipeGone if the pipe does not exist.
+        for records.  Raises NoSuchPipe if the pipe does not exist.
         """
 
     async def cursor(self, name: str, group: str) -> Cursor:
@@ -126,7 +143,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         """Move the group's cursor from *expected* to *new*; False (and no
-        change) if another reader moved it first."""
+        change) if another reader moved it first.  Only after ``attach`` of
+        the group on this mount.  A pipe gone meanwhile: NoSuchPipe, or False
+        where the store cannot tell without asking (Kafka)."""
 
     async def consume(
         self, name: str, group: str, max_bytes: int, decide: Callable[[Fetched], tuple[Cursor, T]],
@@ -151,31 +170,43 @@ class Backend(abc.ABC):
                 return result
 
     @abc.abstractmethod
-    async def delete_group(self, name: str, group: str) -> bool: ...
-
-    # -- liveness of mounts (session leases) --------------------------------
-    #: True if heartbeat/mount_ages work; otherwise no session ever expires.
-    tracks_liveness: bool = False
-
-    async def heartbeat(self, mount_id: str) -> None:
-        """Record that mount *mount_id* is alive now."""
-
-    async def mount_ages(self) -> dict[str, float]:
-        """Seconds since each known mount's last heartbeat."""
-        return {}
+    async def delete_group(self, name: str, group: str) -> bool:
+        """Forget the group's cursor; False if the pipe has no such group.
+        Raises NoSuchPipe if there is no such pipe (docs/semantics.md: ENOENT
+        either way, but a store must not mistake one for the other)."""
 
     # -- status ---------------------------------------------------------------
     async def stats(self, name: str) -> PipeStats:
-        """Retained records and each group's backlog.  Raises PipeGone."""
+        """Retained records and each group's backlog, None where the store
+        cannot tell cheaply.  Raises NoSuchPipe."""
+        if not await self.pipe_exists(name):
+            raise NoSuchPipe(name)
         return PipeStats()
 
     async def health(self) -> str:
         """"ok", or one line saying what is wrong with the store."""
         return "ok"
 
+
+# -- capabilities: a store offers these or not (isinstance tells) -------------
+@runtime_checkable
+class Liveness(Protocol):
+    """Mount heartbeats, for session leases (dnpfs/leases.py).  Offered only
+    where heartbeats of different mounts compare (one clock, or the
+    receiver's clock)."""
+
+    async def heartbeat(self, mount_id: str) -> None:
+        """Record that mount *mount_id* is alive now."""
+
+    async def mount_ages(self) -> dict[str, float]:
+        """Seconds since each known mount's last heartbeat."""
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """A store where one mount at a time is handed a group's records."""
+
     def membership(self, name: str, group: str) -> str | None:
-        """This mount's part in reader group *group* of pipe *name*, where one
-        mount at a time is handed a group's records: "reading" (this one),
-        "standby" (another one), "joining" (not known yet: the group is
-        forming or moving).  None where every mount reads (or no reader here)."""
-        return None
+        """This mount's part in reader group *group* of pipe *name*: "reading"
+        (this one), "standby" (another one), "joining" (not known yet: the
+        group is forming or moving).  None where no reader is here."""

@@ -21,7 +21,7 @@ import trio
 
 from dnpfs.backends.kafka import KafkaBackend
 from dnpfs.delivery import ReaderView, take
-from dnpfs.errors import Busy, InvalidName, PipeGone, StoreError
+from dnpfs.errors import Busy, InvalidName, NoSuchPipe, StoreError
 from dnpfs.model import Cursor, Kind, Record
 
 pytestmark = pytest.mark.kafka
@@ -135,11 +135,11 @@ def test_create_list_exists_delete(kafka_bootstrap):
             assert await b.delete_pipe("p") is False
             assert await b.list_pipes() == ["other"]
             assert not await b.pipe_exists("p")
-            with pytest.raises(PipeGone):
+            with pytest.raises(NoSuchPipe):
                 await b.append("p", [Record(Kind.DATA, None, b"x")])
-            with pytest.raises(PipeGone):
+            with pytest.raises(NoSuchPipe):
                 await b.attach("p", "")
-            with pytest.raises(PipeGone):
+            with pytest.raises(NoSuchPipe):
                 await b.fetch("p", "", 100)
             # A pipe of the same name starts empty again.
             assert await b.create_pipe("p") is True
@@ -525,9 +525,9 @@ def test_pipe_deleted_by_another_mount(kafka_bootstrap):
             with trio.fail_after(2.0):
                 await changes.wait_for("p", since=mark)
             assert "p" not in b1._cluster.topics
-            with pytest.raises(PipeGone):  # ... which learn that the pipe is gone
+            with pytest.raises(NoSuchPipe):  # ... which learn that the pipe is gone
                 await b1.fetch("p", "", 100)
-            with pytest.raises(PipeGone):
+            with pytest.raises(NoSuchPipe):
                 await b1.append("p", [Record(Kind.DATA, "s", b"more")])
             await b1.detach("p", "")
             # The mount goes on with its other pipes.

@@ -36,7 +36,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from ...errors import Busy, DnpfsError, InvalidName, PipeGone, StoreError
+from ...errors import Busy, DnpfsError, InvalidName, NoSuchPipe, StoreError
 from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
@@ -422,7 +422,7 @@ class Cluster:
         replica, so durable in Kafka's sense when this returns)."""
         topic = self.topic(name)
         if name not in self.topics and not await self.exists(name):
-            raise PipeGone(name)
+            raise NoSuchPipe(name)
         self._produced.add(topic)
         try:
             sent = await self._send_batches(topic, records)
@@ -434,12 +434,12 @@ class Cluster:
                     return
                 if name not in self.topics and not await self.exists(name):
                     acks.cancel()
-                    raise PipeGone(name)
+                    raise NoSuchPipe(name)
         except UnknownTopicOrPartitionError:
-            raise PipeGone(name) from None
+            raise NoSuchPipe(name) from None
         except KafkaError as e:
             if not await self.exists(name):
-                raise PipeGone(name) from None
+                raise NoSuchPipe(name) from None
             raise StoreError(f"Kafka did not store the records of {name}: {describe_error(e)}") \
                 from None
 
@@ -478,7 +478,7 @@ class Cluster:
             if leader < 0:
                 found = await self._metadata([topic])
                 if topic not in found:
-                    raise PipeGone(name)
+                    raise NoSuchPipe(name)
                 leader = self._leaders[topic] = found[topic]
                 if leader < 0:
                     await asyncio.sleep(0.1)
@@ -523,7 +523,7 @@ class Cluster:
 
     async def attach(self, name: str, group: str) -> int:
         if name not in self.topics and not await self.exists(name):
-            raise PipeGone(name)
+            raise NoSuchPipe(name)
         horizon = await self.end_offset(name)
         self._member(name, group)  # joins in the background
         return horizon

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from ...errors import DnpfsError, PipeGone, StoreError
+from ...errors import DnpfsError, NoSuchPipe, StoreError
 from ...model import Cursor, Record
 from ..base import Backend, ChangeCallback, Fetched, T
 from ._bridge import Bridge
@@ -170,7 +170,7 @@ class KafkaBackend(Backend):
 
     async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
         if name not in self._cluster.topics and not await self._call(self._cluster.exists, name):
-            raise PipeGone(name)
+            raise NoSuchPipe(name)
         return await self._call(self._cluster.fetch, name, group, max_bytes)
 
     async def consume(self, name: str, group: str, max_bytes: int,
@@ -185,7 +185,7 @@ class KafkaBackend(Backend):
         while True:
             if name not in self._cluster.topics and not await self._call(self._cluster.exists,
                                                                           name):
-                raise PipeGone(name)
+                raise NoSuchPipe(name)
             await trio.lowlevel.checkpoint_if_cancelled()  # not once the cursor moved
             done = self._cluster.try_consume(name, group, max_bytes, decide, blocking)
             if done is not None:
@@ -209,11 +209,10 @@ class KafkaBackend(Backend):
 
     async def delete_group(self, name: str, group: str) -> bool:
         if not await self.pipe_exists(name):
-            return False
+            raise NoSuchPipe(name)  # the contract's answer (base.py), as SQLite's
         return await self._call(self._cluster.delete_group, name, group)
 
-    # -- liveness (session leases) ------------------------------------------
-    tracks_liveness = True
+    # -- capabilities: Liveness (session leases) and Membership ---------------
 
     async def heartbeat(self, mount_id: str) -> None:
         await self._call(self._cluster.liveness.beat, mount_id)

@@ -1,0 +1,203 @@
+"""The in-memory store: the reference for the store contract (base.py).
+
+Every rule of the contract is written here once, plainly, with nothing else
+in the way (no threads, no files, no broker): where SQLite or Kafka seem to
+disagree with it, tests/contract/ says which is wrong.  It is also the fast
+store under the tests of the layers above (tests/unit/test_fs_api.py): a
+whole filesystem, without FUSE.
+
+Several backends may share one ``MemoryStore``: each stands for a mount, with
+its own change callback, as two daemons share an SQLite file.  Records live
+as long as the store object; nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from ..errors import NoSuchPipe, StoreError
+from ..model import Cursor, Kind, Record, StoredRecord
+from ..names import DEFAULT_GROUP
+from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
+
+
+@dataclass
+class _Pipe:
+    records: list[tuple[StoredRecord, float]] = field(default_factory=list)  # (record, stored at)
+    end: int = 0  # the next record's offset
+    # The default group exists from the start, so records written before any
+    # reader came are kept for it (retention removes what every group has read).
+    groups: dict[str, Cursor] = field(default_factory=lambda: {DEFAULT_GROUP: Cursor()})
+
+
+@dataclass
+class MemoryStore:
+    """What every mount of one in-memory store shares."""
+
+    pipes: dict[str, _Pipe] = field(default_factory=dict)
+    mounts: dict[str, float] = field(default_factory=dict)  # mount id -> last heartbeat
+    backends: list[MemoryBackend] = field(default_factory=list)  # started, not closed
+
+    def notify(self, name: str, gone: bool = False) -> None:
+        for backend in list(self.backends):
+            backend._on_change(name, gone)
+
+
+class MemoryBackend(Backend):
+    """One mount's view of a MemoryStore.  Offers Liveness (one clock)."""
+
+    def __init__(self, store: MemoryStore | None = None, *,
+                 max_record_size: int = 1 << 30,
+                 retention_seconds: float = 7 * 24 * 3600) -> None:
+        self.store = store if store is not None else MemoryStore()
+        self.max_record_size = max_record_size
+        self.retention_seconds = retention_seconds
+        self.description = "memory"
+        self._on_change: ChangeCallback = lambda name, gone=False: None
+        self._open = False
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
+        self._on_change = on_change
+        self._open = True
+        self.store.backends.append(self)
+
+    async def close(self) -> None:
+        self._open = False
+        if self in self.store.backends:
+            self.store.backends.remove(self)
+
+    async def _enter(self) -> None:
+        """Every operation: a checkpoint first (other tasks run between any
+        two calls, as they would around a thread or a broker), then refuse
+        work on a closed store as the others do."""
+        await trio.lowlevel.checkpoint()
+        if not self._open:
+            raise StoreError("memory store: closed")
+
+    def _pipe(self, name: str) -> _Pipe:
+        pipe = self.store.pipes.get(name)
+        if pipe is None:
+            raise NoSuchPipe(name)
+        return pipe
+
+    # -- pipes -------------------------------------------------------------
+    async def create_pipe(self, name: str) -> bool:
+        await self._enter()
+        if name in self.store.pipes:
+            return False
+        self.store.pipes[name] = _Pipe()
+        self.store.notify(name, True)
+        return True
+
+    async def delete_pipe(self, name: str) -> bool:
+        await self._enter()
+        if self.store.pipes.pop(name, None) is None:
+            return False
+        self.store.notify(name, True)
+        return True
+
+    async def list_pipes(self) -> list[str]:
+        await self._enter()
+        return sorted(self.store.pipes)
+
+    async def pipe_exists(self, name: str) -> bool:
+        await self._enter()
+        return name in self.store.pipes
+
+    # -- records -----------------------------------------------------------
+    async def append(self, name: str, records: Sequence[Record], durable: bool = True) -> None:
+        await self._enter()
+        pipe = self._pipe(name)
+        too_big = [r for r in records if len(r.data) > self.max_record_size]
+        if too_big:  # all or nothing, as one transaction
+            raise StoreError(f"record of {len(too_big[0].data)} bytes is over the limit of"
+                             f" {self.max_record_size}")
+        now = time.time()
+        for r in records:
+            pipe.records.append((StoredRecord(pipe.end, r.kind, r.session, r.data,
+                                              0, len(r.data)), now))
+            pipe.end += 1
+        if records:
+            self.store.notify(name)
+
+    # -- reader groups -----------------------------------------------------
+    async def attach(self, name: str, group: str) -> int:
+        await self._enter()
+        pipe = self._pipe(name)
+        pipe.groups.setdefault(group, Cursor())
+        return pipe.end
+
+    async def detach(self, name: str, group: str) -> None:
+        await self._enter()  # groups are shared state; nothing is held per mount
+
+    async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
+        await self._enter()
+        pipe = self._pipe(name)
+        cursor = pipe.groups.get(group, Cursor())
+        out: list[StoredRecord] = []
+        budget = max_bytes
+        for record, _ in pipe.records:
+            if record.offset < cursor.offset:
+                continue
+            # Only the part a read can use: from the cursor's byte on, at most
+            # max_bytes of each record (a store need not return more).
+            start = cursor.byte_pos if record.offset == cursor.offset else 0
+            data = record.data[start:start + max_bytes]
+            out.append(StoredRecord(record.offset, record.kind, record.session, data,
+                                    start, len(record.data)))
+            budget -= len(data)
+            if budget <= 0:
+                break
+        return Fetched(cursor, out)
+
+    async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
+        await self._enter()
+        pipe = self._pipe(name)
+        if pipe.groups.get(group, Cursor()) != expected:
+            return False
+        pipe.groups[group] = new
+        return True
+
+    async def delete_group(self, name: str, group: str) -> bool:
+        await self._enter()
+        return self._pipe(name).groups.pop(group, None) is not None
+
+    # -- liveness (the Liveness capability) --------------------------------
+    async def heartbeat(self, mount_id: str) -> None:
+        await self._enter()
+        self.store.mounts[mount_id] = time.monotonic()
+
+    async def mount_ages(self) -> dict[str, float]:
+        await self._enter()
+        now = time.monotonic()
+        return {mount: now - seen for mount, seen in self.store.mounts.items()}
+
+    # -- status and retention ------------------------------------------------
+    async def stats(self, name: str) -> PipeStats:
+        await self._enter()
+        pipe = self._pipe(name)
+        data = [r for r, _ in pipe.records if r.kind is Kind.DATA]
+        groups = {}
+        for group, cursor in pipe.groups.items():
+            left = [r for r in data if r.offset >= cursor.offset]
+            groups[group] = GroupStats(len(left),
+                                       max(0, sum(len(r.data) for r in left) - cursor.byte_pos))
+        return PipeStats(len(data), sum(len(r.data) for r in data), groups)
+
+    async def apply_retention(self) -> int:
+        """Remove the records every group has consumed, and those older than
+        ``retention_seconds``; returns how many."""
+        await self._enter()
+        cutoff = time.time() - self.retention_seconds
+        removed = 0
+        for pipe in self.store.pipes.values():
+            floor = min((c.offset for c in pipe.groups.values()), default=pipe.end)
+            kept = [(r, ts) for r, ts in pipe.records if r.offset >= floor and ts >= cutoff]
+            removed += len(pipe.records) - len(kept)
+            pipe.records = kept
+        return removed

@@ -1,0 +1,19 @@
+"""The embedded store: SQLite files that any number of daemons on one host share.
+
+One module per job, behind the ``SqliteBackend`` facade (``backend``):
+
+- ``_schema``: the two files, their tables, and making or checking them;
+- ``_conn``: a connection, its worker thread, and the retry when busy;
+- ``_appends``: batched appends (group commit) and syncing the WAL;
+- ``_reads``: group cursors and batched reads (fetch, decide, commit);
+- ``_inflight``: reads in flight and their redelivery when a daemon died;
+- ``_watch``: noticing what other daemons sharing the store did;
+- ``_upkeep``: retention, heartbeats, stats.
+
+Names: ``pipe_id`` is a pipe's row id; ``pid`` is always a process id.
+"""
+
+from ._schema import default_store_path, records_path
+from .backend import SqliteBackend
+
+__all__ = ["SqliteBackend", "default_store_path", "records_path"]

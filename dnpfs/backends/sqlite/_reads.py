@@ -1,0 +1,303 @@
+"""Group cursors and reads: fetch, let the reader decide, move the cursor.
+
+Reads are batched like appends: the reads of all pipes waiting meanwhile
+share one write transaction and one thread hop (``Reads.loop``).  Every
+cursor move is also recorded as in flight (``_inflight``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import trio
+
+from ...errors import NoSuchPipe, StoreError
+from ...model import Cursor, StoredRecord
+from ..base import Fetched
+from ._batch import Batch
+from ._conn import Conn, pipe_id, transaction
+from ._inflight import InFlight
+from ._schema import KINDS, sessions_set, sessions_text
+
+T = TypeVar("T")
+_MAX_FETCH_RECORDS = 4096
+
+
+@dataclass(eq=False)
+class _ReadJob:
+    name: str
+    group: str
+    max_bytes: int
+    decide: Callable
+    done: trio.Event = field(default_factory=trio.Event)
+    row: int | None = None  # the in-flight range this read took
+    result: object = None
+    error: Exception | None = None
+
+
+def group_cursor(db: sqlite3.Connection, pipe: int, group: str) -> Cursor | None:
+    row = db.execute("SELECT next, pos, sessions FROM groups WHERE pipe = ? AND name = ?",
+                     (pipe, group)).fetchone()
+    return Cursor(row[0], row[1], sessions_set(row[2])) if row else None
+
+
+def fetch_from(db: sqlite3.Connection, pipe: int, group: str, max_bytes: int,
+               lazy: bool = False) -> Fetched:
+    """The group's cursor and the records from it; call inside a transaction."""
+    cursor = group_cursor(db, pipe, group) or Cursor()
+    return records_from(db, pipe, cursor, max_bytes, lazy)
+
+
+def records_from(db: sqlite3.Connection, pipe: int, cursor: Cursor, max_bytes: int,
+                 lazy: bool = False) -> Fetched:
+    """The records from *cursor* on.  *lazy*: records are read from the
+    table only as far as the caller iterates (a packet read of one record
+    in a backlog of thousands reads one row, not thousands); the
+    transaction must outlive the iteration, and the caller must close()
+    the records (see _decide)."""
+    def records():
+        # substr() reads only the part of a large record a read can use.
+        rows = db.execute(
+            "SELECT id, kind, session, length(data),"
+            " substr(data, CASE WHEN id = ? THEN ? ELSE 1 END, ?)"
+            " FROM data.records WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
+            (cursor.offset, cursor.byte_pos + 1, max_bytes, pipe, cursor.offset,
+             _MAX_FETCH_RECORDS),
+        )
+        try:
+            budget = max_bytes
+            for rid, kind, session, size, data in rows:
+                start = cursor.byte_pos if rid == cursor.offset else 0
+                data = data or b""  # substr() of an empty blob is NULL
+                yield StoredRecord(rid, KINDS[kind], session, data, start, size)
+                budget -= len(data)
+                if budget <= 0:
+                    break
+        finally:
+            rows.close()
+
+    return Fetched(cursor, records() if lazy else list(records()))
+
+
+def move(db: sqlite3.Connection, pipe: int, group: str, expected: Cursor, new: Cursor) -> bool:
+    """Compare-and-swap of the group's cursor; call inside a write transaction."""
+    cur = db.execute(
+        "UPDATE groups SET next = ?, pos = ?, sessions = ?"
+        " WHERE pipe = ? AND name = ? AND next = ? AND pos = ? AND sessions = ?",
+        (new.offset, new.byte_pos, sessions_text(new.open_sessions), pipe, group,
+         expected.offset, expected.byte_pos, sessions_text(expected.open_sessions)),
+    )
+    if cur.rowcount:
+        return True
+    if expected == Cursor():  # the group row may not exist yet
+        cur = db.execute(
+            "INSERT OR IGNORE INTO groups (pipe, name, next, pos, sessions)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (pipe, group, new.offset, new.byte_pos, sessions_text(new.open_sessions)),
+        )
+        return cur.rowcount == 1
+    return False
+
+
+def _decide(decide: Callable[[Fetched], T], fetched: Fetched) -> T:
+    """decide(fetched), then end the statement behind lazily read records: a
+    statement left open keeps the connection's read snapshot after COMMIT, and
+    its next BEGIN IMMEDIATE fails (SQLITE_BUSY_SNAPSHOT) until it is closed."""
+    try:
+        return decide(fetched)
+    finally:
+        close = getattr(fetched.records, "close", None)
+        if close is not None:
+            close()
+
+
+def _plan(job: _ReadJob, fetched: Fetched):
+    """(outcome, None) when *job*'s read is decided without moving its
+    group's cursor (or decide failed: nothing moved), else (None, (old, new,
+    result)) for the move.  An error of the store itself propagates: the
+    whole batch fails or runs again."""
+    try:
+        new, result = _decide(job.decide, fetched)
+    except sqlite3.Error:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported to that read alone
+        return (None, None, e), None
+    if new == fetched.cursor:
+        return (None, result, None), None
+    return None, (fetched.cursor, new, result)
+
+
+class Reads:
+    """The reader connection's work: cursors, fetches and batched reads."""
+
+    def __init__(self, conn: Conn, inflight: InFlight) -> None:
+        self.conn = conn
+        self.inflight = inflight
+        self._jobs = Batch()  # _ReadJobs for loop()
+
+    async def attach(self, name: str, group: str) -> int:
+        def attach(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                pipe = pipe_id(db, name)
+                db.execute(
+                    "INSERT OR IGNORE INTO groups (pipe, name, next, pos, sessions)"
+                    " VALUES (?, ?, 0, 0, '')",
+                    (pipe, group),
+                )
+                # Ids come from one AUTOINCREMENT sequence: later records are larger.
+                row = db.execute(
+                    "SELECT seq FROM data.sqlite_sequence WHERE name = 'records'").fetchone()
+                return (row[0] if row else 0) + 1
+
+        return await self.conn.run(attach)
+
+    async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
+        def fetch(db: sqlite3.Connection) -> Fetched:
+            db.execute("BEGIN")  # one read snapshot: cursor and records agree
+            try:
+                return fetch_from(db, pipe_id(db, name), group, max_bytes)
+            finally:
+                db.execute("COMMIT")
+
+        return await self.conn.run(fetch)
+
+    async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
+        def commit(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                return move(db, pipe_id(db, name), group, expected, new)
+
+        return await self.conn.run(commit)
+
+    async def consume(self, name, group, max_bytes, decide):
+        # The cursor move is recorded as in flight; once this coroutine has
+        # returned to the reader, pyfuse3 writes the reply before trio runs
+        # anything else, so rows in inflight.delivered are acknowledged
+        # (deleted) by the next batch or by the ack loop.  A kill -9 in
+        # between delivers the range again.  Shielded: a read whose cursor
+        # moved must return its bytes, so it cannot stop half way (as a
+        # thread call never could).
+        if self._jobs.closed:
+            raise StoreError("embedded store: closed")
+        job = _ReadJob(name, group, max_bytes, decide)
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        if job.row is not None:
+            self.inflight.delivered.append(job.row)
+        return job.result
+
+    async def loop(self) -> None:
+        """Group commit for reads.  One write transaction per read, with two
+        daemons and hundreds of readers, left the readers seconds behind:
+        SQLite has one write lock, and a transaction held it across every
+        GIL hand-off between its statements."""
+        try:
+            while True:
+                jobs = await self._jobs.take()
+                done, self.inflight.delivered = self.inflight.delivered, []
+                try:
+                    outcomes = await self.conn.run(lambda db: self._consume_jobs(db, jobs, done))
+                except StoreError as e:
+                    self.inflight.delivered[:0] = done
+                    outcomes = [(None, None, e)] * len(jobs)
+                for job, (row, result, error) in zip(jobs, outcomes):
+                    job.row, job.result, job.error = row, result, error
+                    job.done.set()
+        finally:
+            # Stopped: reads still waiting (shielded) must not wait forever.
+            for job in self._jobs.close():
+                job.error = StoreError("embedded store: closed")
+                job.done.set()
+
+    def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int]):
+        """(in-flight row, decide's result, error) for each job.  May run again
+        from the start when the store is busy, so it changes no job.
+
+        Every read is decided from one read snapshot, without the write lock:
+        most wake-ups find nothing new (another reader was first).  The write
+        transaction then only moves cursors by compare-and-swap; a read whose
+        cursor another reader moved meanwhile is decided again under the lock.
+        Few statements under the lock matter more than their cost: each one
+        hands the GIL to another thread and waits to get it back."""
+        inflight = self.inflight
+        outcomes: list = [None] * len(jobs)
+        planned: dict[int, tuple[int, Cursor, Cursor, object]] = {}  # i -> pipe, old, new, result
+        pipes: dict[int, int] = {}  # i -> pipe id
+        db.execute("BEGIN")
+        try:
+            orphaned = inflight.orphaned(db)
+            heads = self._heads(db, jobs)
+            for i, job in enumerate(jobs):
+                pipe, cursor, head = heads[i]
+                if pipe is None:
+                    outcomes[i] = (None, None, NoSuchPipe(job.name))
+                    continue
+                pipes[i] = pipe
+                if (pipe, job.group) in orphaned:
+                    continue  # a dead daemon's reads come first: under the lock
+                if cursor is not None and (head is None or head < cursor.offset):
+                    fetched = Fetched(cursor, [])
+                else:
+                    fetched = records_from(db, pipe, cursor or Cursor(), job.max_bytes,
+                                           lazy=True)
+                outcomes[i], planned_move = _plan(job, fetched)
+                if planned_move is not None:
+                    planned[i] = (pipe, *planned_move)
+        finally:
+            db.execute("COMMIT")
+        again = [i for i in pipes if outcomes[i] is None and i not in planned]
+        if not planned and not again and not done:
+            return outcomes
+        with transaction(db):
+            inflight.delete(db, done)
+            for i, (pipe, old, new, result) in planned.items():
+                if move(db, pipe, jobs[i].group, old, new):
+                    outcomes[i] = (inflight.take(db, pipe, jobs[i].group, old, new),
+                                   result, None)
+                else:
+                    again.append(i)
+            for i in sorted(again):
+                job, pipe = jobs[i], pipes[i]
+                try:
+                    redelivered = inflight.redeliver(db, pipe, job.group, job.decide)
+                except sqlite3.Error:
+                    raise
+                except Exception as e:  # noqa: BLE001 - decide failed: nothing moved
+                    outcomes[i] = (None, None, e)
+                    continue
+                if redelivered is not None:
+                    outcomes[i] = (*redelivered, None)
+                    continue
+                outcomes[i], planned_move = _plan(
+                    job, fetch_from(db, pipe, job.group, job.max_bytes, lazy=True))
+                if planned_move is not None:  # under the lock the cursor is as read: it holds
+                    old, new, result = planned_move
+                    move(db, pipe, job.group, old, new)
+                    outcomes[i] = (inflight.take(db, pipe, job.group, old, new), result, None)
+        return outcomes
+
+    @staticmethod
+    def _heads(db: sqlite3.Connection, jobs: Sequence[_ReadJob]):
+        """(pipe id or None, group cursor or None, newest record id or None)
+        for each job, in one statement per 1,000 jobs."""
+        out = []
+        for at in range(0, len(jobs), 1000):
+            chunk = jobs[at:at + 1000]
+            values = ",".join("(?, ?, ?)" for _ in chunk)
+            params = [x for n, job in enumerate(chunk) for x in (n, job.name, job.group)]
+            rows = {n: rest for n, *rest in db.execute(
+                f"WITH j(n, name, grp) AS (VALUES {values})"
+                " SELECT j.n, p.id, g.next, g.pos, g.sessions,"
+                " (SELECT max(id) FROM data.records r WHERE r.pipe = p.id)"
+                " FROM j LEFT JOIN pipes p ON p.name = j.name"
+                " LEFT JOIN groups g ON g.pipe = p.id AND g.name = j.grp", params)}
+            for n in range(len(chunk)):
+                pipe, nxt, pos, sessions, head = rows[n]
+                cursor = None if nxt is None else Cursor(nxt, pos, sessions_set(sessions))
+                out.append((pipe, cursor, head))
+        return out

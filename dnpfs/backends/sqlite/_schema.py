@@ -1,0 +1,117 @@
+"""The store's two files and their tables; making or checking them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from ...access import FileAccess
+from ...errors import StoreError
+from ...model import Kind
+
+# Two files: the records, in large pages (a record is up to 1 MiB: 16 WAL
+# frames instead of 256), and the catalog (pipes, cursors, reads in flight,
+# heartbeats), in small pages, because every read() rewrites a cursor: with
+# 64 KiB pages each small cursor transaction wrote ~256 KiB of WAL.  A
+# transaction that writes one file is atomic; only deleting a pipe writes both
+# (a crash in between leaves unreachable records that retention removes).
+RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipe    INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    session TEXT,
+    ts      REAL NOT NULL,
+    data    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_pipe ON records (pipe, id);
+CREATE INDEX IF NOT EXISTS records_by_age ON records (ts);
+"""
+CATALOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pipes (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    name    TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mounts (
+    id   TEXT PRIMARY KEY,
+    seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS groups (
+    pipe     INTEGER NOT NULL,
+    name     TEXT NOT NULL,
+    next     INTEGER NOT NULL,
+    pos      INTEGER NOT NULL,
+    sessions TEXT NOT NULL,
+    PRIMARY KEY (pipe, name)
+);
+CREATE TABLE IF NOT EXISTS inflight (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: owners delete by id
+    pipe      INTEGER NOT NULL,
+    grp       TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    taken     REAL NOT NULL,
+    first     INTEGER NOT NULL,
+    first_pos INTEGER NOT NULL,
+    last      INTEGER NOT NULL,
+    last_pos  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inflight_by_group ON inflight (pipe, grp);
+"""
+
+KINDS = {k.value: k for k in Kind}
+
+
+def default_store_path() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/dnpfs/store.sqlite")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "dnpfs" / "store.sqlite"
+
+
+def records_path(store: Path) -> Path:
+    """The file beside the catalog that holds a store's records."""
+    return store.with_name(store.name + ".records")
+
+
+def sessions_text(sessions: frozenset[str]) -> str:
+    return ",".join(sorted(sessions))
+
+
+def sessions_set(text: str) -> frozenset[str]:
+    return frozenset(text.split(",")) if text else frozenset()
+
+
+def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
+    """Create the store if needed, or raise StoreError with one readable
+    line.  Synchronous and connection-free, so the CLI can call it before
+    it forks into the background."""
+    try:
+        access.make_dirs(path.parent)
+        for file in (path, records_path(path)):
+            # Made here, not by sqlite: says why (read-only, permission)
+            # better, and with the mode sqlite then gives -wal and -shm.
+            access.create(file)
+            for suffix in ("-wal", "-shm"):
+                access.restrict(file.with_name(file.name + suffix))
+    except OSError as e:
+        raise StoreError(f"cannot use store {path}: {e.strerror}") from e
+    try:
+        for file, schema, page_size in ((path, CATALOG_SCHEMA, 4096),
+                                        (records_path(path), RECORDS_SCHEMA, 65536)):
+            probe = sqlite3.connect(file, timeout=busy_ms / 1000)
+            try:
+                # Takes effect only on a new file, before WAL mode is set.
+                probe.execute(f"PRAGMA page_size={page_size}")
+                probe.execute("PRAGMA journal_mode=WAL")
+                probe.executescript(schema)
+                if file == path and probe.execute(
+                        "SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone():
+                    raise StoreError(f"cannot use store {path}: it was made by an"
+                                     " earlier dnpfs (records inside the catalog file);"
+                                     " start a new store")
+            finally:
+                probe.close()
+    except (OSError, sqlite3.Error) as e:
+        raise StoreError(f"cannot use store {path}: {e}") from e

@@ -1,0 +1,609 @@
+"""The store contract (dnpfs/backends/base.py), written once and run against
+every store: memory (the reference), SQLite and Kafka.  A store is correct
+when this suite passes; where stores disagreed, the contract's answer is
+the one asserted here.
+
+Each test drives backends directly under trio, as pipes.py and reader.py do;
+``opener()`` starts one more backend on the same store (one more mount).
+Kafka hands a group's records to a mount once it joined the group, so reads
+that expect records go through ``settle`` (returns at once elsewhere).
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from dnpfs.backends.base import Fetched, Liveness
+from dnpfs.delivery import ReaderView, take
+from dnpfs.errors import NoSuchPipe, StoreError
+from dnpfs.model import Cursor, Kind, Record
+
+from .conftest import BACKENDS
+
+# Tests of what only the stores that have it offer (retention, a closed
+# store's errors) name their stores here instead of skipping the others.
+LOCAL = ["memory"] + [b for b in ("sqlite",) if b in BACKENDS]
+
+
+def data(payload: bytes, session: str | None = "m.1") -> Record:
+    return Record(Kind.DATA, session, payload)
+
+
+async def settle(backend, name, group="", count=1, timeout=20.0) -> Fetched:
+    """Fetch until at least *count* records are at hand."""
+    with trio.fail_after(timeout):
+        while True:
+            fetched = await backend.fetch(name, group, 1 << 20)
+            records = list(fetched.records)
+            if len(records) >= count:
+                return Fetched(fetched.cursor, records)
+            await trio.sleep(0.02)
+
+
+async def read(backend, name, group="", size=1 << 20, view=ReaderView()):
+    """One read(), as reader.py does it: consume through delivery.take."""
+    def decide(fetched):
+        taken = take(fetched.cursor, fetched.records, size, view=view)
+        return taken.cursor, taken
+
+    return await backend.consume(name, group, size, decide)
+
+
+async def read_all(backend, name, group="", expect=None, timeout=20.0) -> bytes:
+    """Every byte the group has not consumed yet (*expect* bytes at least)."""
+    out = b""
+    with trio.fail_after(timeout):
+        while True:
+            taken = await read(backend, name, group)
+            out += taken.data
+            if taken.size == 0 and (expect is None or len(out) >= expect):
+                return out
+            if taken.size == 0:
+                await trio.sleep(0.02)
+
+
+# -- pipes ------------------------------------------------------------------------
+
+def test_create_is_true_once_and_the_pipe_is_listed(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        assert await b.list_pipes() == []
+        assert await b.create_pipe("p") is True
+        assert await b.create_pipe("p") is False
+        assert await b.create_pipe("a") is True
+        assert await b.list_pipes() == ["a", "p"]
+        assert await b.pipe_exists("p") and not await b.pipe_exists("q")
+    run_store(body)
+
+
+def test_delete_is_true_once_and_the_pipe_is_gone(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.create_pipe("q")
+        assert await b.delete_pipe("p") is True
+        assert await b.delete_pipe("p") is False
+        assert await b.delete_pipe("never") is False
+        assert await b.list_pipes() == ["q"]
+        assert not await b.pipe_exists("p")
+    run_store(body)
+
+
+def test_a_pipe_made_again_after_delete_starts_empty(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.append("p", [data(b"old")])
+        await b.attach("p", "g")
+        assert await read_all(b, "p", "g", expect=3) == b"old"
+        await b.detach("p", "g")  # as pipes.py does when the readers close
+        await b.delete_pipe("p")
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.attach("p", "g")
+        assert await read_all(b, "p", "") == b""
+        assert await read_all(b, "p", "g") == b""
+        await b.append("p", [data(b"new")])
+        assert await read_all(b, "p", "g", expect=3) == b"new"
+    run_store(body)
+
+
+# -- records ------------------------------------------------------------------------
+
+def test_appended_records_come_back_in_order_with_kind_and_session(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        sent = [Record(Kind.BEGIN, "m.1"), data(b"one"), data(b"", None), data(b"two", None),
+                Record(Kind.END, "m.1")]
+        await b.append("p", sent[:2])
+        await b.append("p", sent[2:])
+        got = (await settle(b, "p", count=len(sent))).records
+        assert [(r.kind, r.session, r.data) for r in got] == \
+            [(r.kind, r.session, r.data) for r in sent]
+        offsets = [r.offset for r in got]
+        assert offsets == sorted(set(offsets))
+    run_store(body)
+
+
+def test_attach_returns_an_offset_no_later_record_is_below(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.append("p", [data(b"before")])
+        horizon = await b.attach("p", "")
+        await b.append("p", [data(b"after")])
+        before, after = (await settle(b, "p", count=2)).records
+        assert before.offset < horizon <= after.offset
+    run_store(body)
+
+
+def test_an_empty_durable_append_only_syncs(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.append("p", [], durable=True)
+        await b.append("p", [data(b"x")], durable=False)
+        await b.append("p", [], durable=True)
+        await b.attach("p", "")
+        assert [r.data for r in (await settle(b, "p")).records] == [b"x"]
+    run_store(body)
+
+
+def test_fetch_of_an_empty_pipe_returns_at_once(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        with trio.fail_after(10):
+            fetched = await b.fetch("p", "", 100)
+        assert list(fetched.records) == []
+    run_store(body)
+
+
+def test_fetch_returns_the_record_at_the_cursor_even_over_max_bytes(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.append("p", [data(b"0123456789"), data(b"next")])
+        await settle(b, "p", count=2)
+        first = list((await b.fetch("p", "", 4)).records)[0]
+        assert first.length == 10 and first.start == 0
+        assert b"0123456789".startswith(first.data) and first.data
+    run_store(body)
+
+
+def test_a_cursor_inside_a_record_fetches_its_rest(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.append("p", [data(b"0123456789")])
+        fetched = await settle(b, "p")
+        inside = Cursor(fetched.records[0].offset, 3, frozenset({"m.1"}))
+        assert await b.commit("p", "", fetched.cursor, inside)
+        again = await b.fetch("p", "", 1 << 20)
+        assert again.cursor == inside
+        record = list(again.records)[0]
+        # All of it (Kafka) or its rest (SQLite): model.StoredRecord.
+        assert record.start <= 3 and record.length == 10
+        assert record.data[3 - record.start:] == b"3456789"
+    run_store(body)
+
+
+def test_a_large_record_round_trips(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        blob = bytes(range(256)) * 2048  # 512 KiB, under every store's record limit
+        await b.append("p", [data(blob)])
+        assert await read_all(b, "p", expect=len(blob)) == blob
+    run_store(body)
+
+
+# -- group cursors ----------------------------------------------------------------------
+
+def test_a_new_group_starts_at_the_oldest_retained_record(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.append("p", [data(b"a"), data(b"b"), data(b"c")])
+        await b.attach("p", "late")
+        assert await read_all(b, "p", "late", expect=3) == b"abc"
+    run_store(body)
+
+
+def test_groups_consume_independently(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.attach("p", "audit")
+        await b.append("p", [data(b"hello")])
+        assert await read_all(b, "p", "", expect=5) == b"hello"
+        assert await read_all(b, "p", "") == b""
+        assert await read_all(b, "p", "audit", expect=5) == b"hello"
+    run_store(body)
+
+
+def test_commit_is_a_compare_and_swap(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.append("p", [data(b"a"), data(b"b")])
+        fetched = await settle(b, "p", count=2)
+        start = fetched.cursor
+        one = Cursor(fetched.records[1].offset, 0, frozenset({"m.1"}))
+        assert await b.commit("p", "", start, one) is True
+        assert await b.commit("p", "", start, Cursor(fetched.records[0].offset, 1)) is False
+        assert (await b.fetch("p", "", 100)).cursor == one
+        assert await b.cursor("p", "") == one
+    run_store(body)
+
+
+def test_the_cursor_keeps_its_open_sessions(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "g")
+        await b.append("p", [data(b"a")])
+        fetched = await settle(b, "p", "g")
+        new = Cursor(fetched.records[0].offset + 1, 0, frozenset({"m1.s1", "m2.s9"}))
+        assert await b.commit("p", "g", fetched.cursor, new)
+        assert (await b.fetch("p", "g", 10)).cursor == new
+    run_store(body)
+
+
+def test_consume_that_decides_no_move_moves_nothing(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.append("p", [data(b"stay")])
+        await settle(b, "p")
+        result = await b.consume("p", "", 100, lambda f: (f.cursor, "looked"))
+        assert result == "looked"
+        assert await read_all(b, "p", expect=4) == b"stay"
+    run_store(body)
+
+
+def test_a_read_delivers_the_bytes_then_eof_after_the_writers_end(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        horizon = await b.attach("p", "")
+        await b.append("p", [Record(Kind.BEGIN, "m.1"), data(b"bye"), Record(Kind.END, "m.1")])
+        await settle(b, "p", count=3)
+        view = ReaderView(horizon)
+        first = await read(b, "p", view=view)
+        assert (first.data, first.eof) == (b"bye", False)
+        second = await read(b, "p", view=first.view)
+        assert second.eof and second.size == 0
+    run_store(body)
+
+
+def test_a_detached_group_resumes_at_its_committed_cursor(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "g")
+        await b.append("p", [data(b"one")])
+        assert await read_all(b, "p", "g", expect=3) == b"one"
+        await b.detach("p", "g")
+        await b.append("p", [data(b"two")])
+        await b.attach("p", "g")
+        assert await read_all(b, "p", "g", expect=3) == b"two"
+    run_store(body)
+
+
+def test_delete_group_is_true_once_and_the_group_starts_over(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "g")
+        await b.append("p", [data(b"abc")])
+        assert await read_all(b, "p", "g", expect=3) == b"abc"
+        await b.detach("p", "g")
+        assert await b.delete_group("p", "g") is True
+        assert await b.delete_group("p", "g") is False
+        await b.attach("p", "g")
+        assert await read_all(b, "p", "g", expect=3) == b"abc"
+    run_store(body)
+
+
+# -- errors: every operation on a pipe the store does not have says NoSuchPipe --------
+
+MISSING = {
+    "append": lambda b: b.append("gone", [data(b"x")]),
+    "attach": lambda b: b.attach("gone", ""),
+    "fetch": lambda b: b.fetch("gone", "", 10),
+    "consume": lambda b: b.consume("gone", "", 10, lambda f: (f.cursor, None)),
+    "delete_group": lambda b: b.delete_group("gone", "g"),  # SQLite said EPIPE, Kafka False
+    "stats": lambda b: b.stats("gone"),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(MISSING))
+def test_an_operation_on_a_missing_pipe_raises_no_such_pipe(run_store, operation):
+    async def body(opener):
+        b, _ = await opener()
+        with pytest.raises(NoSuchPipe):
+            await MISSING[operation](b)
+    run_store(body)
+
+
+@pytest.mark.parametrize("operation", ["append", "fetch", "consume"])
+def test_an_operation_on_a_deleted_pipe_raises_no_such_pipe(run_store, operation):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("gone")
+        await b.attach("gone", "")
+        await b.append("gone", [data(b"x")])
+        await b.delete_pipe("gone")
+        with pytest.raises(NoSuchPipe):
+            await MISSING[operation](b)
+    run_store(body)
+
+
+def test_detach_of_a_deleted_pipe_is_quiet_or_no_such_pipe(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "g")
+        await b.delete_pipe("p")
+        try:
+            await b.detach("p", "g")
+        except NoSuchPipe:
+            pass  # pipes.close_reader accepts either
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_a_closed_store_refuses_work_with_a_store_error(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.close()
+        with pytest.raises(StoreError):
+            await read(b, "p")
+    run_store(body)
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+def test_concurrent_readers_of_one_group_deliver_each_record_once(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        sent = [f"r{i:03d};".encode() for i in range(120)]
+        await b.append("p", [data(x) for x in sent])
+        await settle(b, "p", count=1)
+        got: list[bytes] = []
+
+        async def reader():
+            idle = 0
+            while idle < 20:
+                taken = await read(b, "p", size=5)  # a record at a time, and split ones
+                if taken.size:
+                    got.append(taken.data)
+                    idle = 0
+                else:
+                    idle += 1
+                    await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(reader)
+        assert sorted(b"".join(got).split(b";")) == sorted(b"".join(sent).split(b";"))
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_readers_of_one_group_on_two_mounts_deliver_each_record_once(run_store):
+    # Kafka hands a group to one mount at a time (tests/kafka/test_membership.py).
+    async def body(opener):
+        a, _ = await opener()
+        c, _ = await opener()
+        await a.create_pipe("p")
+        for b in (a, c):
+            await b.attach("p", "")
+        sent = [f"{i:03d};".encode() for i in range(200)]
+        await a.append("p", [data(x) for x in sent])
+        got: list[bytes] = []
+
+        async def reader(b):
+            while (taken := await read(b, "p", size=4)).size:  # one record a read
+                got.append(taken.data)
+
+        async with trio.open_nursery() as nursery:
+            for b in (a, c, a, c):
+                nursery.start_soon(reader, b)
+        assert sorted(got) == sent
+    run_store(body)
+
+
+def test_concurrent_appends_keep_each_writers_order(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+
+        async def writer(w):
+            for i in range(20):
+                await b.append("p", [data(f"{w}:{i};".encode(), f"m.{w}")], durable=i == 19)
+
+        async with trio.open_nursery() as nursery:
+            for w in range(6):
+                nursery.start_soon(writer, w)
+        text = (await read_all(b, "p", expect=6 * (10 * 4 + 10 * 5))).decode()
+        items = [x.split(":") for x in text.split(";") if x]
+        assert len(items) == 120
+        for w in range(6):
+            assert [int(i) for ww, i in items if ww == str(w)] == list(range(20))
+    run_store(body)
+
+
+def test_concurrent_creates_of_one_name_succeed_once(run_store):
+    async def body(opener):
+        a, _ = await opener()
+        c, _ = await opener()
+        results = []
+
+        async def create(b):
+            results.append(await b.create_pipe("p"))
+
+        async with trio.open_nursery() as nursery:
+            for b in (a, c, a, c):
+                nursery.start_soon(create, b)
+        assert sorted(results) == [False, False, False, True]
+    run_store(body)
+
+
+# -- change notification --------------------------------------------------------------
+
+def test_an_append_notifies_its_own_mount_where_a_group_is_attached(run_store):
+    async def body(opener):
+        b, changes = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await settle_empty(b, "p")
+        since = changes.mark()
+        await b.append("p", [data(b"x")])
+        await changes.wait_for("p", since)
+    run_store(body)
+
+
+def test_create_and_delete_notify_with_gone(run_store):
+    async def body(opener):
+        b, changes = await opener()
+        since = changes.mark()
+        await b.create_pipe("p")
+        await changes.wait_for("p", since, gone=True)
+        since = changes.mark()
+        await b.delete_pipe("p")
+        await changes.wait_for("p", since, gone=True)
+    run_store(body)
+
+
+def test_an_append_on_one_mount_wakes_a_reader_on_another(run_store):
+    async def body(opener):
+        writer, _ = await opener()
+        reader, changes = await opener()
+        await writer.create_pipe("p")
+        await reader.attach("p", "")
+        await settle_empty(reader, "p")
+        since = changes.mark()
+        await writer.append("p", [data(b"wake")])
+        await changes.wait_for("p", since, timeout=30)
+        assert await read_all(reader, "p", expect=4) == b"wake"
+    run_store(body)
+
+
+def test_a_delete_on_one_mount_is_noticed_on_another(run_store):
+    async def body(opener):
+        a, _ = await opener()
+        c, changes = await opener()
+        since = changes.mark()
+        await a.create_pipe("p")
+        # Seen there first: a store that polls may miss a pipe made and
+        # deleted between two looks (no mount held it meanwhile).
+        await changes.wait_for("p", since, gone=True, timeout=30)
+        await c.attach("p", "")
+        since = changes.mark()
+        await a.delete_pipe("p")
+        await changes.wait_for("p", since, gone=True, timeout=30)
+        # What pipes.py then asks, to fail the pipe's open writers there (EPIPE).
+        assert not await c.pipe_exists("p")
+    run_store(body)
+
+
+async def settle_empty(backend, name, group=""):
+    """A first fetch, so a store that joins groups lazily has joined."""
+    await backend.fetch(name, group, 1)
+
+
+# -- status ------------------------------------------------------------------------------
+
+def test_stats_count_what_is_retained_and_each_backlog_or_say_unknown(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.attach("p", "g")
+        await b.append("p", [Record(Kind.BEGIN, "m.1"), data(b"abc"), data(b"de")])
+        assert await read_all(b, "p", "g", expect=5) == b"abcde"
+        stats = await b.stats("p")
+        assert stats.records in (None, 2) and stats.bytes in (None, 5)
+        if stats.groups:
+            assert (stats.groups[""].backlog_records, stats.groups[""].backlog_bytes) == (2, 5)
+            assert (stats.groups["g"].backlog_records, stats.groups["g"].backlog_bytes) == (0, 0)
+        assert await b.health() == "ok"
+    run_store(body)
+
+
+def test_liveness_reports_each_mounts_heartbeat_to_every_mount(run_store):
+    async def body(opener):
+        a, _ = await opener()
+        c, _ = await opener()
+        if not isinstance(a, Liveness):  # a store may not offer it: then leases never expire
+            assert not hasattr(a, "mount_ages")
+            return
+        await a.heartbeat("mount-a")
+        with trio.fail_after(30):
+            while "mount-a" not in (ages := await c.mount_ages()):
+                await trio.sleep(0.1)
+        assert 0 <= ages["mount-a"] < 30
+    run_store(body)
+
+
+# -- retention (the stores that apply it themselves; Kafka's broker does its own) -------
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_retention_removes_what_every_group_consumed_and_nothing_else(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.attach("p", "")
+        await b.attach("p", "g")
+        await b.append("p", [data(b"a"), data(b"b")])
+        assert await read_all(b, "p", "", expect=2) == b"ab"
+        await b.apply_retention()  # "g" has read nothing: all stays
+        assert (await b.stats("p")).records == 2
+        assert await read_all(b, "p", "g", expect=2) == b"ab"
+        await b.append("p", [data(b"c")])
+        assert await b.apply_retention() == 2
+        assert (await b.stats("p")).records == 1
+        assert await read_all(b, "p", "", expect=1) == b"c"
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_records_written_before_any_reader_are_kept_for_the_default_group(run_store):
+    async def body(opener):
+        b, _ = await opener()
+        await b.create_pipe("p")
+        await b.append("p", [data(b"early")])
+        assert await b.apply_retention() == 0
+        await b.attach("p", "")
+        assert await read_all(b, "p", expect=5) == b"early"
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_retention_removes_records_older_than_the_retention_age(run_store):
+    async def body(opener):
+        b, _ = await opener(retention_seconds=0.0)
+        await b.create_pipe("p")
+        await b.append("p", [data(b"old")])
+        await trio.sleep(0.01)
+        assert await b.apply_retention() == 1
+        await b.attach("p", "new")
+        assert await read_all(b, "p", "new") == b""
+    run_store(body)
