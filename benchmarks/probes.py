@@ -160,7 +160,7 @@ def sqlite_ceiling(args) -> dict:
     of everything.  No FUSE, no daemon."""
     import sqlite3
 
-    from dnpfs.backends.sqlite import RECORDS_SCHEMA
+    from dnpfs.backends.sqlite._schema import RECORDS_SCHEMA
 
     path = os.path.join(args.dir, "ceiling.sqlite")
     db = sqlite3.connect(path, isolation_level=None)
