@@ -8,6 +8,7 @@ One module per job, behind the ``SqliteBackend`` facade (``backend``):
 - ``_reads``: group cursors and batched reads (fetch, decide, commit);
 - ``_inflight``: reads in flight and their redelivery when a daemon died;
 - ``_watch``: noticing what other daemons sharing the store did;
+- ``_wake``: the bell daemons ring after a commit, so the others look at once;
 - ``_upkeep``: retention, heartbeats, stats.
 
 Names: ``pipe_id`` is a pipe's row id; ``pid`` is always a process id.

@@ -34,10 +34,12 @@ class _AppendJob:
 class Appends:
     """The writer connection's work."""
 
-    def __init__(self, conn: Conn, path: Path, notify: Callable[[str], None]) -> None:
+    def __init__(self, conn: Conn, path: Path, notify: Callable[[str], None],
+                 ring: Callable[[], None]) -> None:
         self.conn = conn
         self.path = path
         self.notify = notify
+        self.ring = ring
         self._jobs = Batch()  # _AppendJobs for loop()
 
     async def append(self, name: str, records: Sequence[Record], durable: bool) -> None:
@@ -69,6 +71,8 @@ class Appends:
                 errors = await self.conn.run(lambda db: self._store(db, jobs))
             except StoreError as e:
                 errors = [e] * len(jobs)
+            if any(error is None for error in errors):
+                self.ring()  # other daemons of the store look now (_wake.py)
             for job, error in zip(jobs, errors):
                 job.error = error
                 job.done.set()

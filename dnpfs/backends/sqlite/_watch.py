@@ -1,9 +1,12 @@
 """Noticing what other daemons sharing the store did: new records, new or
 deleted pipes, reads left in flight by a daemon that died.
 
-Other daemons' commits are noticed by polling ``PRAGMA data_version``, which
-costs one page-cache read; ``poll_interval`` bounds the added latency.  Our
-own appends notify directly (``_appends``).
+Other daemons' commits are noticed when they ring the store's bell
+(``_wake``): then ``PRAGMA data_version`` tells whether anything changed, at
+the cost of one page-cache read.  Without a bell (no inotify) the watch polls
+every ``poll_interval``; with one, every ``SAFETY_POLL`` in case a ring was
+missed (a daemon of an older dnpfs).  Our own appends notify directly
+(``_appends``).
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ import trio
 from ..base import ChangeCallback
 from ._conn import Conn
 from ._inflight import InFlight
+from ._wake import Wake
 
 log = logging.getLogger(__name__)
 
+SAFETY_POLL = 0.1
+
 
 class ChangeWatch:
-    def __init__(self, conn: Conn, inflight: InFlight, poll_interval: float,
+    def __init__(self, conn: Conn, inflight: InFlight, wake: Wake, poll_interval: float,
                  closed: Callable[[], bool]) -> None:
         self.conn = conn
         self.inflight = inflight
-        self.poll_interval = poll_interval
+        self.wake = wake
+        self.poll_interval = SAFETY_POLL if wake.available else poll_interval
         self.closed = closed
         self._pipe_names: dict[int, str] = {}  # pipe id -> name, as last seen
         self._pipes_signature = None
@@ -85,7 +92,7 @@ class ChangeWatch:
                     return
                 log.warning("change watch: %s", e)
                 await trio.sleep(1)
-            await trio.sleep(self.poll_interval)
+            await self.wake.wait(self.poll_interval)
 
     async def _wake_for_orphans(self, on_change: ChangeCallback) -> None:
         """Readers already blocked must notice bytes a dead daemon left in flight."""

@@ -31,6 +31,7 @@ from ._inflight import InFlight
 from ._reads import Reads
 from ._schema import default_store_path, prepare
 from ._upkeep import Upkeep
+from ._wake import Wake
 from ._watch import ChangeWatch
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,13 @@ class SqliteBackend(Backend):
         closed = lambda: self._closed  # noqa: E731 - background loops then end quietly
         self._conns = [Conn(self.path, "NORMAL", self.busy_ms) for _ in range(4)]
         writer, reader, self._meta, watch = self._conns
-        self._appends = Appends(writer, self.path, lambda name: self._on_change(name))
+        self._wake = Wake(self.path, self.access)
+        self._appends = Appends(writer, self.path, lambda name: self._on_change(name),
+                                self._wake.ring)
         self._reads = Reads(reader, self._inflight)
         self._upkeep = Upkeep(self._meta, self.retention_seconds, self.retention_interval,
                               closed)
-        self._watch = ChangeWatch(watch, self._inflight, self.poll_interval, closed)
+        self._watch = ChangeWatch(watch, self._inflight, self._wake, self.poll_interval, closed)
         await self._watch.start()
         nursery.start_soon(self._watch.run, on_change)
         nursery.start_soon(self._upkeep.retention_loop)
@@ -95,6 +98,7 @@ class SqliteBackend(Backend):
         self._closed = True  # background loops now end quietly
         for conn in self._conns:
             await conn.run(lambda db: db.close())
+        self._wake.close()
 
     # -- pipes -------------------------------------------------------------
     async def create_pipe(self, name: str) -> bool:
@@ -112,6 +116,8 @@ class SqliteBackend(Backend):
                 return True
 
         created = await self._meta.run(create)
+        if created:
+            self._wake.ring()
         self._on_change(name, True)
         return created
 
@@ -129,6 +135,8 @@ class SqliteBackend(Backend):
                 return True
 
         deleted = await self._meta.run(delete)
+        if deleted:
+            self._wake.ring()
         self._on_change(name, True)
         return deleted
 
