@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS inflight (
 CREATE INDEX IF NOT EXISTS inflight_by_group ON inflight (pipe, grp);
 """
 
-_KINDS = {k.value: k for k in Kind}
+_KINDS = {k.value: k for k in Kind.stored()}
 _MAX_FETCH_RECORDS = 4096
 _RETENTION_IDS = 2000  # record ids pruned per transaction
 _RETENTION_PIPES = 10  # pipes pruned per transaction
