@@ -1,4 +1,4 @@
-"""The boundary with aiokafka (dnpfs/backends/kafka/_aiokafka.py): the
+"""The boundary with aiokafka (dnpfs/backends/kafka/_aiokafka/): the
 supported range is one range everywhere, and every internal dnpfs leans on
 is there.  A new aiokafka release that moves one fails here, by name."""
 
@@ -68,13 +68,35 @@ def test_the_fetch_request_carries_session_and_isolation_level():
     fields it fills in are encoded, and read back as sent."""
     from aiokafka.protocol.fetch import FetchRequest_v11
 
-    from dnpfs.backends.kafka._fetcher import SessionFetchRequest
+    from dnpfs.backends.kafka._fetcher import fetch_request
 
-    struct = SessionFetchRequest(5, 3, {"t": 7}, ["gone"]).build(FetchRequest_v11)
+    struct = fetch_request(5, 3, {"t": 7}, ["gone"]).build(FetchRequest_v11)
     back = FetchRequest_v11.decode(struct.encode())
     assert (back.isolation_level, back.session_id, back.session_epoch) == (1, 5, 3)
     assert back.forgotten_topics_data == [("gone", [0])]
     assert back.topics[0][0] == "t" and back.topics[0][1][0][2] == 7
+
+
+# A private name reached on an object other than self or cls, or imported.
+_ATTRIBUTE = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.\w+)*)\.(_[a-z]\w*)")
+_IMPORT = re.compile(r"^from aiokafka[\w.]* import .*\b_\w+", re.M)
+
+
+def private_uses(text: str) -> list[str]:
+    return [m.group(0) for m in _ATTRIBUTE.finditer(text) if m.group(1) not in ("self", "cls")] \
+        + [m.group(0) for m in _IMPORT.finditer(text)]
+
+
+def test_no_module_outside_the_boundary_touches_aiokafka_internals():
+    """Everything of aiokafka's that is private is used in _aiokafka/ only."""
+    kafka = ROOT / "dnpfs" / "backends" / "kafka"
+    found = {p.name: private_uses(p.read_text()) for p in sorted(kafka.glob("*.py"))}
+    assert {name: uses for name, uses in found.items() if uses} == {}
+    # the scan finds what it looks for:
+    assert private_uses("x = self.producer._message_accumulator\n") == [
+        "self.producer._message_accumulator"]
+    assert private_uses("from aiokafka.record.default_records import _Builder\n")
+    assert private_uses("self._x = cls._y\n") == []
 
 
 def test_a_mount_refuses_another_aiokafka_in_one_line(tmp_path):

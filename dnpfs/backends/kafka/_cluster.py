@@ -41,12 +41,12 @@ from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
 from . import wire
-from ._batches import new_batch
+from ._aiokafka.batches import new_batch
 from ._fetcher import READ_COMMITTED, Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._metadata import LEADER_NOT_AVAILABLE, leaders
-from ._produce import ProduceClient, cap_requests
+from ._aiokafka.produce import ProduceClient, cap_producer
 from ._protocol import DeleteGroupsRequest
 from .config import ClientConfig
 
@@ -191,7 +191,7 @@ class Cluster:
                 # produce requests are then written from the batches' buffers,
                 # and hold at most REQUEST_BYTES of them.
                 self.producer.client.__class__ = ProduceClient
-                cap_requests(self.producer._message_accumulator, REQUEST_BYTES)
+                cap_producer(self.producer, REQUEST_BYTES)
                 await self.producer.start()
                 await self.fetcher.start(**common)
                 await self.refresh()

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import CloseReason
 from aiokafka.errors import NodeNotReadyError, RequestTimedOutError
-from aiokafka.protocol.fetch import FetchRequest
 
-from ._frames import FetchConnection
+from ._aiokafka.fetch_request import SessionFetchRequest
+from ._aiokafka.frames import FetchConnection
 from ._records import FetchResponse, Unreadable, decode_fetch_v11, read_records
 
 if TYPE_CHECKING:
@@ -314,11 +314,11 @@ class Session:
         else:
             changed = {t: o for t, o in start.items() if self.held.get(t) != o}
             forgotten = [t for t in self.held if t not in start]
-        return SessionFetchRequest(self.id, self.epoch, changed, forgotten)
+        return fetch_request(self.id, self.epoch, changed, forgotten)
 
     def closing(self) -> SessionFetchRequest:
         """The last request: epoch -1 closes the session and fetches nothing."""
-        return SessionFetchRequest(self.id, -1, {}, [], max_wait_ms=0)
+        return fetch_request(self.id, -1, {}, [], max_wait_ms=0)
 
     def answered(self, response, start: dict[str, int]) -> bool:
         """Take in a response's session fields; False if the session is gone
@@ -343,23 +343,10 @@ class KafkaFetchError(Exception):
     """A fetch response's top-level error other than the session's own."""
 
 
-class SessionFetchRequest(FetchRequest):
-    """aiokafka's FetchRequest with the session fields filled in (it always
-    sends session 0, epoch -1: no session)."""
-
-    def __init__(self, session_id: int, epoch: int, start: dict[str, int],
-                 forgotten: list[str], max_wait_ms: int = FETCH_WAIT_MS) -> None:
-        super().__init__(max_wait_ms, 1, RESPONSE_BYTES, READ_COMMITTED,
-                         [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])
-        self._session = (session_id, epoch, [(topic, [0]) for topic in forgotten])
-
-    def build(self, request_struct_class):
-        struct = super().build(request_struct_class)
-        if request_struct_class.API_VERSION >= 7:
-            session_id, epoch, forgotten = self._session
-            struct.__dict__.update(session_id=session_id, session_epoch=epoch,
-                                   forgotten_topics_data=forgotten)
-        if request_struct_class.API_VERSION == 11:
-            struct.decode_frame = decode_fetch_v11  # read in place (_frames.py)
-        return struct
-
+def fetch_request(session_id: int, epoch: int, start: dict[str, int], forgotten: list[str],
+                  max_wait_ms: int = FETCH_WAIT_MS) -> SessionFetchRequest:
+    """A read_committed Fetch request of the fetcher's sizes, in a session."""
+    return SessionFetchRequest(
+        session_id, epoch, forgotten, decode_fetch_v11,
+        max_wait_ms, 1, RESPONSE_BYTES, READ_COMMITTED,
+        [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])

@@ -5,7 +5,7 @@ aiokafka reads a fetch response into a bytes object, copies the records of
 each partition out of it, and its C record reader copies each value again.
 Reading a backlog, those copies were most of the daemon's CPU
 (docs/decisions.md, "fetch responses read in place").  Here the response is
-one buffer the socket was read into (``_frames.FetchConnection``); a
+one buffer the socket was read into (``_aiokafka.frames.FetchConnection``); a
 partition's records stay a memoryview of it, and a large record's value is
 copied once, into the bytes the reader is handed.
 
