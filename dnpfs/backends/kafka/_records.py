@@ -54,7 +54,7 @@ _CRC_FROM = 21  # a batch's CRC covers everything from its attributes on
 _ABORT_MARKER = 0  # a control record's type (its key's second int16): 0 abort, 1 commit
 
 # Every batch's CRC32C is checked: with the CPU's crc32 instruction it costs
-# about 1 % of the read path (docs/decisions.md, "CRCs checked on reads").
+# little of the read path (docs/decisions.md, "CRCs checked on reads").
 CHECK_CRCS = True
 
 
