@@ -167,6 +167,9 @@ def test_aborted_transactions_are_skipped_and_committed_ones_read() -> None:
     assert values == [b"c", b"l", b"l", b"c"] and position == 10
     # Fetched from inside the aborted transaction: still skipped.
     assert committed(raw, [(8, 1)], start=4) == ([b"c"], 10)
+    # Fetched from after the abort marker (inside the batch holding 8's next
+    # transaction's records): that marker still ends the aborted one.
+    assert committed(raw, [(8, 1)], start=8) == ([b"c"], 10)
     # Without the broker's list (read_uncommitted), everything but markers.
     assert committed(raw, []) == ([b"c", b"a", b"l", b"l", b"a", b"a", b"c"], 10)
 

@@ -167,12 +167,13 @@ def read_records(raw, start: int, aborted=()) -> tuple[list, int]:
         position = max(position, last + 1)
         batch = raw[at:end]
         at = end
-        if last < start:
-            continue  # before the fetch position (a batch fetched again)
         if CHECK_CRCS and crc32c.crc32c(batch[_CRC_FROM:]) != crc & 0xFFFFFFFF:
-            out.append(Unreadable(base, last, "CRC mismatch"))
+            if last >= start:
+                out.append(Unreadable(base, last, "CRC mismatch"))
             continue
         if producer >= 0 and (pending or aborting):
+            # Even before the fetch position: an abort marker there ends
+            # its producer's aborted transaction for the batches after it.
             while pending and pending[0][1] <= last:
                 aborting.add(pending.pop(0)[0])
             if attributes & _CONTROL:
@@ -181,8 +182,8 @@ def read_records(raw, start: int, aborted=()) -> tuple[list, int]:
                 continue
             if attributes & _TRANSACTIONAL and producer in aborting:
                 continue  # a batch of an aborted transaction
-        if attributes & _CONTROL:
-            continue  # a transaction marker: no data
+        if attributes & _CONTROL or last < start:
+            continue  # a transaction marker (no data), or before the fetch position
         try:
             if not attributes & _COMPRESSION and length >= count * LARGE_RECORD:
                 got: list = []
@@ -197,14 +198,18 @@ def read_records(raw, start: int, aborted=()) -> tuple[list, int]:
 
 
 def _control_type(batch) -> int:
-    """The type of a control batch's (first) record: abort or commit."""
-    at = _BATCH_HEAD.size
-    _, at = _varint(batch, at)  # record length
-    at += 1  # attributes
-    _, at = _varint(batch, at)  # timestamp delta
-    _, at = _varint(batch, at)  # offset delta
-    _, at = _varint(batch, at)  # key length
-    return struct.unpack_from(">hh", batch, at)[1]
+    """The type of a control batch's (first) record: abort, commit, or -1
+    for one that cannot be read (taken for no abort)."""
+    try:
+        at = _BATCH_HEAD.size
+        _, at = _varint(batch, at)  # record length
+        at += 1  # attributes
+        _, at = _varint(batch, at)  # timestamp delta
+        _, at = _varint(batch, at)  # offset delta
+        _, at = _varint(batch, at)  # key length
+        return struct.unpack_from(">hh", batch, at)[1]
+    except (struct.error, IndexError, CorruptResponse):
+        return -1
 
 
 def _read_with_aiokafka(batch: bytes, start: int) -> list:
