@@ -12,7 +12,7 @@ per response, no CRC check) and aiokafka.conn.READER_LIMIT raised to match.
 This consumer assigns the partition itself (no group).  So the difference
 between dnpfs and this script is dnpfs itself (FUSE, trio, the bridge to the
 asyncio thread, sessions and cursors, and its reading fetch responses in place,
-dnpfs/backends/kafka/_frames.py), not the client's tuning.  Records carry no
+dnpfs/backends/kafka/_aiokafka/frames.py), not the client's tuning.  Records carry no
 headers (dnpfs adds two small ones).
 
 Each command prints one JSON line.  Times are CLOCK_MONOTONIC and measured

@@ -109,7 +109,7 @@ def targets(results: dict) -> list[dict]:
                                med(bulk, f"{phase}_vs_aiokafka"), med(bulk, f"{phase}_vs_fuse"))
             bound = ""
             if phase == "read" and ref is not None:
-                # dnpfs reads fetch responses itself (dnpfs/backends/kafka/_frames.py),
+                # dnpfs reads fetch responses itself (dnpfs/backends/kafka/_aiokafka/frames.py),
                 # so aiokafka's reader no longer bounds it: the daemon's CPU does.
                 d = s["dnpfs.read"]
                 cpu = _per_gib(d, "daemon_cpu_s")

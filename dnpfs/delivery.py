@@ -17,6 +17,11 @@ The EOF rule, as on a local FIFO, where EOF means "no writer is left":
   new reader an old EOF.
 - A read that already holds bytes stops *before* such an END, so the bytes
   come first and the next read() returns 0.
+
+Records the store cannot read (``Kind.UNREADABLE``, a corrupt Kafka batch)
+are an error in the stream, met the same way: the bytes before them come
+first, the next read() consumes them and fails (EIO), and the read after
+that goes on behind them.  The group's open sessions stay as they were.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Taken:
     cursor: Cursor
     eof: bool
     view: ReaderView
+    unreadable: bool = False  # the read consumed records that cannot be read: it fails
 
     @property
     def data(self) -> bytes:
@@ -49,8 +55,8 @@ class Taken:
 
     @property
     def answers(self) -> bool:
-        """True when read() returns now: with bytes, or with 0 for EOF."""
-        return self.size > 0 or self.eof
+        """True when read() returns now: with bytes, 0 for EOF, or an error."""
+        return self.size > 0 or self.eof or self.unreadable
 
 
 def take(
@@ -70,7 +76,7 @@ def take(
     offset, pos = cursor.offset, cursor.byte_pos
     sessions = set(cursor.open_sessions)
     seen = set(view.seen)
-    eof = False
+    eof = unreadable = False
 
     for rec in records:
         if rec.offset < offset:
@@ -101,6 +107,12 @@ def take(
                 sessions.add(rec.session)
                 seen.add(rec.session)
             offset, pos = rec.offset + 1, 0
+        elif rec.kind is Kind.UNREADABLE:
+            if got:
+                break  # deliver the bytes now, the error on the next read
+            offset, pos = rec.offset + 1, 0
+            unreadable = True
+            break
         else:  # Kind.END
             # Only a session the group knows open can end the stream: a second
             # END for one session, or an END whose BEGIN retention removed, is
@@ -121,7 +133,8 @@ def take(
                 break
 
     new = Cursor(offset, pos, frozenset(sessions))
-    return Taken(tuple(out), got, new, eof, ReaderView(view.horizon, frozenset(seen)))
+    return Taken(tuple(out), got, new, eof, ReaderView(view.horizon, frozenset(seen)),
+                 unreadable)
 
 
 def would_deliver(cursor: Cursor, records: Iterable[StoredRecord], view: ReaderView) -> bool:

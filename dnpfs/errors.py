@@ -31,6 +31,10 @@ class StoreError(DnpfsError):
     """The backend could not store or fetch records (disk, broker, timeout)."""
 
 
+class Unreadable(StoreError):
+    """The store holds records here that cannot be read (a corrupt batch)."""
+
+
 class Interrupted(DnpfsError):
     """The process waiting in a syscall has a signal pending."""
 

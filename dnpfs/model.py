@@ -12,6 +12,14 @@ class Kind(enum.Enum):
     DATA = "data"
     BEGIN = "begin"  # a writer session opened
     END = "end"  # a writer session closed
+    # Never stored: a backend's stand-in for records it holds but cannot
+    # read (a corrupt batch); the read that reaches it fails with EIO.
+    UNREADABLE = "unreadable"
+
+    @classmethod
+    def stored(cls) -> tuple[Kind, ...]:
+        """The kinds a record in a store can have."""
+        return (cls.DATA, cls.BEGIN, cls.END)
 
 
 @dataclass(frozen=True, slots=True)

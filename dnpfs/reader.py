@@ -16,7 +16,7 @@ from .backends.base import Fetched
 from .delivery import ReaderView, Taken, take, would_deliver
 from .metrics import METRICS
 from .model import Cursor
-from .errors import NoSuchPipe, StoreError, WouldBlock
+from .errors import NoSuchPipe, StoreError, Unreadable, WouldBlock
 
 if TYPE_CHECKING:
     from .pipes import PipeState, Pipes
@@ -78,6 +78,9 @@ class ReaderHandle:
                     break
                 raise
             self.view = taken.view
+            if taken.unreadable:
+                raise Unreadable(f"{self.name}: the records up to offset {taken.cursor.offset - 1} "
+                                 "cannot be read; the next read goes on after them")
             if taken.eof:
                 self.eof = True
                 break

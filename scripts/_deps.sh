@@ -15,13 +15,15 @@ need_debs() {
     fi
 }
 
-# make_venv DIR EXTRAS: a virtualenv with dnpfs (from this checkout) installed.
+# make_venv DIR EXTRAS: a virtualenv with dnpfs (from this checkout) installed,
+# its runtime dependencies at the versions the image pins (deploy/requirements.txt
+# as constraints): tests, installs and the image run the same releases.
 make_venv() {
     local venv=$1 extras=$2 repo
     repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e "$repo$extras"
+    "$venv/bin/python" -m pip install -q -c "$repo/deploy/requirements.txt" -e "$repo$extras"
 }
 
 # libjemalloc2: the daemon's malloc (dnpfs/allocator.py); without it, glibc's.

@@ -387,8 +387,8 @@ def test_image_takes_its_settings_from_the_environment(image, chroot, tmp_path):
 
 @pytest.mark.kafka
 def test_image_serves_pipes_from_kafka(image, chroot, tmp_path, kafka_bootstrap):
-    """The image's aiokafka against the dev broker (Apache Kafka 4.1.1, as in
-    deploy/docker-compose.yml): the chroot shares this machine's network."""
+    """The image's aiokafka against the dev broker (scripts/kafka-dev): the
+    chroot shares this machine's network."""
     prefix = f"deploy-test-{uuid.uuid4().hex[:8]}."
     daemon = Daemon(chroot, tmp_path / "daemon.log",
                     {"DNPFS_KAFKA_BOOTSTRAP": kafka_bootstrap, "DNPFS_TOPIC_PREFIX": prefix})

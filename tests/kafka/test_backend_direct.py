@@ -601,14 +601,14 @@ def fetch_session_probe(bootstrap, node, session_id, epoch, topic=None):
     (FETCH_SESSION_ID_NOT_FOUND) once it is closed or evicted."""
     from aiokafka.client import AIOKafkaClient
 
-    from dnpfs.backends.kafka._fetcher import SessionFetchRequest
+    from dnpfs.backends.kafka._fetcher import fetch_request
 
     async def main():
         client = AIOKafkaClient(bootstrap_servers=bootstrap)
         await client.bootstrap()
         try:
             start = {topic: 0} if topic else {}
-            response = await client.send(node, SessionFetchRequest(session_id, epoch, start, [],
+            response = await client.send(node, fetch_request(session_id, epoch, start, [],
                                                                    max_wait_ms=0))
             return response.error_code, response.session_id
         finally:

@@ -141,7 +141,7 @@ def test_reader_blocked_past_max_poll_interval_keeps_its_place(kmount, make_moun
 
 def test_sixteen_pipes_written_at_once_each_read_back_whole(kmount, make_mount, tmp_path):
     """More batches ready at once than one produce request takes (8 MiB,
-    dnpfs/backends/kafka/_produce.py, cap_requests): every pipe's bytes still
+    dnpfs/backends/kafka/_aiokafka/produce.py, cap_requests): every pipe's bytes still
     arrive whole, in order, on another mount and in kcat."""
     names = [f"p{i}" for i in range(16)]
     data = {}

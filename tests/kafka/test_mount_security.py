@@ -40,8 +40,8 @@ def test_mount_over_a_secured_listener(listener, kafka_bootstrap, make_mount, tm
     run(f"printf 'over {listener}' > {m/'secure'}", shell=True)
     assert run(["cat", str(m / "secure")]).stdout == f"over {listener}".encode()
     # Megabytes over this listener's TLS or SASL: batches large enough to be
-    # written from their own buffers (dnpfs/backends/kafka/_produce.py), fetch
-    # responses too large for the small-frame buffer, read in place (_frames.py).
+    # written from their own buffers (dnpfs/backends/kafka/_aiokafka/produce.py), fetch
+    # responses too large for the small-frame buffer, read in place (_aiokafka/frames.py).
     payload = os.urandom(6 << 20)
     (tmp_path / "payload").write_bytes(payload)
     run(["dd", f"if={tmp_path / 'payload'}", f"of={m / 'secure'}", "bs=128k", "status=none"])

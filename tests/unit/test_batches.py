@@ -1,4 +1,4 @@
-"""Record batches checksummed by crc32c (``_batches.Batch``) against the
+"""Record batches checksummed by crc32c (``_aiokafka.batches.Batch``) against the
 batches aiokafka's own extension builds from the same records: the bytes on
 the wire must not change, and the checksum must be Kafka's."""
 
@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from dnpfs.backends.kafka._batches import Batch, new_batch
+from dnpfs.backends.kafka._aiokafka.batches import Batch, new_batch
 
 BATCH = 1_000_000
 T = 1_764_800_000_000  # a timestamp in ms, the same for both builders

@@ -95,3 +95,20 @@ def test_end_of_a_session_the_group_never_saw_open_is_no_eof():
     r = [StoredRecord(5, Kind.END, "s")]
     t = take(Cursor(5, 0, frozenset()), r, 100, view=ReaderView(horizon=0))
     assert not t.eof and t.cursor.offset == 6
+
+
+def test_unreadable_records_fail_one_read_after_the_bytes_before_them():
+    """Bytes first; the next read consumes the unreadable batch (its last
+    offset, 7: it held 5-7) and fails; the read after goes on behind it."""
+    r = [StoredRecord(3, Kind.BEGIN, "s"), StoredRecord(4, Kind.DATA, "s", b"ab"),
+         StoredRecord(7, Kind.UNREADABLE, None), StoredRecord(8, Kind.DATA, "s", b"cd"),
+         StoredRecord(9, Kind.END, "s")]
+    t = take(Cursor(3), r, 100)
+    assert t.data == b"ab" and not t.unreadable and t.cursor.offset == 7
+    assert would_deliver(t.cursor, r, t.view)
+    t2 = take(t.cursor, r, 100, view=t.view)
+    assert t2.unreadable and t2.size == 0 and not t2.eof and t2.answers
+    assert t2.cursor == Cursor(8, 0, frozenset({"s"}))  # the session stays open
+    t3 = take(t2.cursor, r, 100, view=t2.view)
+    assert t3.data == b"cd" and not t3.unreadable
+    assert take(t3.cursor, r, 100, view=t3.view).eof

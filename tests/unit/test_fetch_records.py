@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import crc32c
 import pytest
 from aiokafka.protocol.fetch import FetchResponse_v11
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -13,18 +14,23 @@ from aiokafka.record.memory_records import MemoryRecords
 from dnpfs.backends.kafka._records import (
     LARGE_RECORD,
     CorruptResponse,
+    Unreadable,
     decode_fetch_v11,
     read_records,
 )
 
-GZIP = 1
+GZIP, SNAPPY, LZ4, ZSTD = 1, 2, 3, 4
 CONTROL = 0x20
+ABORT, COMMIT = b"\x00\x00\x00\x00", b"\x00\x00\x00\x01"  # a control record's key
 
 
-def batch(base: int, records: list, compression: int = 0, control: bool = False) -> bytes:
-    """A v2 record batch at offset *base* of (key, value, headers) records."""
+def batch(base: int, records: list, compression: int = 0, control: bool = False,
+          producer: int = -1) -> bytes:
+    """A v2 record batch at offset *base* of (key, value, headers) records;
+    transactional when *producer* is given."""
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression,
-                                        is_transactional=0, producer_id=-1, producer_epoch=-1,
+                                        is_transactional=producer >= 0, producer_id=producer,
+                                        producer_epoch=0 if producer >= 0 else -1,
                                         base_sequence=-1, batch_size=1 << 30)
     for i, (key, value, headers) in enumerate(records):
         builder.append(i, timestamp=1_700_000_000_000 + i, key=key, value=value,
@@ -34,7 +40,18 @@ def batch(base: int, records: list, compression: int = 0, control: bool = False)
     if control:
         (attributes,) = struct.unpack_from(">h", raw, 21)
         struct.pack_into(">h", raw, 21, attributes | CONTROL)
+        reseal(raw)
     return bytes(raw)
+
+
+def reseal(raw: bytearray) -> None:
+    """The batch's CRC computed again, after a change to what it covers."""
+    struct.pack_into(">I", raw, 17, crc32c.crc32c(bytes(raw[21:])))
+
+
+def marker(base: int, producer: int, key: bytes) -> bytes:
+    """A transaction marker: abort (ABORT) or commit (COMMIT)."""
+    return batch(base, [(key, b"\x00\x00\x00\x00\x00\x00", [])], control=True, producer=producer)
 
 
 def with_aiokafka(raw: bytes, start: int) -> tuple[list, int]:
@@ -88,11 +105,73 @@ def test_a_batch_cut_short_is_left_for_the_next_fetch() -> None:
         assert position == 5
 
 
-def test_a_record_that_overruns_its_batch_is_an_error_not_data() -> None:
+def test_a_record_that_overruns_its_batch_is_unreadable_not_data() -> None:
     raw = bytearray(batch(0, LARGE[1:2]))  # LARGE_RECORD + 100 bytes
     struct.pack_into(">i", raw, 8, len(raw) - 12 - 50)  # batch length shorter than its record
-    with pytest.raises(CorruptResponse):
-        read_records(memoryview(bytes(raw[:-50])), 0)
+    raw = raw[:-50]
+    reseal(raw)
+    after = batch(1, LARGE[:2])
+    got, position = read_records(memoryview(bytes(raw) + after), 0)
+    assert isinstance(got[0], Unreadable) and (got[0].first, got[0].offset) == (0, 0)
+    assert [r.offset for r in got[1:]] == [1, 2] and position == 3
+
+
+@pytest.mark.parametrize("codec", [GZIP, SNAPPY, LZ4, ZSTD])
+def test_every_codec_is_read(codec: int) -> None:
+    raw = batch(0, SMALL, codec) + batch(200, LARGE, codec)
+    assert mine(raw, 0) == with_aiokafka(raw, 0)
+    assert len(mine(raw, 0)[0]) == 205
+
+
+@pytest.mark.parametrize("damage", ["crc", "codec", "data"])
+def test_a_batch_that_cannot_be_read_is_one_unreadable_and_the_rest_is_read(damage) -> None:
+    """Its offsets, once, and every batch after it as usual."""
+    bad = bytearray(batch(5, SMALL[:10], ZSTD))
+    if damage == "crc":
+        bad[-3] ^= 0xFF
+    elif damage == "codec":
+        struct.pack_into(">h", bad, 21, 7)  # a compression type Kafka does not have
+        reseal(bad)
+    else:
+        bad[61:] = bytes(len(bad) - 61)  # the zstd frame zeroed, the CRC made to fit
+        reseal(bad)
+    raw = batch(0, LARGE) + bytes(bad) + batch(15, LARGE)
+    for start in (0, 5, 9):
+        got, position = read_records(memoryview(raw), start)
+        lost = [r for r in got if isinstance(r, Unreadable)]
+        assert [(u.first, u.offset) for u in lost] == [(5, 14)], damage
+        assert [r.offset for r in got] == [o for o in range(start, 5)] + [14] + list(range(15, 20))
+        assert position == 20
+    got, _ = read_records(memoryview(raw), 15)
+    assert [r.offset for r in got] == list(range(15, 20))  # behind it: not met again
+
+
+def committed(raw, aborted, start=0) -> list:
+    got, position = read_records(memoryview(raw), start, aborted)
+    assert not any(isinstance(r, Unreadable) for r in got)
+    return [r.value[:1] for r in got], position
+
+
+def test_aborted_transactions_are_skipped_and_committed_ones_read() -> None:
+    one = [(None, b"c" * LARGE_RECORD, [])]
+    aborted_one = [(None, b"a" * LARGE_RECORD, [])]
+    raw = (batch(0, one, producer=7)            # 7: committed
+           + batch(1, aborted_one, producer=8)  # 8: aborted ...
+           + batch(2, SMALL[:2])                # not transactional, between
+           + batch(4, aborted_one * 2, GZIP, producer=8)
+           + marker(6, 7, COMMIT)
+           + marker(7, 8, ABORT)
+           + batch(8, one, producer=8)          # 8's next transaction: committed
+           + marker(9, 8, COMMIT))
+    values, position = committed(raw, [(8, 1)])
+    assert values == [b"c", b"l", b"l", b"c"] and position == 10
+    # Fetched from inside the aborted transaction: still skipped.
+    assert committed(raw, [(8, 1)], start=4) == ([b"c"], 10)
+    # Fetched from after the abort marker (inside the batch holding 8's next
+    # transaction's records): that marker still ends the aborted one.
+    assert committed(raw, [(8, 1)], start=8) == ([b"c"], 10)
+    # Without the broker's list (read_uncommitted), everything but markers.
+    assert committed(raw, []) == ([b"c", b"a", b"l", b"l", b"a", b"a", b"c"], 10)
 
 
 def response(topics: list) -> memoryview:
@@ -107,9 +186,10 @@ def test_fetch_response_fields() -> None:
     ])
     got = decode_fetch_v11(body)
     assert (got.error_code, got.session_id) == (0, 77)
-    [(t1, [(p1, e1, hw1, raw1)]), (t2, [(p2, e2, hw2, raw2)])] = got.topics
-    assert (t1, p1, e1, hw1, bytes(raw1)) == ("pipes.a", 0, 0, 219, PARTITION)
-    assert (t2, p2, e2, hw2, bytes(raw2)) == ("pipes.\u00e9", 0, 1, -1, b"")
+    [(t1, [(p1, e1, hw1, ls1, ab1, raw1)]), (t2, [(p2, e2, hw2, ls2, ab2, raw2)])] = got.topics
+    assert (t1, p1, e1, hw1, ls1, ab1, bytes(raw1)) == ("pipes.a", 0, 0, 219, 219, [], PARTITION)
+    assert (t2, p2, e2, hw2, ls2, ab2, bytes(raw2)) == (
+        "pipes.\u00e9", 0, 1, -1, -1, [(5, 10), (6, 11)], b"")
 
 
 def test_a_response_cut_short_is_an_error() -> None:

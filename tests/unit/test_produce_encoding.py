@@ -1,4 +1,4 @@
-"""Produce requests written in pieces (``_produce.encode``) against aiokafka's
+"""Produce requests written in pieces (``_aiokafka.produce.encode``) against aiokafka's
 own encoding of the same request: the bytes on the wire must not change."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import struct
 import pytest
 from aiokafka.protocol.produce import ProduceRequest
 
-from dnpfs.backends.kafka._produce import LARGE_BATCH, encode
+from dnpfs.backends.kafka._aiokafka.produce import LARGE_BATCH, encode
 
 
 def aiokafka_frame(request_struct, correlation_id: int, client_id: str) -> bytes:

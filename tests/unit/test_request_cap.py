@@ -1,4 +1,4 @@
-"""Produce requests of at most REQUEST_BYTES (``_produce.cap_requests``):
+"""Produce requests of at most REQUEST_BYTES (``_aiokafka.produce.cap_requests``):
 aiokafka's own accumulator, filled as the producer fills it and drained as
 its sender drains it, with the cap installed."""
 
@@ -10,7 +10,7 @@ from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 
 from dnpfs.backends.kafka._cluster import BATCH_BYTES, REQUEST_BYTES
-from dnpfs.backends.kafka._produce import cap_requests
+from dnpfs.backends.kafka._aiokafka.produce import cap_requests
 
 FULL = 990_000  # one value that nearly fills a batch, as a 128 KiB dd does in 7 writes
 

@@ -41,12 +41,12 @@ from ...model import Cursor, Record
 from ...names import check_name
 from ..base import Fetched
 from . import wire
-from ._batches import new_batch
-from ._fetcher import Fetcher
+from ._aiokafka.batches import new_batch
+from ._fetcher import READ_COMMITTED, Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._metadata import LEADER_NOT_AVAILABLE, leaders
-from ._produce import ProduceClient, cap_requests
+from ._aiokafka.produce import ProduceClient, cap_producer
 from ._protocol import DeleteGroupsRequest
 from .config import ClientConfig
 
@@ -191,7 +191,7 @@ class Cluster:
                 # produce requests are then written from the batches' buffers,
                 # and hold at most REQUEST_BYTES of them.
                 self.producer.client.__class__ = ProduceClient
-                cap_requests(self.producer._message_accumulator, REQUEST_BYTES)
+                cap_producer(self.producer, REQUEST_BYTES)
                 await self.producer.start()
                 await self.fetcher.start(**common)
                 await self.refresh()
@@ -467,7 +467,8 @@ class Cluster:
         return sent
 
     async def end_offset(self, name: str) -> int:
-        """The pipe's end offset (its high watermark): the next record's offset."""
+        """The pipe's end offset as readers see it (read_committed: its last
+        stable offset, below any transaction still open)."""
         return await self.list_offset(name, -1)
 
     async def list_offset(self, name: str, which: int) -> int:
@@ -483,7 +484,7 @@ class Cluster:
                 if leader < 0:
                     await asyncio.sleep(0.1)
                     continue
-            response = await self.client.send(leader, OffsetRequest(-1, 0, [(topic, [(0, which)])]))
+            response = await self.client.send(leader, OffsetRequest(-1, READ_COMMITTED, [(topic, [(0, which)])]))
             for _, partitions in response.topics:
                 for _, code, *info in partitions:
                     if code == 0:

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import CloseReason
 from aiokafka.errors import NodeNotReadyError, RequestTimedOutError
-from aiokafka.protocol.fetch import FetchRequest
 
-from ._frames import FetchConnection
-from ._records import decode_fetch_v11, read_records
+from ._aiokafka.fetch_request import SessionFetchRequest
+from ._aiokafka.frames import FetchConnection
+from ._records import FetchResponse, Unreadable, decode_fetch_v11, read_records
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
@@ -54,6 +54,7 @@ RESPONSE_BYTES = 16 << 20  # per response, all partitions together
 RETRY_WAIT = 0.5  # after a failed request (broker away)
 ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
+READ_COMMITTED = 1  # isolation level: no records of open or aborted transactions
 CLOSE_WAIT = 0.5  # for the broker to close a fetch session when the mount stops
 
 # Kafka error codes the fetcher answers specially.
@@ -81,7 +82,10 @@ class Fetcher:
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
         self._conns: dict[int, FetchConnection] = {}
-        self.highwater: dict[str, int] = {}  # topic -> high watermark of its last response
+        # topic -> where its readable records end (the last stable offset:
+        # read_committed sees nothing of a transaction still open) in its last response
+        self.highwater: dict[str, int] = {}
+        self._unreadable: dict[str, int] = {}  # topic -> last batch logged as unreadable
         self._wants: dict[GroupMember, Want] = {}
         self._loops: dict[int, asyncio.Task] = {}
         self.sessions: dict[int, Session] = {}  # node -> its loop's fetch session
@@ -150,6 +154,7 @@ class Fetcher:
             return
         if all(w.topic != want.topic for w in self._wants.values()):
             self.highwater.pop(want.topic, None)
+            self._unreadable.pop(want.topic, None)
         self.wake()
 
     def position(self, member: GroupMember) -> int | None:
@@ -219,8 +224,11 @@ class Fetcher:
                  response) -> bool:
         """Hand each member its records; False if a partition had an error."""
         ok = True
+        if not isinstance(response, FetchResponse):
+            raise KafkaFetchError(f"the broker answers Fetch v{response.API_VERSION}; "
+                                  "dnpfs reads v11 (Kafka 2.3 and later)")
         for topic, partitions in response.topics:
-            for partition, code, highwater, *rest in partitions:
+            for partition, code, highwater, stable, aborted, records in partitions:
                 wants = [w for w in due.get(topic, ()) if self._wants.get(w.member) is w]
                 if partition != 0 or not wants:
                     continue  # removed meanwhile (its cursor may have moved on)
@@ -233,14 +241,27 @@ class Fetcher:
                     self.cluster.stale_leaders()
                     ok = False
                     continue
-                self.highwater[topic] = highwater
-                fetched, next_offset = read_records(rest[-1], start[topic])
+                self.highwater[topic] = stable if stable >= 0 else highwater
+                fetched, next_offset = read_records(records, start[topic], aborted)
+                for lost in fetched:
+                    if isinstance(lost, Unreadable):
+                        self._report(topic, lost)
                 for want in wants:
                     if next_offset > want.position:
                         mine = [r for r in fetched if r.offset >= want.position]
                         want.position = next_offset
                         want.member.fetched(mine)
         return ok
+
+    def _report(self, topic: str, lost: Unreadable) -> None:
+        """Log an unreadable batch once, not for each reader group of the pipe
+        that meets it, nor at every fetch that starts over before it."""
+        if self._unreadable.get(topic, -1) >= lost.offset:
+            return
+        self._unreadable[topic] = lost.offset
+        log.error("%s partition 0: the records at offsets %d-%d cannot be read (%s); "
+                  "readers get EIO there once and go on after them",
+                  topic, lost.first, lost.offset, lost.reason)
 
     def _reset(self, want: Want) -> None:
         """The position is outside the log (retention deleted it, or the topic
@@ -293,11 +314,11 @@ class Session:
         else:
             changed = {t: o for t, o in start.items() if self.held.get(t) != o}
             forgotten = [t for t in self.held if t not in start]
-        return SessionFetchRequest(self.id, self.epoch, changed, forgotten)
+        return fetch_request(self.id, self.epoch, changed, forgotten)
 
     def closing(self) -> SessionFetchRequest:
         """The last request: epoch -1 closes the session and fetches nothing."""
-        return SessionFetchRequest(self.id, -1, {}, [], max_wait_ms=0)
+        return fetch_request(self.id, -1, {}, [], max_wait_ms=0)
 
     def answered(self, response, start: dict[str, int]) -> bool:
         """Take in a response's session fields; False if the session is gone
@@ -322,23 +343,10 @@ class KafkaFetchError(Exception):
     """A fetch response's top-level error other than the session's own."""
 
 
-class SessionFetchRequest(FetchRequest):
-    """aiokafka's FetchRequest with the session fields filled in (it always
-    sends session 0, epoch -1: no session)."""
-
-    def __init__(self, session_id: int, epoch: int, start: dict[str, int],
-                 forgotten: list[str], max_wait_ms: int = FETCH_WAIT_MS) -> None:
-        super().__init__(max_wait_ms, 1, RESPONSE_BYTES, 0,
-                         [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])
-        self._session = (session_id, epoch, [(topic, [0]) for topic in forgotten])
-
-    def build(self, request_struct_class):
-        struct = super().build(request_struct_class)
-        if request_struct_class.API_VERSION >= 7:
-            session_id, epoch, forgotten = self._session
-            struct.__dict__.update(session_id=session_id, session_epoch=epoch,
-                                   forgotten_topics_data=forgotten)
-        if request_struct_class.API_VERSION == 11:
-            struct.decode_frame = decode_fetch_v11  # read in place (_frames.py)
-        return struct
-
+def fetch_request(session_id: int, epoch: int, start: dict[str, int], forgotten: list[str],
+                  max_wait_ms: int = FETCH_WAIT_MS) -> SessionFetchRequest:
+    """A read_committed Fetch request of the fetcher's sizes, in a session."""
+    return SessionFetchRequest(
+        session_id, epoch, forgotten, decode_fetch_v11,
+        max_wait_ms, 1, RESPONSE_BYTES, READ_COMMITTED,
+        [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])

@@ -42,10 +42,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from ...model import Cursor, StoredRecord
+from ...model import Cursor, Kind, StoredRecord
 from ..base import Fetched
 from . import wire
 from ._fetcher import PARTITION_BYTES
+from ._records import Unreadable
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
@@ -260,7 +261,8 @@ class GroupMember(ConsumerRebalanceListener):
         self._wake()
 
     def _add(self, records) -> None:
-        decoded = [wire.decode_record(r.offset, r.value, r.headers) for r in records]
+        decoded = [StoredRecord(r.offset, Kind.UNREADABLE, None) if isinstance(r, Unreadable)
+                   else wire.decode_record(r.offset, r.value, r.headers) for r in records]
         added = False
         with self._lock:
             for rec in decoded:

@@ -5,14 +5,23 @@ aiokafka reads a fetch response into a bytes object, copies the records of
 each partition out of it, and its C record reader copies each value again.
 Reading a backlog, those copies were most of the daemon's CPU
 (docs/decisions.md, "fetch responses read in place").  Here the response is
-one buffer the socket was read into (``_frames.FetchConnection``); a
+one buffer the socket was read into (``_aiokafka.frames.FetchConnection``); a
 partition's records stay a memoryview of it, and a large record's value is
 copied once, into the bytes the reader is handed.
 
 Only Fetch v11 (what aiokafka asks brokers from 2.3 on) is read here; a
-batch that is compressed, a transaction marker, in the old message format, or
-made of many small records goes to aiokafka's C reader, which is faster per
-record than Python.
+batch that is compressed, in the old message format, or made of many small
+records goes to aiokafka's C reader, which is faster per record than Python
+(and decompresses with cramjam: every codec Kafka has).
+
+Reads are read_committed: batches of aborted transactions are skipped here,
+with the partition's list of aborted transactions, as Kafka's Java consumer
+does; transaction markers (control batches) carry no data.
+
+A batch that cannot be read (its CRC does not match, its codec fails, its
+records do not fit it) becomes one ``Unreadable`` in place of its records:
+the reader gets EIO there, once, and goes on after it (docs/kafka.md,
+"Batches that cannot be read").  Nothing else of the response is held up.
 
 Pure: no I/O, no asyncio.
 """
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import struct
 
+import crc32c
 from aiokafka.record.memory_records import MemoryRecords
 
 # Batches whose records average at least this many bytes are read here; the
@@ -34,10 +44,18 @@ _PARTITION_HEAD = struct.Struct(">ihqqqi")  # partition, error, high watermark,
 _BATCH_HEAD = struct.Struct(">qiibihiqqqhii")  # base offset, length, leader epoch,
 # magic, crc, attributes, last offset delta, first and max timestamp, producer
 # id and epoch, base sequence, record count
+_ABORTED = struct.Struct(">qq")  # producer id, first offset
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _COMPRESSION = 0x07
+_TRANSACTIONAL = 0x10
 _CONTROL = 0x20
+_CRC_FROM = 21  # a batch's CRC covers everything from its attributes on
+_ABORT_MARKER = 0  # a control record's type (its key's second int16): 0 abort, 1 commit
+
+# Every batch's CRC32C is checked: with the CPU's crc32 instruction it costs
+# little of the read path (docs/decisions.md, "CRCs checked on reads").
+CHECK_CRCS = True
 
 
 class FetchedRecord:
@@ -51,9 +69,24 @@ class FetchedRecord:
         self.headers = headers
 
 
+class Unreadable:
+    """In place of the records of a batch that cannot be read: *offset* is
+    its last offset (where its records end, whichever of them a fetch starts
+    at), *first* its base offset."""
+
+    __slots__ = ("offset", "first", "reason")
+
+    def __init__(self, first: int, offset: int, reason: str) -> None:
+        self.first = first
+        self.offset = offset
+        self.reason = reason
+
+
 class FetchResponse:
     """A Fetch v11 response: ``topics`` is [(topic, [(partition, error,
-    high watermark, records), ...]), ...], records a memoryview."""
+    high watermark, last stable offset, aborted transactions, records), ...]),
+    ...]; aborted transactions a list of (producer id, first offset), records
+    a memoryview."""
 
     __slots__ = ("error_code", "session_id", "topics")
 
@@ -84,14 +117,16 @@ def decode_fetch_v11(body: memoryview) -> FetchResponse:
             at += 4
             got = []
             for _ in range(partitions):
-                partition, code, highwater, _, _, aborted = _PARTITION_HEAD.unpack_from(body, at)
-                at += _PARTITION_HEAD.size + 16 * max(aborted, 0) + 4  # + preferred replica
+                partition, code, highwater, stable, _, count = _PARTITION_HEAD.unpack_from(body, at)
+                at += _PARTITION_HEAD.size
+                aborted = [_ABORTED.unpack_from(body, at + 16 * i) for i in range(count)]
+                at += 16 * max(count, 0) + 4  # + preferred replica
                 (size,) = _I32.unpack_from(body, at)
                 at += 4
                 size = max(size, 0)  # -1: null
                 if at + size > len(body):
                     raise CorruptResponse("fetch response cut short in a partition's records")
-                got.append((partition, code, highwater, body[at:at + size]))
+                got.append((partition, code, highwater, stable, aborted, body[at:at + size]))
                 at += size
             topics.append((topic, got))
     except struct.error as e:
@@ -99,49 +134,105 @@ def decode_fetch_v11(body: memoryview) -> FetchResponse:
     return FetchResponse(error, session, topics)
 
 
-def read_records(raw, start: int) -> tuple[list, int]:
+def read_records(raw, start: int, aborted=()) -> tuple[list, int]:
     """The records of *raw* (a partition's record batches) from offset *start*
-    on, and the offset after the last whole batch.  Transaction markers carry
-    no data but move the position past them; a batch cut short at the end of
-    the response is fetched again next time.
-
-    CRCs are not checked: aiokafka's CRC32C costs ~2 CPU s per GiB read, a
-    third of the read path, while the broker checks every batch when it is
-    produced and TCP checksums the wire; librdkafka (kcat) does not check by
-    default either (check.crcs=false)."""
+    on, and the offset after the last whole batch.  *aborted*: the response's
+    aborted transactions of the partition, (producer id, first offset) each.
+    Transaction markers and aborted batches carry no data but move the
+    position past them; a batch cut short at the end of the response is
+    fetched again next time; a batch that cannot be read is an
+    ``Unreadable``."""
     out: list = []
     position = start
     at, end_of_all = 0, len(raw)
+    pending = sorted(aborted, key=lambda a: a[1])  # by first offset
+    aborting: set[int] = set()  # producers whose current transaction was aborted
     while end_of_all - at >= 17:  # base offset, length, leader epoch, magic
         base, length = struct.unpack_from(">qi", raw, at)
         end = at + 12 + length
         if length < 0 or end > end_of_all:
             break
-        if raw[at + 16] == 2 and end - at >= _BATCH_HEAD.size:
-            head = _BATCH_HEAD.unpack_from(raw, at)
-            attributes, last_delta, count = head[5], head[6], head[12]
-            if not attributes & (_COMPRESSION | _CONTROL) and length >= count * LARGE_RECORD:
-                try:
-                    _read_batch(raw, at + _BATCH_HEAD.size, end, base, count, start, out)
-                except IndexError:
-                    raise CorruptResponse("a record batch cut short inside") from None
-                position = max(position, base + last_delta + 1)
-                at = end
-                continue
-        position = max(position, _read_with_aiokafka(bytes(raw[at:end]), start, out))
+        if raw[at + 16] != 2:  # the old message format: no transactions, no CRC32C
+            position = max(position, _read_legacy(bytes(raw[at:end]), base, start, out))
+            at = end
+            continue
+        if end - at < _BATCH_HEAD.size:
+            out.append(Unreadable(base, base, "a record batch shorter than its header"))
+            position = max(position, base + 1)
+            at = end
+            continue
+        head = _BATCH_HEAD.unpack_from(raw, at)
+        crc, attributes, last_delta, producer, count = head[4], head[5], head[6], head[9], head[12]
+        last = base + max(last_delta, 0)
+        position = max(position, last + 1)
+        batch = raw[at:end]
         at = end
+        if CHECK_CRCS and crc32c.crc32c(batch[_CRC_FROM:]) != crc & 0xFFFFFFFF:
+            if last >= start:
+                out.append(Unreadable(base, last, "CRC mismatch"))
+            continue
+        if producer >= 0 and (pending or aborting):
+            # Even before the fetch position: an abort marker there ends
+            # its producer's aborted transaction for the batches after it.
+            while pending and pending[0][1] <= last:
+                aborting.add(pending.pop(0)[0])
+            if attributes & _CONTROL:
+                if producer in aborting and _control_type(batch) == _ABORT_MARKER:
+                    aborting.discard(producer)  # its aborted transaction ends here
+                continue
+            if attributes & _TRANSACTIONAL and producer in aborting:
+                continue  # a batch of an aborted transaction
+        if attributes & _CONTROL or last < start:
+            continue  # a transaction marker (no data), or before the fetch position
+        try:
+            if not attributes & _COMPRESSION and length >= count * LARGE_RECORD:
+                got: list = []
+                _read_batch(batch, _BATCH_HEAD.size, len(batch), base, count, start, got)
+            else:
+                got = _read_with_aiokafka(bytes(batch), start)
+        except Exception as e:  # noqa: BLE001 - any codec's or reader's error: the batch is lost, not the pipe
+            out.append(Unreadable(base, last, f"{type(e).__name__}: {e}"))
+            continue
+        out.extend(got)
     return out, position
 
 
-def _read_with_aiokafka(batch: bytes, start: int, out: list) -> int:
-    """One batch through aiokafka's C reader; the offset after it."""
-    reader = MemoryRecords(batch)
-    got = reader.next_batch()
+def _control_type(batch) -> int:
+    """The type of a control batch's (first) record: abort, commit, or -1
+    for one that cannot be read (taken for no abort)."""
+    try:
+        at = _BATCH_HEAD.size
+        _, at = _varint(batch, at)  # record length
+        at += 1  # attributes
+        _, at = _varint(batch, at)  # timestamp delta
+        _, at = _varint(batch, at)  # offset delta
+        _, at = _varint(batch, at)  # key length
+        return struct.unpack_from(">hh", batch, at)[1]
+    except (struct.error, IndexError, CorruptResponse):
+        return -1
+
+
+def _read_with_aiokafka(batch: bytes, start: int) -> list:
+    """The records of one v2 batch through aiokafka's C reader."""
+    got = MemoryRecords(batch).next_batch()
     if got is None:
         raise CorruptResponse("a record batch aiokafka cannot read")
-    if not got.is_control_batch:
-        out.extend(r for r in got if r.offset >= start)
-    return got.next_offset
+    return [r for r in got if r.offset >= start]
+
+
+def _read_legacy(batch: bytes, base: int, start: int, out: list) -> int:
+    """A message set of the old format (magic 0 or 1); the offset after it."""
+    try:
+        got = MemoryRecords(batch).next_batch()
+        if got is None:
+            raise CorruptResponse("a message aiokafka cannot read")
+        records = list(got)
+        after = got.next_offset
+    except Exception as e:  # noqa: BLE001 - as in read_records
+        out.append(Unreadable(base, base, f"{type(e).__name__}: {e}"))
+        return base + 1
+    out.extend(r for r in records if r.offset >= start)
+    return after
 
 
 def _read_batch(raw, at: int, end: int, base: int, count: int, start: int, out: list) -> None:

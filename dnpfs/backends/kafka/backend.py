@@ -28,6 +28,7 @@ import trio
 from ...errors import DnpfsError, NoSuchPipe, StoreError
 from ...model import Cursor, Record
 from ..base import Backend, ChangeCallback, Fetched, T
+from . import _aiokafka
 from ._bridge import Bridge
 from ._cluster import Cluster, describe_error
 from .config import ClientConfig
@@ -88,6 +89,10 @@ class KafkaBackend(Backend):
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
         self.check()
         _quiet_aiokafka()
+        missing = _aiokafka.codecs_missing()
+        if missing:
+            log.warning("no codec library (cramjam) for %s: records compressed with them "
+                        "cannot be read (EIO)", ", ".join(missing))
         self._bridge.start()
         self._cluster = Cluster(
             self.bootstrap,

@@ -32,8 +32,8 @@ CURSOR_VERSION = 1
 # Kafka refuses commit metadata over offset.metadata.max.bytes (default 4096).
 MAX_METADATA = 4000
 
-_KINDS = {k.value.encode(): k for k in Kind}
-_KIND_BYTES = {k: k.value.encode() for k in Kind}
+_KINDS = {k.value.encode(): k for k in Kind.stored()}
+_KIND_BYTES = {k: k.value.encode() for k in Kind.stored()}
 
 
 def encode_record(record: Record) -> tuple[bytes, list[tuple[str, bytes]]]:

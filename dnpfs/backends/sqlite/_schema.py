@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS inflight (
 CREATE INDEX IF NOT EXISTS inflight_by_group ON inflight (pipe, grp);
 """
 
-KINDS = {k.value: k for k in Kind}
+KINDS = {k.value: k for k in Kind.stored()}
 
 
 def default_store_path() -> Path:

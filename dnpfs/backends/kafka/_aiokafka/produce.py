@@ -161,3 +161,8 @@ def cap_requests(accumulator, limit: int) -> None:
         return drain(ignore_nodes, muted_partitions)
 
     accumulator.drain_by_nodes = drain_by_nodes
+
+
+def cap_producer(producer, limit: int) -> None:
+    """``cap_requests`` on the accumulator of *producer* (an AIOKafkaProducer)."""
+    cap_requests(producer._message_accumulator, limit)
