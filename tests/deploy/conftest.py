@@ -1,11 +1,16 @@
 """Deployment artefacts checked here, with no container engine and no cluster:
 the image is built with podman (chroot isolation) and its filesystem run in a
 chroot; compose and Kubernetes files are validated against their schemas; the
-systemd unit goes through `systemd-analyze verify`.  See docs/deploy.md.
+systemd unit goes through `systemd-analyze verify`.  What users run on a
+host, end to end, on a clean machine inside this one (machine.py):
+scripts/install, /etc/fstab lines, the systemd unit run as systemd would
+(unit.py).  See docs/deploy.md.
 
 The image tests install what they need (podman, debootstrap) and take a few
-minutes the first time; `-m "not deploy_image"` leaves them out locally.  CI
-runs them.
+minutes the first time; `-m "not deploy_image"` leaves them out locally.  The
+install, fstab and unit tests share one run of scripts/install (half a
+minute or more, pip from PyPI); `-m "not deploy_install"` leaves them out.
+CI runs them all.
 """
 
 from __future__ import annotations
@@ -73,7 +78,21 @@ class Installed:
     seconds: float
 
 
-def _copy_of_checkout(dest: Path) -> Path:
+def install(machine: Machine, clone: Path) -> str:
+    """scripts/install of *clone* as root runs it from a shell; the clone is
+    deleted afterwards.  Its output."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = SYSTEMD_PATH + ":/sbin:/bin"
+    result = machine.run(["bash", str(clone / "scripts" / "install")], env=env, timeout=900,
+                         check=False)
+    shutil.rmtree(clone)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, f"scripts/install exited {result.returncode}:\n{output}"
+    return output
+
+
+def copy_of_checkout(dest: Path) -> Path:
     """The checkout as a user's clone has it: its files, not our virtualenv,
     caches or build leftovers."""
     shutil.copytree(ROOT, dest, symlinks=True, ignore=shutil.ignore_patterns(
@@ -93,18 +112,9 @@ def installed(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("installed")
     machine = Machine(scratch / "machine")
     try:
-        clone = _copy_of_checkout(scratch / "clone")
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-        env["PATH"] = SYSTEMD_PATH + ":/sbin:/bin"
         started = time.monotonic()
-        result = machine.run(["bash", str(clone / "scripts" / "install")], env=env, timeout=900,
-                             check=False)
-        seconds = time.monotonic() - started
-        output = (result.stdout + result.stderr).decode(errors="replace")
-        assert result.returncode == 0, f"scripts/install exited {result.returncode}:\n{output}"
-        shutil.rmtree(clone)
-        yield Installed(machine, output, seconds)
+        output = install(machine, copy_of_checkout(scratch / "clone"))
+        yield Installed(machine, output, time.monotonic() - started)
     finally:
         machine.close()
 

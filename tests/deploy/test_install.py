@@ -11,7 +11,7 @@ import pytest
 
 from dnpfs import __version__
 
-from .conftest import exchange
+from .conftest import copy_of_checkout, exchange, install
 
 pytestmark = pytest.mark.deploy_install
 
@@ -34,9 +34,22 @@ def test_install_leaves_a_package_that_needs_no_checkout(installed):
     m.run(["getfattr", "--version"])
 
 
+def test_install_again_installs_the_newer_checkout(installed, tmp_path):
+    """A second run (an upgrade) installs the checkout it runs from, and
+    leaves the running mount alone instead of failing on it."""
+    m = installed.machine
+    assert "/mnt/dnpipes" in m.mounts()
+    newer = copy_of_checkout(tmp_path / "newer")
+    (newer / "dnpfs" / "_newer.py").write_text("")
+    output = install(m, newer)
+    assert "/mnt/dnpipes stays mounted by the running daemon" in output, output
+    m.run([f"{VENV}/bin/python", "-c", "import dnpfs._newer"])
+    assert "/mnt/dnpipes" in m.mounts()
+
+
 def test_install_mounts_the_embedded_store_which_a_second_mount_shares(installed, tmp_path):
     m = installed.machine
-    assert "dnpfs: mounted /mnt/dnpipes" in installed.output
+    assert "dnpfs: mounted /mnt/dnpipes (embedded store" in installed.output
     assert "/mnt/dnpipes" in m.mounts()
     # As the README's demo: a second daemon on the same store.
     m.sh("mkdir -p /mnt/other && dnpfs mount --store /var/lib/dnpfs/store.sqlite /mnt/other")
