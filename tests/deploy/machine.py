@@ -45,7 +45,13 @@ while setup.returncode == 0 and not select.select([0], [], [], 0.2)[0]:
 def _setup(scratch: Path) -> str:
     """The shell script that makes the namespace a clean machine."""
     upper = scratch / "overlays"
-    lines = [f"mount -t tmpfs tmpfs {p}" for p in ("/opt", "/usr/local/bin", "/mnt")]
+    # Other tests' FUSE mounts, copied into the namespace, are detached from it
+    # (the copies only): every FUSE mount in it is then one made in it.  Mount
+    # ids cannot tell them apart, as the kernel reuses the id of a copy that
+    # goes when another test removes its mountpoint.
+    lines = ["findmnt -rn -o TARGET,FSTYPE | awk '$2 ~ /^fuse(\\.|$)/ {print $1}' | sort -r"
+             " | while read -r target; do umount -l \"$target\"; done"]
+    lines += [f"mount -t tmpfs tmpfs {p}" for p in ("/opt", "/usr/local/bin", "/mnt")]
     cache = Path("/root/.cache")
     if cache.is_dir():
         lines.append(f"mount -t tmpfs tmpfs {cache}")
@@ -74,9 +80,6 @@ class Machine:
             if line != "ready":
                 raise AssertionError(f"the clean machine's namespace: {line or 'no answer'}")
             self.init = self._child()
-            # Copies of this machine's mounts, other tests' dnpfs mounts among
-            # them: never touched, and left out of `mounts`.
-            self._inherited = {line.split()[0] for line in self._mountinfo()}
         except BaseException:
             self.close()
             raise
@@ -124,14 +127,11 @@ class Machine:
                 return f.read().split()
         return int(wait_for(child, 10, what=f"nsenter {proc.pid}'s child")[0])
 
-    def _mountinfo(self) -> list[str]:
-        return self.run(["cat", "/proc/self/mountinfo"]).stdout.decode().splitlines()
-
     def mounts(self, fstype: str = "fuse.dnpfs") -> list[str]:
-        """The mountpoints of that type made in the namespace."""
-        return [line.split()[4] for line in self._mountinfo()
-                if line.split(" - ")[1].split()[0] == fstype
-                and line.split()[0] not in self._inherited]
+        """The mountpoints of that type in the namespace."""
+        text = self.run(["cat", "/proc/self/mountinfo"]).stdout.decode()
+        return [line.split()[4] for line in text.splitlines()
+                if line.split(" - ")[1].split()[0] == fstype]
 
     def alive(self, pid: int) -> bool:
         """Whether the process with this pid in the namespace runs (its first
@@ -141,7 +141,7 @@ class Machine:
     def close(self) -> None:
         """Unmount what is left as users would, then end the namespace: its
         first process exits, and the kernel kills everything else in it."""
-        if self.unshare.poll() is None and getattr(self, "_inherited", None) is not None:
+        if self.unshare.poll() is None and getattr(self, "init", None):
             for mountpoint in self.mounts():
                 self.run(["dnpfs", "umount", mountpoint], check=False, timeout=30)
         if self.unshare.poll() is None:
