@@ -46,7 +46,7 @@ def test_fstab_both_forms_mount_one_store(installed, tmp_path, source, request):
     r = m.run(["mount", "-a", "-T", str(fstab)], check=False, timeout=90)
     try:
         assert r.returncode == 0, r.stderr.decode(errors="replace")
-        assert {TYPE_FORM, HASH_FORM} <= set(m.mounts())
+        assert {TYPE_FORM, HASH_FORM} <= set(m.mounts()), r.stderr.decode(errors="replace")
         daemons = [_daemon(m, TYPE_FORM), _daemon(m, HASH_FORM)]
         if source == "default":
             assert m.sh("ls /var/lib/dnpfs").split().count(b"store.sqlite") == 1

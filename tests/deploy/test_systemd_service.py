@@ -108,3 +108,34 @@ def test_unit_serves_a_mount_and_its_stop_stores_held_writes(installed, tmp_path
             m.run(["dnpfs", "umount", mountpoint], check=False)  # also a dead mount
         m.run(["rm", "-f", f"/etc/dnpfs/{instance}.env"], check=False)
     assert not {MOUNTPOINT, SECOND} & set(m.mounts())
+
+
+@pytest.mark.parametrize("settings", ["embedded"], indirect=True)
+def test_unit_comes_back_after_the_daemon_is_killed(installed, tmp_path, settings):
+    """kill -9 of the daemon leaves a dead mount; ExecStop detaches it, and
+    Restart=on-failure mounts again (ExecStartPre's mkdir would fail on the
+    dead mount).  Records stored before the crash are read after it."""
+    m = installed.machine
+    _, second_args = settings
+    instance = m.run(["systemd-escape", "--path", MOUNTPOINT]).stdout.decode().strip()
+    service = Service(m, UNIT.read_text(), instance, tmp_path / "journal.log").start()
+    try:
+        wait_for(lambda: _answers(m, MOUNTPOINT), 60, what="the unit's mount to answer")
+        m.sh(f"mkfifo {MOUNTPOINT}/kept && printf 'before the crash' > {MOUNTPOINT}/kept")
+        os.kill(service.mainpid, signal.SIGKILL)
+        assert service.exited(), "Restart=on-failure did not restart after SIGKILL"
+        wait_for(lambda: service.proc.poll() is not None or _answers(m, MOUNTPOINT), 60,
+                 what="the restarted unit's mount to answer")
+        assert service.proc.poll() is None, (tmp_path / "journal.log").read_text()
+        assert m.run(["timeout", "20", "cat", f"{MOUNTPOINT}/kept"]).stdout == b"before the crash"
+        m.sh(f"mkdir -p {SECOND}")
+        m.run(["dnpfs", "mount", *second_args, SECOND], timeout=60)
+        exchange(m, MOUNTPOINT, SECOND, "after-restart", tmp_path)
+        stopped = service.stop()
+        assert not stopped.killed and stopped.returncode in (0, -signal.SIGTERM)
+    finally:
+        if service.proc.poll() is None:
+            service.stop()
+        for mountpoint in {MOUNTPOINT, SECOND} & set(m.mounts()):
+            m.run(["dnpfs", "umount", mountpoint], check=False)
+    assert not {MOUNTPOINT, SECOND} & set(m.mounts())

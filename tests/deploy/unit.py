@@ -20,10 +20,13 @@ fails loudly rather than being ignored:
   /dev/null and its output to the journal (here a log file);
 - stop: ExecStop= runs (with $MAINPID) while the main process still runs;
   what is left then gets KillSignal=; whatever has not exited
-  TimeoutStopSec= after the stop began is killed with SIGKILL.
+  TimeoutStopSec= after the stop began is killed with SIGKILL;
+- a main process that exits on its own: ExecStop= runs all the same, then
+  Restart=on-failure starts the service again after RestartSec= unless the
+  exit was clean (0, SIGHUP, SIGINT, SIGTERM, SIGPIPE).
 
 Not done: cgroups (KillMode=control-group signals every process of the
-unit, here only the main one), the journal, Restart=, dependencies.
+unit, here only the main one), the journal, start rate limits, dependencies.
 """
 
 from __future__ import annotations
@@ -202,6 +205,23 @@ class Service:
                 self.proc_signal(signal.SIGKILL)
                 self.proc.wait()
         return Stopped(self.proc.returncode, time.monotonic() - started, killed, done)
+
+    def exited(self) -> bool:
+        """What systemd does once the main process has exited on its own: the
+        stop commands run ($MAINPID unset: it is gone), then Restart=on-failure
+        starts the service again, RestartSec= later, when the exit was not
+        clean.  Whether it restarted."""
+        code = self.proc.wait()
+        env = {k: v for k, v in self.env.items() if k != "MAINPID"}
+        for cmd in self.commands("ExecStop", env):
+            self._run(cmd, env, timeout=float(self.service.get("TimeoutStopSec", ["90"])[0]))
+        clean = code == 0 or code in (-signal.SIGHUP, -signal.SIGINT, -signal.SIGTERM,
+                                      -signal.SIGPIPE)
+        if self.service.get("Restart", ["no"]) != ["on-failure"] or clean:
+            return False
+        time.sleep(float(self.service.get("RestartSec", ["0.1"])[0]))
+        self.start()
+        return True
 
     def proc_signal(self, sig: int) -> None:
         try:
