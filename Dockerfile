@@ -35,7 +35,7 @@ RUN python3 -m venv /opt/pip \
     && python3 -m venv --without-pip /opt/dnpfs/venv \
     && /opt/pip/bin/pip --python /opt/dnpfs/venv/bin/python install -q --no-deps \
         --build-constraint /tmp/build-constraints.txt -r /tmp/requirements.txt
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY dnpfs /src/dnpfs
 RUN /opt/pip/bin/pip --python /opt/dnpfs/venv/bin/python install -q --no-deps \
         --build-constraint /tmp/build-constraints.txt /src \

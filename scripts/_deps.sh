@@ -15,16 +15,34 @@ need_debs() {
     fi
 }
 
-# make_venv DIR EXTRAS: a virtualenv with dnpfs (from this checkout) installed,
-# its runtime dependencies at the versions the image pins (deploy/requirements.txt
-# as constraints): tests, installs and the image run the same releases.
+# make_venv DIR EXTRAS [editable]: a virtualenv with dnpfs from this checkout.
+# By default a package, built and installed like any other: it no longer needs
+# the checkout (scripts/install).  "editable" points into the checkout instead,
+# so that the tests run the code being edited (scripts/test, .venv).
+# Runtime dependencies at the versions the image pins (deploy/requirements.txt as
+# constraints): tests, installs and the image run the same releases.
 make_venv() {
-    local venv=$1 extras=$2 repo
+    local venv=$1 extras=$2 mode=${3:-} repo
     repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -c "$repo/deploy/requirements.txt" -e "$repo$extras"
+    if [ "$mode" = editable ]; then
+        "$venv/bin/python" -m pip install -q -c "$repo/deploy/requirements.txt" -e "$repo$extras"
+        return
+    fi
+    # Built from a copy of what the package is made of (the files the
+    # Dockerfile copies too): pip builds in the source tree, where setuptools
+    # would add whatever an earlier build left in build/ to the wheel, and the
+    # checkout stays as it was.
+    (
+        src=$(mktemp -d)
+        trap 'rm -rf "$src"' EXIT
+        tar -C "$repo" -c --exclude=__pycache__ pyproject.toml README.md LICENSE dnpfs \
+            | tar -C "$src" -x
+        "$venv/bin/python" -m pip install -q -c "$repo/deploy/requirements.txt" "$src$extras"
+    )
 }
 
 # libjemalloc2: the daemon's malloc (dnpfs/allocator.py); without it, glibc's.
-BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv libjemalloc2)
+# attr: getfattr, which shows a pipe's attributes (README).
+BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv libjemalloc2 attr)

@@ -1,57 +1,16 @@
-"""The TOML config file and /etc/fstab (`mount -a`), as an administrator uses them."""
+"""The TOML config file, and how fstab's calling convention becomes a mount
+command line (`mount -a` itself: tests/deploy/test_fstab.py, on a clean
+machine with the installed command)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from dnpfs.config import ConfigError, fstab_argv, load_toml
-
-from ..util import mounted, run, wait_for
-
-
-DNPFS_BIN = Path(sys.executable).parent / "dnpfs"
-
-
-@pytest.fixture
-def dnpfs_on_path():
-    """mount(8) runs helpers with a fixed PATH: the installed command lives in
-    /usr/local/bin (scripts/install).  Put it there for the test if absent."""
-    link = Path("/usr/local/bin/dnpfs")
-    made = not link.exists()
-    if made:
-        link.symlink_to(DNPFS_BIN)
-    yield
-    if made:
-        link.unlink()
-
-
-@pytest.mark.parametrize("form", ["type", "hash"])
-def test_fstab_mount_all_and_umount(tmp_path, form, dnpfs_on_path):
-    mp, store = tmp_path / "pipes", tmp_path / "s" / "fstab.sqlite"
-    mp.mkdir()
-    fstab = tmp_path / "fstab"
-    if form == "type":  # the modern convention: mount -t fuse.dnpfs
-        line = f"{store}  {mp}  fuse.dnpfs  defaults,nofail,retention-days=2  0 0\n"
-    else:  # the old one: PROGRAM#SOURCE with type fuse
-        line = f"{DNPFS_BIN}#{store}  {mp}  fuse  defaults,retention-days=2  0 0\n"
-    fstab.write_text(line)
-    r = subprocess.run(["mount", "-a", "-T", str(fstab)], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    try:
-        assert mounted(mp)
-        os.mkfifo(mp / "from-fstab")
-        run(f"printf ok > {mp/'from-fstab'}", shell=True)
-        assert run(["cat", str(mp / "from-fstab")]).stdout == b"ok"
-        assert store.exists()
-    finally:
-        subprocess.run(["umount", str(mp)], capture_output=True, text=True)
-    wait_for(lambda: not mounted(mp), 10, what="unmount")
 
 
 def test_config_file_sets_options_and_command_line_wins(tmp_path, make_mount):
