@@ -29,8 +29,8 @@ make_venv() {
 # (scripts/pyfuse3-source), unless that build is there already.
 install_pyfuse3() {
     local python=$1 repo=$2 tmp out
-    "$python" -c 'import pyfuse3, sys; sys.exit(not hasattr(pyfuse3, "interruptible"))' \
-        2>/dev/null && return 0
+    [ "$("$python" -c 'import importlib.metadata as m; print(m.version("pyfuse3"))' 2>/dev/null)" \
+        = "$("$repo/scripts/pyfuse3-source" --version)" ] && return 0
     tmp=$(mktemp -d)
     out=$("$repo/scripts/pyfuse3-source" "$tmp" "$python" -m pip)
     echo "dnpfs: building pyfuse3 with dnpfs's patches" >&2
