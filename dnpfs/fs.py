@@ -7,6 +7,15 @@ as regular, non-seekable, direct-I/O files.  Only the reply to mknod(S_IFIFO)
 says S_IFIFO (the kernel insists, or mkfifo fails with EIO); it names a
 throw-away node id with zero cache time, so the next lookup switches the
 name over to the real, regular-file node.
+
+The page-cache trap: the kernel serves splice(2) and sendfile(2) of a
+direct-I/O file from its page cache, filled by reads that no process asked
+for, and only below the file's size.  A size of 0 made them end at once
+(busybox `cat` printed nothing and exited 0); a read filling the cache that
+waited for data held a page lock that a writer's O_TRUNC waits for.  So
+pipes report a size of 1, and reads the kernel sends without a process's
+lock owner (page-cache fills) get EINVAL at once: splice and sendfile fail,
+and busybox, pv, cp and Python's shutil go on with read().
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from .writer import WriterSession
 log = logging.getLogger(__name__)
 
 REPLY_BUFFER = 1 << 20  # FUSE's largest read (256 pages)
+PIPE_SIZE = 1  # st_size of a pipe (the page-cache trap, module doc)
 PID_XATTR = b"user.dnpfs.pid"
 STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
 STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
@@ -177,7 +187,8 @@ class Filesystem(pyfuse3.Operations):
         a.st_mode = mode
         a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
         a.st_uid, a.st_gid = self.owner.uid, self.owner.gid
-        a.st_size = 0
+        # Pipes: above 0, so that splice and sendfile reach us (module doc).
+        a.st_size = 0 if stat.S_ISDIR(mode) else PIPE_SIZE
         a.st_blksize = 1 << 20  # tools size their buffers by it: cat reads 1 MiB at once
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mounted_ns
         a.entry_timeout = a.attr_timeout = self.cache_seconds
@@ -358,6 +369,9 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def read(self, fh, off, size):
         handle = self._handle(fh, ReaderHandle)
+        if not pyfuse3.read_lock_owner():
+            log.debug("read of %s to fill the page cache (splice, sendfile): EINVAL", handle.name)
+            _fail(errno.EINVAL)  # the page-cache trap (module doc)
         self._reads_in_flight += 1
         try:
             parts = await handle.read(size)
