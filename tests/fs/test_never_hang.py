@@ -280,12 +280,14 @@ def test_reader_in_another_pid_namespace_dies_within_a_second(mount, sig):
 def test_ctrl_z_of_a_reader_invisible_to_the_daemon_stops_it_and_fg_resumes_it(
         mount_in_own_pid_ns):
     """Ctrl-Z also makes the kernel interrupt the read: the process stops at
-    once, and after `fg` cat reads again (GNU cat retries EINTR)."""
+    once, and after `fg` cat reads again (GNU cat retries EINTR).  SIGSTOP
+    stands in for Ctrl-Z's SIGTSTP, which the kernel discards when the test
+    runs in an orphaned process group (pytest started in the background)."""
     m = mount_in_own_pid_ns
     os.mkfifo(m / "p")
     cat = spawn(["cat", str(m / "p")])
     wait_blocked(cat)
-    cat.send_signal(signal.SIGTSTP)
+    cat.send_signal(signal.SIGSTOP)
     wait_for(lambda: proc_state(cat.pid) == "T", 1, what="cat to stop")
     cat.send_signal(signal.SIGCONT)
     wait_blocked(cat)
