@@ -13,7 +13,7 @@ direct-I/O file from its page cache, filled by reads that no process asked
 for, and only below the file's size.  A size of 0 made them end at once
 (busybox `cat` printed nothing and exited 0); a read filling the cache that
 waited for data held a page lock that a writer's O_TRUNC waits for.  So
-pipes report a size of 1, and reads the kernel sends without a process's
+pipes report a size of one page, and reads the kernel sends without a process's
 lock owner (page-cache fills) get EINVAL at once: splice and sendfile fail,
 and busybox, pv, cp and Python's shutil go on with read().
 """
@@ -54,7 +54,7 @@ from .writer import WriterSession
 log = logging.getLogger(__name__)
 
 REPLY_BUFFER = 1 << 20  # FUSE's largest read (256 pages)
-PIPE_SIZE = 1  # st_size of a pipe (the page-cache trap, module doc)
+PIPE_SIZE = 4096  # st_size of a pipe: one page, as sysfs files report (module doc)
 PID_XATTR = b"user.dnpfs.pid"
 STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
 STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
