@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 REPLY_BUFFER = 1 << 20  # FUSE's largest read (256 pages)
 PIPE_SIZE = 4096  # st_size of a pipe: one page, as sysfs files report (module doc)
 PID_XATTR = b"user.dnpfs.pid"
+PIDNS_XATTR = b"user.dnpfs.pidns"  # the daemon's PID namespace (inode of /proc/self/ns/pid)
 STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
 STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
 
@@ -71,6 +72,11 @@ _ERRNO = {
     WouldBlock: errno.EAGAIN,
     ShuttingDown: errno.ENOTCONN,
 }
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace, as the inode of its /proc link."""
+    return os.stat("/proc/self/ns/pid").st_ino
 
 
 def errno_for(error: DnpfsError) -> int:
@@ -450,6 +456,7 @@ class Filesystem(pyfuse3.Operations):
             summary["pid"] = os.getpid()
             return {
                 PID_XATTR: str(os.getpid()).encode(),  # lets `dnpfs umount` find the daemon
+                PIDNS_XATTR: str(pid_namespace()).encode(),  # ... if it can signal it
                 STATUS_XATTR: json.dumps(summary).encode(),
             }
         if inode in self._fifo_alias:

@@ -22,7 +22,7 @@ import trio
 
 from . import allocator, interrupts, metrics
 from .backends.base import Backend
-from .fs import PID_XATTR, Filesystem, Ownership
+from .fs import PID_XATTR, PIDNS_XATTR, Filesystem, Ownership, pid_namespace
 from .pipes import Pipes
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,14 @@ def unmount(path: Path, timeout: float = 10.0) -> None:
             _lazy_unmount(path)
             return
         raise MountError(f"{path} is not a dnpfs mount ({fstype})") from None
+    try:
+        namespace = int(os.getxattr(path, PIDNS_XATTR))
+    except OSError:
+        namespace = pid_namespace()  # a daemon older than the attribute
+    if namespace != pid_namespace():
+        # Its pid means another process here (in a container it is often 1).
+        raise MountError(f"{path}: the daemon runs in another PID namespace (a container or"
+                         f" pod): stop it there (docker stop), or detach with umount -l {path}")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while mount_type(path) is not None:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ..mount import Mount
+from ..mount import DNPFS, Mount
 from ..util import STRACE, peek_until, proc_state, run, spawn, wait_blocked, wait_for
 
 
@@ -295,3 +295,18 @@ def test_ctrl_z_of_a_reader_invisible_to_the_daemon_stops_it_and_fg_resumes_it(
     assert peek_until(cat, b"resumed", 5) == b"resumed"
     cat.kill()
     cat.wait(5)
+
+
+def test_umount_on_the_host_does_not_signal_a_pid_of_another_namespace(mount_in_own_pid_ns):
+    """The daemon's pid as it sees it (1 here) names another process on the
+    host: `dnpfs umount` refuses, with one line, and the mount goes on."""
+    m = mount_in_own_pid_ns
+    assert os.getxattr(m.path, "user.dnpfs.pid") == b"1"
+    result = run([*DNPFS, "umount", str(m.path)], check=False)
+    assert result.returncode != 0
+    assert b"another PID namespace" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert m.proc.poll() is None
+    os.mkfifo(m / "p")
+    run(f"printf still > {m / 'p'}", shell=True)
+    assert run(["timeout", "5", "head", "-c", "5", str(m / "p")]).stdout == b"still"
