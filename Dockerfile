@@ -23,18 +23,27 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev gcc libc6-dev libfuse3-dev pkg-config \
+        python3 python3-venv python3-dev gcc libc6-dev libfuse3-dev pkg-config patch \
     && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY deploy/build-constraints.txt deploy/requirements.txt /tmp/
+COPY scripts/pyfuse3-source /tmp/build/scripts/
+COPY patches /tmp/build/patches/
 # pip runs from a virtualenv of its own and installs into /opt/dnpfs/venv, so
 # that the one copied into the image holds dnpfs and its dependencies only.
 # Dependencies come first, in their own layer: a change to dnpfs's code
-# rebuilds the last step only, not pyfuse3.
+# rebuilds the last step only, not pyfuse3.  pyfuse3 is built from its PyPI
+# source with dnpfs's patches (docs/decisions.md, "Interrupts"); the
+# requirements name that build's version, so pip finds it installed.
 RUN python3 -m venv /opt/pip \
     && /opt/pip/bin/pip install -q -c /tmp/build-constraints.txt pip \
     && python3 -m venv --without-pip /opt/dnpfs/venv \
+    && out=$(/tmp/build/scripts/pyfuse3-source /tmp/build /opt/pip/bin/pip) \
+    && SETUPTOOLS_SCM_PRETEND_VERSION=$(echo "$out" | sed -n 2p) \
+        /opt/pip/bin/pip --python /opt/dnpfs/venv/bin/python install -q --no-deps \
+        --build-constraint /tmp/build-constraints.txt "$(echo "$out" | sed -n 1p)" \
     && /opt/pip/bin/pip --python /opt/dnpfs/venv/bin/python install -q --no-deps \
-        --build-constraint /tmp/build-constraints.txt -r /tmp/requirements.txt
+        --build-constraint /tmp/build-constraints.txt -r /tmp/requirements.txt \
+    && rm -rf /tmp/build
 COPY pyproject.toml README.md LICENSE /src/
 COPY dnpfs /src/dnpfs
 RUN /opt/pip/bin/pip --python /opt/dnpfs/venv/bin/python install -q --no-deps \

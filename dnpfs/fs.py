@@ -11,6 +11,15 @@ name over to the real, regular-file node.
 Tools that take a pipe for a regular file: what a pipe answers in stat and
 lseek is decided here, for GNU head and tail (see ``SEEKING_TOOLS`` and
 ``Filesystem._size_for``; docs/semantics.md lists each tool).
+
+The page-cache trap: the kernel serves splice(2) and sendfile(2) of a
+direct-I/O file from its page cache, filled by reads that no process asked
+for, and only below the file's size.  A size of 0 made them end at once
+(busybox `cat` printed nothing and exited 0); a read filling the cache that
+waited for data held a page lock that a writer's O_TRUNC waits for.  So
+pipes report a size of one page, and reads the kernel sends without a process's
+lock owner (page-cache fills) get EINVAL at once: splice and sendfile fail,
+and busybox, pv, cp and Python's shutil go on with read().
 """
 
 from __future__ import annotations
@@ -49,7 +58,9 @@ from .writer import WriterSession
 log = logging.getLogger(__name__)
 
 REPLY_BUFFER = 1 << 20  # FUSE's largest read (256 pages)
+PIPE_SIZE = 4096  # st_size of a pipe: one page, as sysfs files report (module doc)
 PID_XATTR = b"user.dnpfs.pid"
+PIDNS_XATTR = b"user.dnpfs.pidns"  # the daemon's PID namespace (inode of /proc/self/ns/pid)
 STATUS_XATTR = b"user.dnpfs.status"  # the mount, as JSON (root)
 STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
 
@@ -81,6 +92,11 @@ _ERRNO = {
     WouldBlock: errno.EAGAIN,
     ShuttingDown: errno.ENOTCONN,
 }
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace, as the inode of its /proc link."""
+    return os.stat("/proc/self/ns/pid").st_ino
 
 
 def errno_for(error: DnpfsError) -> int:
@@ -233,16 +249,17 @@ class Filesystem(pyfuse3.Operations):
         return a
 
     def _size_for(self, path: str, pid: int) -> int:
-        """A pipe's size, as process *pid* sees it: how far its reading
-        handles of *path* have read, else 0.  A reader sees a file it has
-        read to the end.  `tail -f` polls the size and takes one below what
-        it read for a truncated file ("file truncated", then a seek to 0);
-        0 for everyone else makes tail -n/-c, head -n -N and wc read the
-        pipe to EOF instead of seeking to its end."""
-        if pid <= 0:
-            return 0
-        return max((o.at for o in self._offsets.values() if o.pid == pid and o.path == path),
-                   default=0)
+        """A pipe's size, as process *pid* sees it.  For a seeking tool
+        (SEEKING_TOOLS) that reads the pipe: how far its handles have read.
+        `tail -f` polls the size and takes one below what it read for a
+        truncated file ("file truncated", then a seek to 0), and starting at
+        0 makes tail -n/-c and head -n -N read the pipe to EOF instead of
+        seeking to its end.  For everyone else one page, PIPE_SIZE: above 0,
+        so that splice and sendfile reach us (module doc); their handles
+        cannot seek, so no tool takes it for the pipe's length."""
+        mine = [o.at for o in self._offsets.values()
+                if o.seekable and o.pid == pid and o.path == path] if pid > 0 else []
+        return max(mine) if mine else PIPE_SIZE
 
     def _path(self, ino: int) -> str:
         path = self._path_of.get(ino) or self._fifo_alias.get(ino)
@@ -421,6 +438,9 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def read(self, fh, off, size):
         handle = self._handle(fh, ReaderHandle)
+        if not pyfuse3.read_lock_owner():
+            log.debug("read of %s to fill the page cache (splice, sendfile): EINVAL", handle.name)
+            _fail(errno.EINVAL)  # the page-cache trap (module doc)
         offset = self._offsets[fh]
         self._reads_in_flight += 1
         try:
@@ -522,6 +542,7 @@ class Filesystem(pyfuse3.Operations):
             summary["pid"] = os.getpid()
             return {
                 PID_XATTR: str(os.getpid()).encode(),  # lets `dnpfs umount` find the daemon
+                PIDNS_XATTR: str(pid_namespace()).encode(),  # ... if it can signal it
                 STATUS_XATTR: json.dumps(summary).encode(),
             }
         if inode in self._fifo_alias:

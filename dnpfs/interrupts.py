@@ -1,14 +1,21 @@
 """Ending blocked syscalls when the calling process gets a signal.
 
-pyfuse3 does not pass FUSE_INTERRUPT on, and the kernel waits for our reply
-even for SIGKILL: a process blocked in read() on dnpfs stays in state D until
-we answer.  So we watch for ourselves: while a syscall waits, its process's
-pending signals are read from /proc/PID/status a few times a second, and a
-pending signal that is not blocked cancels the wait with EINTR.  The kernel
-then delivers the signal (Ctrl-C and kill -9 end the process at once).
+The kernel waits for our reply even on SIGKILL: a process blocked in read()
+on dnpfs stays in state D until we answer.  When such a process gets a
+signal, the kernel sends FUSE_INTERRUPT for its request; pyfuse3, with
+dnpfs's patch (patches/, docs/decisions.md "Interrupts"), cancels the
+request's ``pyfuse3.interruptible()`` blocks, and the wait ends with EINTR.
+That works wherever the process lives: FUSE reports the pid of a caller in
+another PID namespace as 0, but the interrupt names the request, not the pid.
 
-Stop signals (Ctrl-Z) are left alone: answering EINTR would make `cat` fail
-with "Interrupted system call" instead of resuming after `fg`.
+Only waits are interruptible: work that stores or takes records runs to its
+end, so a signal never leaves a record half taken.
+
+A read also looks at its caller's pending signals in /proc just before it
+takes bytes, when the caller is in our PID namespace: kill(2) marks the
+signal pending at once, while the interrupt comes only once the killed
+process runs again, and bytes handed to a process that dies in between
+would be lost (a local FIFO never hands them over).
 """
 
 from __future__ import annotations
@@ -19,17 +26,26 @@ import os
 import signal
 from collections.abc import Iterator
 
-import trio
+import pyfuse3
 
 from .errors import Interrupted
 from .metrics import METRICS
 
 log = logging.getLogger(__name__)
 
+# Stop signals (Ctrl-Z) pending are no reason to withhold bytes: the process
+# will run again and read them.
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT)
 _IGNORED_MASK = sum(1 << (s - 1) for s in _STOP_SIGNALS)
-MAX_INTERVAL = 0.5
-CHECKED_FILES = 64  # readers' status files kept open for check()
+CHECKED_FILES = 64  # callers' status files kept open for check()
+
+# pyfuse3 as patched by dnpfs (patches/pyfuse3-*.patch): interrupts, and the
+# lock owner of reads (fs.py, the page-cache trap).
+SUPPORTED = all(hasattr(pyfuse3, name)
+                for name in ("interruptible", "interrupted", "read_lock_owner"))
+UNSUPPORTED_MESSAGE = (
+    f"pyfuse3 {pyfuse3.__version__} lacks dnpfs's patches (blocked readers could not be"
+    " killed): install it with scripts/install")
 
 
 def _mask(status: bytes, field: bytes) -> int:
@@ -48,20 +64,14 @@ def pending_signals(status: bytes) -> int:
 
 class _StatusFiles:
     """/proc/PID/status kept open per process: pread on an open file costs a
-    third of open+read+close (1,000 waiting readers are scanned several
-    times a second, and every read() is checked once), and the open file
-    stays bound to that process even if its pid is reused: then it answers
-    ESRCH and is reopened.  One instance per thread.  *limit*: keep at most
-    that many open, the least recently opened closed first."""
+    third of open+read+close, and the open file stays bound to that process
+    even if its pid is reused: then it answers ESRCH and is reopened.
+    *limit*: keep at most that many open, the least recently opened closed
+    first."""
 
     def __init__(self, limit: int | None = None) -> None:
         self._fds: dict[int, int] = {}
         self._limit = limit
-
-    def scan(self, pids: list[int]) -> list[int | None]:
-        for pid in self._fds.keys() - set(pids):
-            os.close(self._fds.pop(pid))
-        return [self.pending(pid) for pid in pids]
 
     def pending(self, pid: int) -> int | None:
         """Signals pending for *pid*; None if it is gone or unreadable."""
@@ -78,66 +88,28 @@ class _StatusFiles:
             return None
 
 
-class SignalWatcher:
-    """Cancels waits whose process has a signal pending.  One per daemon."""
+class Interrupts:
+    """Where dnpfs asks whether the process behind a syscall got a signal.
+    One per daemon."""
 
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval = interval
-        self._waits: dict[int, set[trio.CancelScope]] = {}
-        self._wake = trio.Event()
-        self._files = _StatusFiles()  # the scan's, in a worker thread
-        self._checked = _StatusFiles(limit=CHECKED_FILES)  # check's, in the trio thread
+    def __init__(self) -> None:
+        self._checked = _StatusFiles(limit=CHECKED_FILES)
 
     def check(self, pid: int) -> None:
-        """Raise Interrupted if *pid* has a signal pending now.  Asked before a
-        read takes bytes: a reader killed while blocked stays in the kernel
-        until answered, and bytes taken for it in the moments before the scan
-        notices would die with it (a local FIFO never hands them over)."""
-        if pid <= 0:
-            return
-        # None (gone or unreadable): the scan decides, as before.
-        if self._checked.pending(pid):
+        """Raise Interrupted if the request being handled was interrupted, or
+        if *pid* (when we can see it: 0 is a caller in another PID
+        namespace) has a signal pending now.  Asked before a read takes
+        bytes."""
+        if pyfuse3.interrupted() or (pid > 0 and self._checked.pending(pid)):
             METRICS.count("interrupted")
-            raise Interrupted(f"pid {pid} has a signal pending")
+            raise Interrupted(f"pid {pid}: interrupted by a signal")
 
     @contextlib.contextmanager
-    def interruptible(self, pid: int) -> Iterator[None]:
-        """Run the body; raise Interrupted if *pid* got a signal meanwhile.
-        pid 0 (unknown caller, e.g. the kernel itself) is never interrupted."""
-        if pid <= 0:
+    def interruptible(self) -> Iterator[None]:
+        """Run the body (a wait); raise Interrupted if the kernel interrupts
+        the request meanwhile, or did already."""
+        with pyfuse3.interruptible() as scope:
             yield
-            return
-        scope = trio.CancelScope()
-        self._waits.setdefault(pid, set()).add(scope)
-        self._wake.set()
-        try:
-            with scope:
-                yield
-        finally:
-            scopes = self._waits.get(pid)
-            if scopes is not None:
-                scopes.discard(scope)
-                if not scopes:
-                    del self._waits[pid]
         if scope.cancelled_caught:
             METRICS.count("interrupted")
-            raise Interrupted(f"pid {pid} has a signal pending")
-
-    async def run(self) -> None:
-        while True:
-            if not self._waits:
-                self._wake = trio.Event()
-                await self._wake.wait()
-            pids = list(self._waits)
-            # Reading /proc for many processes is blocking file I/O: keep it off the loop.
-            found = await trio.to_thread.run_sync(self._files.scan, pids)
-            for pid, pending in zip(pids, found):
-                if pending:
-                    log.debug("pid %d has signals %#x pending: interrupting its wait", pid, pending)
-                    for scope in list(self._waits.get(pid, ())):
-                        scope.cancel()
-            # Many waiting processes: check less often so the scan stays cheap
-            # (a /proc read costs ~25 us of CPU; 1,000 blocked readers at 100 ms
-            # took a quarter of a core), but often enough to answer a signal
-            # within a second.
-            await trio.sleep(min(MAX_INTERVAL, max(self.interval, len(pids) * 0.0005)))
+            raise Interrupted("interrupted by a signal")

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import logging
 import os
-import resource
 import signal
 import subprocess
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from . import allocator, metrics
+from . import allocator, interrupts, metrics
 from .access import FileAccess
 from .backends.base import Backend
-from .fs import PID_XATTR, Filesystem, Ownership
+from .fs import PID_XATTR, PIDNS_XATTR, Filesystem, Ownership, pid_namespace
 from .pipes import Pipes
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,9 @@ def serve(
     mount answers, or *on_ready(message)* if it could not start."""
     if malloc == allocator.SYSTEM:
         allocator.keep_buffers_in_own_mappings()
-    _raise_open_file_limit()
+    if not interrupts.SUPPORTED:
+        on_ready(interrupts.UNSUPPORTED_MESSAGE)
+        return 1
     pipes = Pipes(backend, buffer_bytes=buffer_bytes, delivery_timeout=delivery_timeout,
                   session_timeout=session_timeout)
     fs = Filesystem(pipes, owner)
@@ -213,24 +214,6 @@ def _interrupting_stuck_fuse_reads(interval: float = 0.2) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _raise_open_file_limit() -> None:
-    """The daemon keeps /proc/PID/status open for every blocked reader (to see
-    its signals: interrupts.py), so a thousand blocked readers need a thousand
-    files.  At the usual soft limit of 1,024 the later ones could not be
-    watched and, once blocked, not even killed; the hard limit is what the
-    administrator allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:  # Linux caps both at fs.nr_open: never RLIM_INFINITY
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as e:
-            log.warning("cannot raise the open file limit from %d: %s", soft, e)
-    if soft < 4096:
-        log.warning("open file limit %d: about that many blocked readers can be interrupted;"
-                    " raise it (ulimit -n, LimitNOFILE=) for more", soft)
-
-
 async def _stop_on_signal(pipes: Pipes, fs: Filesystem) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -258,6 +241,14 @@ def unmount(path: Path, timeout: float = 10.0) -> None:
             _lazy_unmount(path)
             return
         raise MountError(f"{path} is not a dnpfs mount ({fstype})") from None
+    try:
+        namespace = int(os.getxattr(path, PIDNS_XATTR))
+    except OSError:
+        namespace = pid_namespace()  # a daemon older than the attribute
+    if namespace != pid_namespace():
+        # Its pid means another process here (in a container it is often 1).
+        raise MountError(f"{path}: the daemon runs in another PID namespace (a container or"
+                         f" pod): stop it there (docker stop), or detach with umount -l {path}")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while mount_type(path) is not None:

@@ -14,7 +14,7 @@ import trio
 
 from .backends.base import Backend, GroupStats, Membership
 from .errors import Busy, DnpfsError, NoSuchPipe, PipeGone, ShuttingDown
-from .interrupts import SignalWatcher
+from .interrupts import Interrupts
 from .leases import Leases, new_mount_id
 from .names import check_name
 from .reader import ReaderHandle
@@ -59,14 +59,14 @@ class Pipes:
         buffer_bytes: int = 16 << 20,
         delivery_timeout: float = 120.0,
         session_timeout: float = 30.0,
-        signals: SignalWatcher | None = None,
+        signals: Interrupts | None = None,
     ) -> None:
         self.backend = backend
         self.mount_id = new_mount_id()
         self.leases = Leases(self, self.mount_id, session_timeout)
         self.buffer_bytes = buffer_bytes
         self.delivery_timeout = delivery_timeout
-        self.signals = signals or SignalWatcher()
+        self.signals = signals or Interrupts()
         self.closing = False
         self._states: dict[str, PipeState] = {}
         self._nursery: trio.Nursery | None = None
@@ -79,7 +79,6 @@ class Pipes:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self.backend.start(nursery, self._on_change)
-            nursery.start_soon(self.signals.run)
             nursery.start_soon(self._run_leases)
             task_status.started()
             await trio.sleep(math.inf)
@@ -280,7 +279,7 @@ class Pipes:
             state.outbox = Outbox(self.backend, name, self.buffer_bytes, self.delivery_timeout)
             self._nursery.start_soon(state.outbox.run, self._outbox_idle)
         session = WriterSession(state.outbox, self.backend.max_record_size, sync,
-                                guard=lambda: self.signals.interruptible(pid),
+                                guard=self.signals.interruptible,
                                 mount_id=self.mount_id, stopping=lambda: self.closing)
         await session.begin()
         return session

@@ -93,7 +93,7 @@ class ReaderHandle:
             self.blocked = True
             METRICS.blocked_readers += 1
             try:
-                with self.pipes.signals.interruptible(self.pid):
+                with self.pipes.signals.interruptible():
                     await changed.wait()
             finally:
                 self.blocked = False

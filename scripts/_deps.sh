@@ -26,6 +26,7 @@ make_venv() {
     repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    install_pyfuse3 "$venv/bin/python" "$repo"
     if [ "$mode" = editable ]; then
         "$venv/bin/python" -m pip install -q -c "$repo/deploy/requirements.txt" -e "$repo$extras"
         return
@@ -43,6 +44,21 @@ make_venv() {
     )
 }
 
+# install_pyfuse3 PYTHON REPO: pyfuse3 built with dnpfs's patches
+# (scripts/pyfuse3-source), unless that build is there already.
+install_pyfuse3() {
+    local python=$1 repo=$2 tmp out
+    [ "$("$python" -c 'import importlib.metadata as m; print(m.version("pyfuse3"))' 2>/dev/null)" \
+        = "$("$repo/scripts/pyfuse3-source" --version)" ] && return 0
+    tmp=$(mktemp -d)
+    out=$("$repo/scripts/pyfuse3-source" "$tmp" "$python" -m pip)
+    echo "dnpfs: building pyfuse3 with dnpfs's patches" >&2
+    SETUPTOOLS_SCM_PRETEND_VERSION=$(sed -n 2p <<<"$out") \
+        "$python" -m pip install -q "$(sed -n 1p <<<"$out")"
+    rm -rf "$tmp"
+}
+
 # libjemalloc2: the daemon's malloc (dnpfs/allocator.py); without it, glibc's.
 # attr: getfattr, which shows a pipe's attributes (README).
-BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv libjemalloc2 attr)
+# patch: applies dnpfs's patches to pyfuse3 (scripts/pyfuse3-source).
+BASE_DEBS=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv libjemalloc2 attr patch)
