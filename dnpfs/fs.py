@@ -222,6 +222,10 @@ class Filesystem(pyfuse3.Operations):
         self._answered: dict[int, float] = {}
         self._offsets: dict[int, ReadOffset] = {}  # reader fh -> its file offset
         self._reply = ReplyBuffer(REPLY_BUFFER)
+        # The lock owner the kernel sent with the read being answered: 0 for
+        # its own page-cache fills (module doc).  An attribute, so that tests
+        # calling the handlers without FUSE (tests/api) can say who reads.
+        self.read_lock_owner = pyfuse3.read_lock_owner
 
     # -- inodes and attributes ---------------------------------------------
     def _ino(self, path: str) -> int:
@@ -438,7 +442,7 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def read(self, fh, off, size):
         handle = self._handle(fh, ReaderHandle)
-        if not pyfuse3.read_lock_owner():
+        if not self.read_lock_owner():
             log.debug("read of %s to fill the page cache (splice, sendfile): EINVAL", handle.name)
             _fail(errno.EINVAL)  # the page-cache trap (module doc)
         offset = self._offsets[fh]

@@ -95,6 +95,22 @@ def test_what_is_written_is_read_once_then_eof(run_fs):
     run_fs(body)
 
 
+def test_a_page_cache_read_is_einval_and_takes_nothing(run_fs):
+    """The kernel's own reads for splice and sendfile come without a lock
+    owner: EINVAL at once (tools fall back to read()), and the bytes stay for
+    the process's own read()."""
+    async def body(fs):
+        await mkfifo(fs, b"jobs")
+        reader = await open_(fs, b"jobs", os.O_RDONLY)
+        await write_all(fs, b"jobs", b"kept\n")
+        fs.read_lock_owner = lambda: 0
+        await fails(errno.EINVAL, fs.read(reader, 0, 4096))
+        fs.read_lock_owner = lambda: 1
+        assert await read_to_eof(fs, reader) == b"kept\n"
+        await fs.release(reader)
+    run_fs(body)
+
+
 def test_a_blocked_read_wakes_when_a_writer_writes(run_fs):
     async def body(fs):
         await mkfifo(fs, b"jobs")
