@@ -55,3 +55,10 @@ def ensure_debs(*packages: str) -> None:
     sh(["apt-get", "update", "-qq"], timeout=600)
     sh(["apt-get", "install", "-y", "-qq", *missing], timeout=900,
        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory):
+    """The image of this checkout's Dockerfile: one build per session (image.py)."""
+    from .image import built_image
+    yield from built_image(tmp_path_factory)

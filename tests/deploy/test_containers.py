@@ -1,0 +1,166 @@
+"""The image run as containers (podman with runc), the way docs/deploy.md says:
+a dnpfs container mounting the pipes on a host directory with rshared
+propagation, application containers binding that directory with rslave.
+What the host and the applications see when dnpfs is stopped, and killed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ..util import wait_for
+from .conftest import ensure_debs, sh
+from .containers import FUSE, Engine, SharedDir, busybox_image, fuse_mounts_on, podman
+from .image import BASE
+
+pytestmark = pytest.mark.deploy_image
+
+# debian:bookworm-slim for the application containers: the debootstrap base
+# the image is built on stands in for it.
+APP = BASE
+LINES = 2000
+
+
+@pytest.fixture
+def engine():
+    ensure_debs("podman", "runc")
+    e = Engine()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def shared(tmp_path):
+    d = SharedDir(tmp_path / "dnpipes")
+    yield d
+    d.close()
+
+
+def start_dnpfs(engine: Engine, image, shared: SharedDir, store: str, what: str = "dnpfs") -> str:
+    """The Dockerfile's `docker run` line."""
+    name = engine.run(what, image.name, options=[
+        *FUSE, "-v", f"{shared.path}:/mnt/dnpipes:rshared", "-v", f"{store}:/var/lib/dnpfs"])
+    engine.wait_healthy(name)
+    return name
+
+
+def start_app(engine: Engine, shared: SharedDir, what: str, script: str, image: str = APP) -> str:
+    return engine.run(what, image, "sh", "-c", script,
+                      options=["-v", f"{shared.path}:/mnt/dnpipes:rslave"])
+
+
+def wait_log(engine: Engine, name: str, text: str, timeout: float = 30) -> str:
+    return wait_for(lambda: text in (log := engine.logs(name)) and log, timeout=timeout,
+                    interval=0.3, what=f"{text!r} from {name}")
+
+
+def seq(n: int) -> str:
+    return "".join(f"{i}\n" for i in range(1, n + 1))
+
+
+def test_container_mount_reaches_the_host_and_other_containers(image, engine, shared):
+    dnpfs = start_dnpfs(engine, image, shared, engine.volume("store"))
+    [line] = fuse_mounts_on(shared.path)
+    assert " dnpfs:sqlite:/var/lib/dnpfs/store.sqlite " in line
+    sh(["mkfifo", str(shared.path / "lines")])
+    # An application container writes, the host reads.
+    start_app(engine, shared, "writer", f"seq 1 {LINES} > /mnt/dnpipes/lines; echo wrote")
+    got = sh(["timeout", "60", "cat", str(shared.path / "lines")], timeout=90).stdout
+    assert got == seq(LINES)
+    # The host writes, an application container reads.
+    reader = start_app(engine, shared, "reader", "cat /mnt/dnpipes/lines; echo reader-rc=$?")
+    sh(["sh", "-c", f"seq 1 {LINES} > {shared.path}/lines"], timeout=60)
+    log = wait_log(engine, reader, "reader-rc=", timeout=60)
+    assert log == seq(LINES) + "reader-rc=0\n"
+    assert engine.state(dnpfs) == "running"
+
+
+def test_podman_stop_stores_held_writes_and_ends_readers(image, engine, shared):
+    """SIGTERM from `podman stop` reaches dnpfs (PID 1 through the
+    entrypoint's exec): a blocked reader gets EOF, a writer's data is stored,
+    and dnpfs exits 0 well within the grace period."""
+    store = engine.volume("store")
+    dnpfs = start_dnpfs(engine, image, shared, store)
+    sh(["mkfifo", str(shared.path / "waiting"), str(shared.path / "held")])
+    reader = start_app(engine, shared, "reader", "cat /mnt/dnpipes/waiting; echo reader-rc=$?")
+    # A writer whose session is still open: its line is in dnpfs, not yet
+    # acknowledged by a close.
+    start_app(engine, shared, "writer",
+              "exec 3>/mnt/dnpipes/held; echo held-line >&3; echo opened; sleep 1000")
+    wait_log(engine, engine.name("writer"), "opened")
+    time.sleep(1)  # let the reader block in read()
+    started = time.monotonic()
+    podman("stop", "-t", "15", dnpfs, timeout=60)
+    took = time.monotonic() - started
+    code = podman("inspect", "--format", "{{.State.ExitCode}}", dnpfs).stdout.strip()
+    assert code == "0", engine.logs(dnpfs)
+    assert took < 10, f"podman stop took {took:.1f} s"
+    assert wait_log(engine, reader, "reader-rc=") == "reader-rc=0\n"
+    assert fuse_mounts_on(shared.path) == []  # unmounted, not left dead
+    # The store volume kept the held line: a new dnpfs container serves it.
+    start_dnpfs(engine, image, shared, store, what="dnpfs2")
+    got = sh(["timeout", "30", "head", "-n1", str(shared.path / "held")], timeout=60).stdout
+    assert got == "held-line\n"
+
+
+def test_killed_dnpfs_container_and_recovery(image, engine, shared):
+    """SIGKILL: the FUSE connection is aborted.  The host's mount stays, dead
+    (ENOTCONN), and blocks a new dnpfs container until it is unmounted.
+    Application containers started after dnpfs bound its mount itself: they
+    see ENOTCONN until they are restarted."""
+    store = engine.volume("store")
+    dnpfs = start_dnpfs(engine, image, shared, store)
+    sh(["mkfifo", str(shared.path / "jobs")])
+    sh(["sh", "-c", f"echo before-kill > {shared.path}/jobs"])
+    app = start_app(engine, shared, "app", "sleep 1000")
+    podman("kill", dnpfs)
+    wait_for(lambda: engine.state(dnpfs) == "exited", timeout=30, what="dnpfs to exit")
+    host = sh(["ls", str(shared.path)], check=False)
+    assert "Transport endpoint is not connected" in host.stderr
+    seen = engine.exec(app, "ls /mnt/dnpipes", check=False)
+    assert "Transport endpoint is not connected" in seen.stderr
+    assert not engine.healthy(dnpfs)
+    # Restarting dnpfs alone fails: the bind source is the dead mount.
+    again = podman("start", dnpfs, check=False)
+    assert again.returncode != 0 and "transport endpoint is not connected" in again.stderr
+    # Recovery: unmount the dead mount on the host, start dnpfs, restart the apps.
+    sh(["umount", "-l", str(shared.path)])
+    podman("start", dnpfs)
+    engine.wait_healthy(dnpfs)
+    got = sh(["timeout", "30", "cat", str(shared.path / "jobs")], timeout=60).stdout
+    assert got == "before-kill\n"  # stored before the kill (the writer had closed)
+    assert "Transport endpoint is not connected" in engine.exec(
+        app, "ls /mnt/dnpipes", check=False).stderr
+    podman("restart", "-t", "0", app)
+    assert engine.exec(app, "ls /mnt/dnpipes").stdout.split() == ["jobs"]
+
+
+@pytest.fixture(scope="session")
+def busybox(tmp_path_factory):
+    ensure_debs("podman")
+    return busybox_image(tmp_path_factory.mktemp("busybox"))
+
+
+def test_busybox_container_reads_with_dd(image, engine, shared, busybox):
+    """An Alpine-style application (busybox is its whole userland) reads with
+    busybox dd: read(2), which dnpfs serves today."""
+    start_dnpfs(engine, image, shared, engine.volume("store"))
+    sh(["mkfifo", str(shared.path / "lines")])
+    reader = start_app(engine, shared, "reader",
+                       "dd if=/mnt/dnpipes/lines bs=4096 2>/dev/null; echo reader-rc=$?",
+                       image=busybox)
+    sh(["sh", "-c", f"seq 1 {LINES} > {shared.path}/lines"], timeout=60)
+    assert wait_log(engine, reader, "reader-rc=", timeout=60) == seq(LINES) + "reader-rc=0\n"
+
+
+@pytest.mark.xfail(strict=True, reason="issue #25 item 2: busybox cat reads with sendfile(),"
+                   " which dnpfs does not serve yet (prints nothing)")
+def test_busybox_container_reads_with_cat(image, engine, shared, busybox):
+    start_dnpfs(engine, image, shared, engine.volume("store"))
+    sh(["mkfifo", str(shared.path / "lines")])
+    reader = start_app(engine, shared, "reader", "cat /mnt/dnpipes/lines; echo reader-rc=$?",
+                       image=busybox)
+    sh(["sh", "-c", f"seq 1 {LINES} > {shared.path}/lines"], timeout=60)
+    assert wait_log(engine, reader, "reader-rc=", timeout=60) == seq(LINES) + "reader-rc=0\n"
