@@ -7,6 +7,7 @@ containers, volumes, pods, images it built other than the session's.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -136,3 +137,13 @@ def busybox_image(workdir: Path) -> str:
         "--ignorefile", "/dev/null", str(ctx)], timeout=300)
     return name
 
+
+
+def engine_env(workdir: Path) -> dict[str, str]:
+    """The environment for podman run by another program (podman-compose,
+    podman kube play's containers): containers.conf with runc and the
+    rlimits above, as a host would set in /etc/containers/containers.conf."""
+    conf = workdir / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+                    '[engine]\nruntime = "runc"\n')
+    return {**os.environ, "CONTAINERS_CONF": str(conf)}

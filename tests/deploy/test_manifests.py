@@ -109,8 +109,13 @@ def test_compose_runs_dnpfs_with_what_fuse_needs():
     assert any(d.split(":")[0] == "/dev/fuse" for d in dnpfs["devices"])
     assert "SYS_ADMIN" in dnpfs["cap_add"]
     assert "apparmor:unconfined" in dnpfs["security_opt"]
-    [pipes] = [v for v in dnpfs["volumes"] if v["target"] == "/mnt/dnpipes"]
-    assert pipes["type"] == "bind" and pipes["bind"]["propagation"] == "rshared"
+    [shared] = [v for v in dnpfs["volumes"] if v["target"] == "/mnt/dnpfs"]
+    assert shared["type"] == "bind" and shared["bind"]["propagation"] == "rshared"
+    # The pipes are mounted below the bound directory, not on it, so that a
+    # dead mount of a killed dnpfs does not stop the next one from starting
+    # (tests/deploy/test_containers.py runs that).
+    mountpoint = dnpfs["environment"]["DNPFS_MOUNTPOINT"]
+    assert Path(mountpoint).parent == Path(shared["target"])
     assert dnpfs["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
@@ -122,14 +127,18 @@ def test_compose_applications_share_the_pipes_through_kafka():
     assert "healthcheck" in kafka
     bootstrap = services["dnpfs"]["environment"]["DNPFS_KAFKA_BOOTSTRAP"]
     assert f"PLAINTEXT://{bootstrap}" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    host_dir = [v for v in services["dnpfs"]["volumes"] if v["target"] == "/mnt/dnpipes"][0]["source"]
+    dnpfs = services["dnpfs"]
+    [shared] = [v for v in dnpfs["volumes"] if v["target"] == "/mnt/dnpfs"]
+    mountpoint = dnpfs["environment"]["DNPFS_MOUNTPOINT"]
     apps = {name: s for name, s in services.items() if name not in ("kafka", "dnpfs")}
     assert {"producer", "consumer"} <= set(apps)
     for name, app in apps.items():
-        [pipes] = [v for v in app["volumes"] if v["source"] == host_dir]
-        assert pipes["bind"]["propagation"] in ("rslave", "rshared"), name
+        [pipes] = [v for v in app["volumes"] if v["source"] == shared["source"]]
+        assert pipes["target"] == shared["target"], name
+        assert pipes["bind"]["propagation"] == "rslave", name
+        assert pipes.get("read_only") is True, name  # no stray files while dnpfs is down
         assert app["depends_on"]["dnpfs"]["condition"] == "service_healthy", name
-        assert f"{pipes['target']}/ticks" in " ".join(app["command"]), name
+        assert f"{mountpoint}/ticks" in " ".join(app["command"]), name
 
 
 # -- Kubernetes wiring ------------------------------------------------------
