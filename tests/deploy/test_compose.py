@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from ..util import wait_for
-from .conftest import DEPLOY, sh
+from .conftest import DEPLOY, ensure_debs, sh
 from .containers import SharedDir, busybox_image, engine_env, fuse_mounts_on, podman
 from .image import BASE
 
@@ -50,6 +50,7 @@ def compose_file(path: Path, *, dnpfs_image: str, busybox: str, shared: Path,
 
 @pytest.fixture
 def compose(tmp_path):
+    ensure_debs("podman", "runc")
     # From the test extras (pyproject.toml), next to this Python.
     sh([sys.executable, "-m", "podman_compose", "--version"])
     return [sys.executable, "-m", "podman_compose"]
