@@ -176,23 +176,28 @@ def test_daemonset_mounts_the_pipes_on_the_node():
     [c] = spec["containers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    pipes = mounts["/mnt/dnpipes"]
-    assert pipes["mountPropagation"] == "Bidirectional"
-    assert volumes[pipes["name"]]["hostPath"]["path"] == "/mnt/dnpipes"
+    shared = mounts["/mnt/dnpfs"]
+    assert shared["mountPropagation"] == "Bidirectional"
+    assert volumes[shared["name"]]["hostPath"]["path"] == "/mnt/dnpfs"
     assert volumes[mounts["/dev/fuse"]["name"]]["hostPath"] == {"path": "/dev/fuse",
                                                                  "type": "CharDevice"}
     env = {e["name"]: e["value"] for e in c.get("env", [])}
-    assert env["DNPFS_MOUNTPOINT"] == "/mnt/dnpipes"
-    # Applications on the node take the node's directory with HostToContainer.
+    # Below the hostPath directory, not on it (a dead mount there would stop
+    # the kubelet from starting the next dnpfs pod).
+    assert env["DNPFS_MOUNTPOINT"] == "/mnt/dnpfs/pipes"
+    # Applications on the node take the node's directory with HostToContainer,
+    # read-only, at the same path.
     readers = [(n, s) for n, s in _pod_specs() if any(
-        v.get("hostPath", {}).get("path") == "/mnt/dnpipes" for v in s["volumes"]) and n != path.name]
+        v.get("hostPath", {}).get("path") == "/mnt/dnpfs" for v in s["volumes"]) and n != path.name]
     assert readers
     for n, s in readers:
-        host = {v["name"] for v in s["volumes"] if v.get("hostPath", {}).get("path") == "/mnt/dnpipes"}
+        host = {v["name"] for v in s["volumes"] if v.get("hostPath", {}).get("path") == "/mnt/dnpfs"}
         for c in _containers(s):
             for m in c.get("volumeMounts", []):
                 if m["name"] in host:
                     assert m["mountPropagation"] == "HostToContainer", (n, c["name"])
+                    assert m.get("readOnly") is True, (n, c["name"])
+                    assert m["mountPath"] == "/mnt/dnpfs", (n, c["name"])
 
 
 def test_sidecar_pod_shares_its_mount_with_the_application_containers():
@@ -206,11 +211,13 @@ def test_sidecar_pod_shares_its_mount_with_the_application_containers():
     [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
     env = {e["name"]: e["value"] for e in sidecar["env"]}
-    assert env["DNPFS_MOUNTPOINT"] == mount["mountPath"]
+    assert Path(env["DNPFS_MOUNTPOINT"]).parent == Path(mount["mountPath"])
     assert len(spec["containers"]) >= 2
     for c in spec["containers"]:
         [m] = [m for m in c["volumeMounts"] if m["name"] == mount["name"]]
         assert m["mountPropagation"] == "HostToContainer", c["name"]
+        assert m.get("readOnly") is True, c["name"]
+        assert m["mountPath"] == mount["mountPath"], c["name"]
 
 
 def test_dnpfs_containers_probe_as_the_image_healthcheck_does():
