@@ -1,11 +1,14 @@
-"""Deployment artefacts checked here, with no container engine and no cluster:
-the image is built with podman (chroot isolation) and its filesystem run in a
-chroot; compose and Kubernetes files are validated against their schemas; the
-systemd unit goes through `systemd-analyze verify`.  See docs/deploy.md.
+"""Deployment artefacts, checked and run: the image is built with podman
+(chroot isolation), its filesystem run in a chroot (test_image.py) and the
+image run as containers with podman and runc (test_containers.py); the
+compose file and the Kubernetes manifests are validated against their schemas
+(test_manifests.py) and run with podman-compose and `podman kube play`
+(test_compose.py, test_kube.py); the systemd unit goes through
+`systemd-analyze verify`.  See docs/deploy.md, "What was tested, and how".
 
-The image tests install what they need (podman, debootstrap) and take a few
-minutes the first time; `-m "not deploy_image"` leaves them out locally.  CI
-runs them.
+The image tests install what they need (podman, runc, debootstrap) and take a
+few minutes the first time; `-m "not deploy_image"` leaves them out locally.
+CI runs them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 schema (the Compose Specification's, vendored by check-jsonschema; the
 Kubernetes API's, shipped by kubernetes-validate, strict so that a misspelt
 field fails), then the wiring no schema can see: FUSE privileges, mount
-propagation, probes, and settings the image actually reads."""
+propagation, probes, and settings the image actually reads.  test_compose.py
+and test_kube.py run them."""
 
 from __future__ import annotations
 
