@@ -3,8 +3,8 @@
 #
 #   docker build -t dnpfs .
 #   docker run -d --name dnpfs --device /dev/fuse --cap-add SYS_ADMIN \
-#       --security-opt apparmor:unconfined \
-#       -v /mnt/dnpipes:/mnt/dnpipes:rshared -v dnpfs-store:/var/lib/dnpfs dnpfs
+#       --security-opt apparmor:unconfined -e DNPFS_MOUNTPOINT=/mnt/dnpfs/pipes \
+#       -v /mnt/dnpfs:/mnt/dnpfs:rshared -v dnpfs-store:/var/lib/dnpfs dnpfs
 #
 # Settings are environment variables, read by deploy/entrypoint.sh:
 # DNPFS_MOUNTPOINT, DNPFS_STORE, DNPFS_KAFKA_BOOTSTRAP, DNPFS_TOPIC_PREFIX,

@@ -33,7 +33,9 @@ set -- mount --foreground "$@"
 [ -n "${DNPFS_OPTIONS:-}" ] && set -- "$@" -o "$DNPFS_OPTIONS"
 
 # A bind-mounted host directory may not exist yet when the volume is new.
-mkdir -p "$mountpoint"
+# mkdir fails on a dead mount a killed dnpfs left there (ENOTCONN): dnpfs
+# detaches that itself, and says so; any other trouble it reports too.
+mkdir -p "$mountpoint" 2>/dev/null || true
 # exec: dnpfs is PID 1 and gets the engine's SIGTERM itself, so blocked readers
 # get EOF and buffered writes are stored before the container stops.
 exec dnpfs "$@" "$mountpoint"

@@ -1,14 +1,17 @@
-"""Deployment artefacts checked here, with no container engine and no cluster:
-the image is built with podman (chroot isolation) and its filesystem run in a
-chroot; compose and Kubernetes files are validated against their schemas; the
-systemd unit goes through `systemd-analyze verify`.  What users run on a
-host, end to end, on a clean machine inside this one (machine.py):
-scripts/install, /etc/fstab lines, the systemd unit run as systemd would
-(unit.py).  See docs/deploy.md.
+"""Deployment artefacts, checked and run: the image is built with podman
+(chroot isolation), its filesystem run in a chroot (test_image.py) and the
+image run as containers with podman and runc (test_containers.py); the
+compose file and the Kubernetes manifests are validated against their schemas
+(test_manifests.py) and run with podman-compose and `podman kube play`
+(test_compose.py, test_kube.py); the systemd unit goes through
+`systemd-analyze verify`.  What users run on a host, end to end, on a clean
+machine inside this one (machine.py): scripts/install, /etc/fstab lines, the
+systemd unit run as systemd would (unit.py).  See docs/deploy.md, "What was
+tested, and how".
 
-The image tests install what they need (podman, debootstrap) and take a few
-minutes the first time; `-m "not deploy_image"` leaves them out locally.  The
-install, fstab and unit tests share one run of scripts/install (half a
+The image tests install what they need (podman, runc, debootstrap) and take a
+few minutes the first time; `-m "not deploy_image"` leaves them out locally.
+The install, fstab and unit tests share one run of scripts/install (half a
 minute or more, pip from PyPI); `-m "not deploy_install"` leaves them out.
 CI runs them all.
 """
@@ -127,3 +130,10 @@ def exchange(machine: Machine, a: str, b: str, pipe: str, scratch: Path,
     assert r.returncode == 0, f"cat {b}/{pipe} exited {r.returncode} (124: no EOF within 60 s)"
     assert got.read_bytes() == data.read_bytes(), \
         f"{b}/{pipe}: {got.stat().st_size} bytes, not the {size} written on {a}"
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory):
+    """The image of this checkout's Dockerfile: one build per session (image.py)."""
+    from .image import built_image
+    yield from built_image(tmp_path_factory)

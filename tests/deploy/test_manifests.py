@@ -2,7 +2,8 @@
 schema (the Compose Specification's, vendored by check-jsonschema; the
 Kubernetes API's, shipped by kubernetes-validate, strict so that a misspelt
 field fails), then the wiring no schema can see: FUSE privileges, mount
-propagation, probes, and settings the image actually reads."""
+propagation, probes, and settings the image actually reads.  test_compose.py
+and test_kube.py run them."""
 
 from __future__ import annotations
 
@@ -109,8 +110,13 @@ def test_compose_runs_dnpfs_with_what_fuse_needs():
     assert any(d.split(":")[0] == "/dev/fuse" for d in dnpfs["devices"])
     assert "SYS_ADMIN" in dnpfs["cap_add"]
     assert "apparmor:unconfined" in dnpfs["security_opt"]
-    [pipes] = [v for v in dnpfs["volumes"] if v["target"] == "/mnt/dnpipes"]
-    assert pipes["type"] == "bind" and pipes["bind"]["propagation"] == "rshared"
+    [shared] = [v for v in dnpfs["volumes"] if v["target"] == "/mnt/dnpfs"]
+    assert shared["type"] == "bind" and shared["bind"]["propagation"] == "rshared"
+    # The pipes are mounted below the bound directory, not on it, so that a
+    # dead mount of a killed dnpfs does not stop the next one from starting
+    # (tests/deploy/test_containers.py runs that).
+    mountpoint = dnpfs["environment"]["DNPFS_MOUNTPOINT"]
+    assert Path(mountpoint).parent == Path(shared["target"])
     assert dnpfs["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
@@ -122,14 +128,18 @@ def test_compose_applications_share_the_pipes_through_kafka():
     assert "healthcheck" in kafka
     bootstrap = services["dnpfs"]["environment"]["DNPFS_KAFKA_BOOTSTRAP"]
     assert f"PLAINTEXT://{bootstrap}" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    host_dir = [v for v in services["dnpfs"]["volumes"] if v["target"] == "/mnt/dnpipes"][0]["source"]
+    dnpfs = services["dnpfs"]
+    [shared] = [v for v in dnpfs["volumes"] if v["target"] == "/mnt/dnpfs"]
+    mountpoint = dnpfs["environment"]["DNPFS_MOUNTPOINT"]
     apps = {name: s for name, s in services.items() if name not in ("kafka", "dnpfs")}
     assert {"producer", "consumer"} <= set(apps)
     for name, app in apps.items():
-        [pipes] = [v for v in app["volumes"] if v["source"] == host_dir]
-        assert pipes["bind"]["propagation"] in ("rslave", "rshared"), name
+        [pipes] = [v for v in app["volumes"] if v["source"] == shared["source"]]
+        assert pipes["target"] == shared["target"], name
+        assert pipes["bind"]["propagation"] == "rslave", name
+        assert pipes.get("read_only") is True, name  # no stray files while dnpfs is down
         assert app["depends_on"]["dnpfs"]["condition"] == "service_healthy", name
-        assert f"{pipes['target']}/ticks" in " ".join(app["command"]), name
+        assert f"{mountpoint}/ticks" in " ".join(app["command"]), name
 
 
 # -- Kubernetes wiring ------------------------------------------------------
@@ -167,23 +177,28 @@ def test_daemonset_mounts_the_pipes_on_the_node():
     [c] = spec["containers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    pipes = mounts["/mnt/dnpipes"]
-    assert pipes["mountPropagation"] == "Bidirectional"
-    assert volumes[pipes["name"]]["hostPath"]["path"] == "/mnt/dnpipes"
+    shared = mounts["/mnt/dnpfs"]
+    assert shared["mountPropagation"] == "Bidirectional"
+    assert volumes[shared["name"]]["hostPath"]["path"] == "/mnt/dnpfs"
     assert volumes[mounts["/dev/fuse"]["name"]]["hostPath"] == {"path": "/dev/fuse",
                                                                  "type": "CharDevice"}
     env = {e["name"]: e["value"] for e in c.get("env", [])}
-    assert env["DNPFS_MOUNTPOINT"] == "/mnt/dnpipes"
-    # Applications on the node take the node's directory with HostToContainer.
+    # Below the hostPath directory, not on it (a dead mount there would stop
+    # the kubelet from starting the next dnpfs pod).
+    assert env["DNPFS_MOUNTPOINT"] == "/mnt/dnpfs/pipes"
+    # Applications on the node take the node's directory with HostToContainer,
+    # read-only, at the same path.
     readers = [(n, s) for n, s in _pod_specs() if any(
-        v.get("hostPath", {}).get("path") == "/mnt/dnpipes" for v in s["volumes"]) and n != path.name]
+        v.get("hostPath", {}).get("path") == "/mnt/dnpfs" for v in s["volumes"]) and n != path.name]
     assert readers
     for n, s in readers:
-        host = {v["name"] for v in s["volumes"] if v.get("hostPath", {}).get("path") == "/mnt/dnpipes"}
+        host = {v["name"] for v in s["volumes"] if v.get("hostPath", {}).get("path") == "/mnt/dnpfs"}
         for c in _containers(s):
             for m in c.get("volumeMounts", []):
                 if m["name"] in host:
                     assert m["mountPropagation"] == "HostToContainer", (n, c["name"])
+                    assert m.get("readOnly") is True, (n, c["name"])
+                    assert m["mountPath"] == "/mnt/dnpfs", (n, c["name"])
 
 
 def test_sidecar_pod_shares_its_mount_with_the_application_containers():
@@ -197,11 +212,13 @@ def test_sidecar_pod_shares_its_mount_with_the_application_containers():
     [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
     env = {e["name"]: e["value"] for e in sidecar["env"]}
-    assert env["DNPFS_MOUNTPOINT"] == mount["mountPath"]
+    assert Path(env["DNPFS_MOUNTPOINT"]).parent == Path(mount["mountPath"])
     assert len(spec["containers"]) >= 2
     for c in spec["containers"]:
         [m] = [m for m in c["volumeMounts"] if m["name"] == mount["name"]]
         assert m["mountPropagation"] == "HostToContainer", c["name"]
+        assert m.get("readOnly") is True, c["name"]
+        assert m["mountPath"] == mount["mountPath"], c["name"]
 
 
 def test_dnpfs_containers_probe_as_the_image_healthcheck_does():
