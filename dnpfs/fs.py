@@ -242,6 +242,9 @@ class Filesystem(pyfuse3.Operations):
         a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
         a.st_uid, a.st_gid = self.owner.uid, self.owner.gid
         a.st_size = size
+        # Blocks that cover the size: GNU cp takes a file with fewer for
+        # sparse and seeks for its holes (ESPIPE on a pipe).
+        a.st_blocks = (size + 511) // 512
         a.st_blksize = 1 << 20  # tools size their buffers by it: cat reads 1 MiB at once
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mounted_ns
         a.entry_timeout = a.attr_timeout = self.cache_seconds
@@ -249,7 +252,13 @@ class Filesystem(pyfuse3.Operations):
 
     def _pipe_attr(self, path: str, pid: int = 0) -> pyfuse3.EntryAttributes:
         a = self._attr(self._ino(path), stat.S_IFREG | self.owner.mode, self._size_for(path, pid))
-        a.attr_timeout = 0  # the size depends on who asks: the kernel must not cache it
+        # The size depends on who asks: the kernel must not cache it, neither
+        # as attributes nor with the name (each open then looks the name up,
+        # with the opener's pid).  The kernel keeps one size per file, and a
+        # sendfile() reader such as busybox cat opens and reads without a
+        # stat: the size it meets must be the one looked up for it, not a
+        # seeking tool's of a moment before.
+        a.attr_timeout = a.entry_timeout = 0
         return a
 
     def _size_for(self, path: str, pid: int) -> int:
