@@ -201,6 +201,11 @@ class Ownership:
 class Filesystem(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
+    # O_TRUNC as setattr(size=0), answered with the pipe's size: with atomic
+    # O_TRUNC the kernel set the size to 0 itself at a writer's open, and a
+    # sendfile() reader (busybox cat) opening beside `echo x > pipe` met end
+    # of file (module doc).
+    enable_atomic_o_trunc = False
 
     def __init__(self, pipes: Pipes, owner: Ownership | None = None, *,
                  cache_seconds: float = 0.5) -> None:

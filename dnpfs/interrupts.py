@@ -39,10 +39,11 @@ _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
 _IGNORED_MASK = sum(1 << (s - 1) for s in _STOP_SIGNALS)
 CHECKED_FILES = 64  # callers' status files kept open for check()
 
-# pyfuse3 as patched by dnpfs (patches/pyfuse3-*.patch): interrupts, and the
-# lock owner of reads (fs.py, the page-cache trap).
-SUPPORTED = all(hasattr(pyfuse3, name)
-                for name in ("interruptible", "interrupted", "read_lock_owner"))
+# pyfuse3 as patched by dnpfs (patches/pyfuse3-*.patch): interrupts, the lock
+# owner of reads and O_TRUNC as setattr (fs.py, the page-cache trap).
+SUPPORTED = (all(hasattr(pyfuse3, name)
+                 for name in ("interruptible", "interrupted", "read_lock_owner"))
+             and hasattr(pyfuse3.Operations, "enable_atomic_o_trunc"))
 UNSUPPORTED_MESSAGE = (
     f"pyfuse3 {pyfuse3.__version__} lacks dnpfs's patches (blocked readers could not be"
     " killed): install it with scripts/install")
