@@ -17,6 +17,12 @@ The EOF rule, as on a local FIFO, where EOF means "no writer is left":
   new reader an old EOF.
 - A read that already holds bytes stops *before* such an END, so the bytes
   come first and the next read() returns 0.
+
+Whole records (``whole``): a read that takes part of a record takes the
+record, moving the group's cursor past it; the rest is ``Taken.held``, for
+the same handle's next reads alone (dnpfs/reader.py).  Competing readers
+then never split one write() between them: a FIFO leaves unspecified which
+reader gets which bytes, so this keeps every FIFO promise.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import Cursor, Kind, StoredRecord
+from .model import Cursor, Held, Kind, StoredRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,7 @@ class Taken:
     cursor: Cursor
     eof: bool
     view: ReaderView
+    held: Held | None = None
 
     @property
     def data(self) -> bytes:
@@ -59,11 +66,14 @@ def take(
     max_bytes: int,
     packet: bool = False,
     view: ReaderView = ReaderView(),
+    whole: bool = False,
 ) -> Taken:
     """Consume up to ``max_bytes`` from ``records`` (which start at ``cursor``).
 
     ``packet``: stop after the bytes of one record (O_DIRECT readers).  The
-    rest of a record that did not fit stays for the next read in either mode.
+    rest of a record that did not fit stays for the next read in either mode:
+    in the pipe, or with ``whole`` (and the record's bytes all at hand) in
+    ``Taken.held``.
     """
     out: list[bytes] = []
     got = 0
@@ -71,6 +81,7 @@ def take(
     sessions = set(cursor.open_sessions)
     seen = set(view.seen)
     eof = False
+    held = None
 
     for rec in records:
         if rec.offset < offset:
@@ -92,6 +103,10 @@ def take(
                 got += len(chunk)
             if pos + len(chunk) < rec.length:
                 pos += len(chunk)
+                rest = rec.data[at + len(chunk):]
+                if whole and chunk and pos + len(rest) == rec.length:
+                    held = Held(rec.offset, pos, rec.session, rest)
+                    offset, pos = rec.offset + 1, 0
                 break
             offset, pos = rec.offset + 1, 0
             if packet and got:
@@ -121,7 +136,7 @@ def take(
                 break
 
     new = Cursor(offset, pos, frozenset(sessions))
-    return Taken(tuple(out), got, new, eof, ReaderView(view.horizon, frozenset(seen)))
+    return Taken(tuple(out), got, new, eof, ReaderView(view.horizon, frozenset(seen)), held)
 
 
 def would_deliver(cursor: Cursor, records: Iterable[StoredRecord], view: ReaderView) -> bool:

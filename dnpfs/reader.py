@@ -5,6 +5,12 @@ committed cursor, let ``delivery.take`` decide what to deliver, and commit
 the new cursor as one step for all readers of the group, on this mount or
 another.  Nothing is claimed that is not returned, so bytes a read did not
 take stay in the pipe.
+
+Whole records: on a store that ``Holds``, a read that takes part of a record
+takes the record (``delivery.take`` with ``whole``) and keeps the rest as
+``held``, which only this handle's next reads deliver; a handle that closes
+part way gives it back to its group (``Pipes.close_reader``).  So readers
+competing in a group, on this mount or others, never split one write().
 """
 
 from __future__ import annotations
@@ -12,16 +18,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .backends.base import Fetched
+from .backends.base import Fetched, Holds
 from .delivery import ReaderView, Taken, take, would_deliver
 from .metrics import METRICS
-from .model import Cursor
+from .model import Cursor, Held
 from .errors import NoSuchPipe, StoreError, WouldBlock
 
 if TYPE_CHECKING:
     from .pipes import PipeState, Pipes
 
 log = logging.getLogger(__name__)
+
+# A read fetches at least this much, so the record it starts is at hand whole
+# and can be held (a record is one write(): the kernel splits larger writes).
+WHOLE_FETCH = 256 << 10
 
 
 class ReaderHandle:
@@ -45,6 +55,9 @@ class ReaderHandle:
         self.eof = False  # once EOF was returned, this handle stays at EOF
         self.blocked = False  # waiting in read() now
         self.poll_handle = None
+        self.whole = isinstance(pipes.backend, Holds)
+        self.held: Held | None = None  # the rest of a record this handle took part of
+        self.hold_token: object = None
 
     @property
     def name(self) -> str:
@@ -54,6 +67,8 @@ class ReaderHandle:
         """The bytes of one read(), a piece per record (joined by the caller:
         fs.Filesystem.read); () for EOF."""
         backend = self.pipes.backend
+        if self.held is not None:
+            return self._from_held(size)
         while not self.eof:
             if self.pipes.closing:
                 self.eof = True
@@ -63,12 +78,14 @@ class ReaderHandle:
             view = self.view
 
             def decide(fetched: Fetched) -> tuple[Cursor, Taken]:
-                taken = take(fetched.cursor, fetched.records, size, self.packet, view)
+                taken = take(fetched.cursor, fetched.records, size, self.packet, view,
+                             self.whole)
                 return taken.cursor, taken
 
             try:
-                taken = await backend.consume(self.name, self.group, size, decide,
-                                              blocking=not self.nonblock)
+                taken = await backend.consume(
+                    self.name, self.group, max(size, WHOLE_FETCH) if self.whole else size,
+                    decide, blocking=not self.nonblock)
             except NoSuchPipe:
                 self.eof = True  # unlinked: blocked readers see EOF
                 break
@@ -81,6 +98,11 @@ class ReaderHandle:
             if taken.eof:
                 self.eof = True
                 break
+            if taken.held is not None:
+                # Kept by the store before this read answers: a daemon that
+                # dies from here on leaves the rest to the group, not lost.
+                self.held = taken.held
+                self.hold_token = await backend.hold(self.name, self.group, taken.held)
             if taken.size:
                 METRICS.count("reads")
                 METRICS.count("bytes_out", taken.size)
@@ -97,9 +119,28 @@ class ReaderHandle:
                 METRICS.blocked_readers -= 1
         return ()
 
+    def _from_held(self, size: int) -> tuple[bytes, ...]:
+        held = self.held
+        chunk, rest = held.data[:size], held.data[size:]
+        if rest:
+            self.held = Held(held.offset, held.start + len(chunk), held.session, rest)
+        else:
+            self.held = None
+            self.pipes.backend.release(self.hold_token)
+            self.hold_token = None
+        METRICS.count("reads")
+        METRICS.count("bytes_out", len(chunk))
+        return (chunk,)
+
+    async def give_back(self) -> None:
+        """Closing part way through a record: its rest goes back to the group."""
+        held, self.held = self.held, None
+        if held is not None:
+            await self.pipes.backend.give_back(self.name, self.group, self.hold_token, held)
+
     async def readable(self) -> bool:
         """Would read() answer now?  (poll/select/epoll)"""
-        if self.eof or self.pipes.closing:
+        if self.held is not None or self.eof or self.pipes.closing:
             return True
         try:
             fetched = await self.pipes.backend.fetch(self.name, self.group, 1)

@@ -10,6 +10,8 @@ small protocol of its own:
 - ``Liveness``: heartbeats of mounts, so sessions of a silent mount expire
   (dnpfs/leases.py).  Without it no session ever expires.
 - ``Membership``: one mount at a time is handed a group's records (Kafka).
+- ``Holds``: a reader handle may hold the rest of a record it took part of,
+  and give it back to its group (whole records to competing readers).
 
 Errors: any operation on a pipe the store does not have raises
 ``NoSuchPipe`` (``create_pipe``/``delete_pipe`` answer False/True instead);
@@ -32,7 +34,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import trio
 
 from ..errors import NoSuchPipe
-from ..model import Cursor, Record, StoredRecord
+from ..model import Cursor, Held, Record, StoredRecord
 
 T = TypeVar("T")
 
@@ -210,3 +212,26 @@ class Membership(Protocol):
         """This mount's part in reader group *group* of pipe *name*: "reading"
         (this one), "standby" (another one), "joining" (not known yet: the
         group is forming or moving).  None where no reader is here."""
+
+
+@runtime_checkable
+class Holds(Protocol):
+    """A store where a reader handle may take a whole record while it reads
+    only part of it (``delivery.take`` with ``whole``): the group's cursor
+    moves past the record, and the rest is the handle's.  The store keeps
+    that rest safe until the handle delivered it (``release``) or gave it
+    back (``give_back``): if the daemon dies meanwhile, or the handle closes
+    part way, the rest goes to the group's next read, before anything else.
+    """
+
+    async def hold(self, name: str, group: str, held: Held) -> object:
+        """Keep *held* for this mount; called before the read that took the
+        record answers.  Returns a token for ``release``/``give_back``."""
+
+    def release(self, token: object) -> None:
+        """The held bytes were all delivered.  Cheap, never blocks: the store
+        may forget the hold later."""
+
+    async def give_back(self, name: str, group: str, token: object, held: Held) -> None:
+        """The handle closed with *held* (what is left of its hold) not yet
+        delivered: the group's next read, on any mount, gets it first."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..errors import NoSuchPipe, StoreError
-from ..model import Cursor, Kind, Record, StoredRecord
+from ..model import Cursor, Held, Kind, Record, StoredRecord
 from ..names import DEFAULT_GROUP
 from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
 
@@ -32,6 +32,9 @@ class _Pipe:
     # The default group exists from the start, so records written before any
     # reader came are kept for it (retention removes what every group has read).
     groups: dict[str, Cursor] = field(default_factory=lambda: {DEFAULT_GROUP: Cursor()})
+    # Rests of records given back by the handles that held them (Holds), per
+    # group, in pipe order: delivered before the group's cursor.
+    returned: dict[str, list[Held]] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,7 +51,8 @@ class MemoryStore:
 
 
 class MemoryBackend(Backend):
-    """One mount's view of a MemoryStore.  Offers Liveness (one clock)."""
+    """One mount's view of a MemoryStore.  Offers Liveness (one clock) and
+    Holds (nothing dies without its store: a hold needs no keeping)."""
 
     def __init__(self, store: MemoryStore | None = None, *,
                  max_record_size: int = 1 << 30,
@@ -155,6 +159,25 @@ class MemoryBackend(Backend):
                 break
         return Fetched(cursor, out)
 
+    async def consume(self, name, group, max_bytes, decide, blocking=False):
+        await self._enter()
+        returned = self._pipe(name).returned.get(group)
+        if not returned:
+            return await super().consume(name, group, max_bytes, decide, blocking)
+        # A given-back rest first: its session counts as open (its markers
+        # were consumed with the record), so it brings bytes, never an EOF.
+        h = returned[0]
+        at = Cursor(h.offset, h.start, frozenset({h.session} if h.session else ()))
+        new, result = decide(Fetched(at, [StoredRecord(h.offset, Kind.DATA, h.session, h.data,
+                                                       h.start, h.end)]))
+        if new != at:
+            if new.offset > h.offset or new.byte_pos >= h.end:
+                returned.pop(0)
+            else:
+                returned[0] = Held(h.offset, new.byte_pos, h.session,
+                                   h.data[new.byte_pos - h.start:])
+        return result
+
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         await self._enter()
         pipe = self._pipe(name)
@@ -165,7 +188,24 @@ class MemoryBackend(Backend):
 
     async def delete_group(self, name: str, group: str) -> bool:
         await self._enter()
-        return self._pipe(name).groups.pop(group, None) is not None
+        pipe = self._pipe(name)
+        pipe.returned.pop(group, None)
+        return pipe.groups.pop(group, None) is not None
+
+    # -- holds (the Holds capability) -----------------------------------------
+    async def hold(self, name: str, group: str, held: Held) -> object:
+        await self._enter()
+        return None
+
+    def release(self, token: object) -> None:
+        pass
+
+    async def give_back(self, name: str, group: str, token: object, held: Held) -> None:
+        await self._enter()
+        returned = self._pipe(name).returned.setdefault(group, [])
+        returned.append(held)
+        returned.sort(key=lambda h: (h.offset, h.start))
+        self.store.notify(name)
 
     # -- liveness (the Liveness capability) --------------------------------
     async def heartbeat(self, mount_id: str) -> None:
@@ -185,8 +225,11 @@ class MemoryBackend(Backend):
         groups = {}
         for group, cursor in pipe.groups.items():
             left = [r for r in data if r.offset >= cursor.offset]
-            groups[group] = GroupStats(len(left),
-                                       max(0, sum(len(r.data) for r in left) - cursor.byte_pos))
+            back = pipe.returned.get(group, [])
+            groups[group] = GroupStats(
+                len(left) + len(back),
+                max(0, sum(len(r.data) for r in left) - cursor.byte_pos)
+                + sum(len(h.data) for h in back))
         return PipeStats(len(data), sum(len(r.data) for r in data), groups)
 
     async def apply_retention(self) -> int:

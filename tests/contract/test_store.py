@@ -607,3 +607,36 @@ def test_retention_removes_records_older_than_the_retention_age(run_store):
         await b.attach("p", "new")
         assert await read_all(b, "p", "new") == b""
     run_store(body)
+
+
+# -- Holds: the rest of a record a reader took part of (not offered by Kafka) --
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_a_given_back_rest_is_the_groups_next_read_on_another_mount(run_store):
+    from dnpfs.delivery import take
+    from dnpfs.model import Held
+
+    async def body(opener):
+        a, _ = await opener()
+        b, changes = await opener()
+        from dnpfs.backends.base import Holds
+        assert isinstance(a, Holds)
+        await a.create_pipe("p")
+        await a.attach("p", "g")
+        await b.attach("p", "g")
+        await a.append("p", [Record(Kind.DATA, "s", b"hello"), Record(Kind.DATA, "s", b"next")])
+
+        def one(fetched):
+            t = take(fetched.cursor, fetched.records, 1, whole=True)
+            return t.cursor, t
+        taken = await a.consume("p", "g", 1 << 16, one)
+        assert taken.data == b"h" and taken.held.data == b"ello"
+        token = await a.hold("p", "g", taken.held)
+        mark = changes.mark()
+        await a.give_back("p", "g", token, Held(taken.held.offset, 3, "s", b"lo"))
+        await changes.wait_for("p", mark)
+        got = await b.consume("p", "g", 1 << 16, one)
+        assert got.data == b"l" and got.held.data == b"o"
+        await b.hold("p", "g", got.held)
+        after = await b.consume("p", "g", 1 << 16, one)
+        assert after.data == b"n"
+    run_store(body)

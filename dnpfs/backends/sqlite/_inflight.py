@@ -5,6 +5,11 @@ killed in between would lose those bytes.  Each cursor move is therefore also
 written as an *in-flight* range owned by this daemon, and deleted once the
 reply is surely written (see ``Reads.consume``).  Ranges of a dead owner are
 delivered again, first, to the group's next reader: at least once.
+
+The rest of a record a reader handle holds (the Holds capability) is a range
+too, owned by this daemon until delivered; a handle that closes part way
+gives it to ``RETURNED``, an owner that is always dead, so the group's next
+read on any mount delivers it first.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 # live owner acknowledges within ACK_INTERVAL.
 ORPHAN_AGE = 30.0
 ACK_INTERVAL = 0.1
+RETURNED = "returned"  # the owner of ranges given back: never alive
 
 
 def process_identity(pid: int | str) -> str | None:
@@ -63,6 +69,8 @@ class InFlight:
         self._namespace = self.owner.split(" ")[0]
 
     def owner_alive(self, owner: str, taken: float) -> bool:
+        if owner == RETURNED:
+            return False
         now = time.monotonic()
         known = self._alive.get(owner)
         if known and now - known[1] < 1.0:
@@ -91,6 +99,15 @@ class InFlight:
             (pipe_id, group, self.owner, time.time(), start.offset, start.byte_pos,
              end.offset, end.byte_pos),
         ).lastrowid
+
+    def hold(self, db: sqlite3.Connection, pipe_id: int, group: str, held) -> int:
+        return self.take(db, pipe_id, group, Cursor(held.offset, held.start),
+                         Cursor(held.offset, held.end))
+
+    @staticmethod
+    def give_back(db: sqlite3.Connection, row: int, held) -> None:
+        db.execute("UPDATE inflight SET owner = ?, first_pos = ? WHERE id = ?",
+                   (RETURNED, held.start, row))
 
     @staticmethod
     def delete(db: sqlite3.Connection, rows: Sequence[int]) -> None:
@@ -125,7 +142,10 @@ class InFlight:
             new, result = decide(Fetched(at, records))
             if new == at:
                 return None, result
-            log.warning("delivering again bytes read by a daemon that died (%s)", owner)
+            if owner == RETURNED:
+                log.debug("delivering the rest of a record a reader gave back")
+            else:
+                log.warning("delivering again bytes read by a daemon that died (%s)", owner)
             if (new.offset, new.byte_pos) >= (last, last_pos) or new.offset > records[-1].offset:
                 self.delete(db, [rowid])
             else:

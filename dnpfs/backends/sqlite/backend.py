@@ -22,7 +22,7 @@ import trio
 
 from ...access import FileAccess
 from ...errors import NoSuchPipe, StoreError
-from ...model import Cursor, Record
+from ...model import Cursor, Held, Record
 from ...names import DEFAULT_GROUP
 from ..base import Backend, ChangeCallback, Fetched, PipeStats
 from ._appends import Appends
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 class SqliteBackend(Backend):
-    """The store contract, plus Liveness (heartbeats) and apply_retention."""
+    """The store contract, plus Liveness (heartbeats), Holds (as in-flight
+    ranges: _inflight) and apply_retention."""
 
     def __init__(
         self,
@@ -164,6 +165,24 @@ class SqliteBackend(Backend):
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         return await self._reads.commit(name, group, expected, new)
 
+    # -- holds (the Holds capability) ---------------------------------------
+    async def hold(self, name: str, group: str, held: Held) -> int:
+        def hold(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                return self._inflight.hold(db, pipe_id(db, name), group, held)
+
+        return await self._reads.conn.run(hold)
+
+    def release(self, token: object) -> None:
+        self._inflight.delivered.append(token)  # deleted by the next read or the ack loop
+
+    async def give_back(self, name: str, group: str, token: object, held: Held) -> None:
+        def give_back(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                self._inflight.give_back(db, token, held)
+
+        await self._reads.conn.run(give_back)
+        self._on_change(name)  # this mount's readers; the watch wakes the others
     async def delete_group(self, name: str, group: str) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
             with transaction(db):
