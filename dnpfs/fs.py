@@ -41,6 +41,7 @@ from .errors import (
     StoreError,
     WouldBlock,
 )
+from .interrupts import dying_of_signal
 from .names import MAX_NAME, decode, split_path
 from .pipes import Pipes
 from .reader import ReaderHandle
@@ -469,6 +470,9 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def flush(self, fh):
         self._answered.pop(fh, None)  # close(): a reader of it is done
+        handle = self._handles.get(fh)
+        if isinstance(handle, ReaderHandle) and dying_of_signal(handle.pid):
+            handle.killed = True  # its job is not done: given back at release
         await self._sync(fh)
 
     @syscall

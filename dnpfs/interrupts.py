@@ -141,3 +141,22 @@ class SignalWatcher:
             # took a quarter of a core), but often enough to answer a signal
             # within a second.
             await trio.sleep(min(MAX_INTERVAL, max(self.interval, len(pids) * 0.0005)))
+
+
+_PF_EXITING, _PF_SIGNALED = 0x4, 0x400  # include/linux/sched.h
+
+
+def dying_of_signal(pid: int) -> bool:
+    """Is process *pid* exiting because a signal killed it?  Asked while it
+    closes its files on the way out (a FUSE flush is answered before its
+    close returns), when the kernel has set both flags (kernel/signal.c,
+    get_signal).  False when it cannot tell (pid 0: another PID namespace)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    flags = int(stat.rpartition(b")")[2].split()[6])
+    return flags & (_PF_EXITING | _PF_SIGNALED) == _PF_EXITING | _PF_SIGNALED

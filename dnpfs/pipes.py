@@ -258,9 +258,9 @@ class Pipes:
     async def close_reader(self, handle: ReaderHandle) -> None:
         state = handle.state
         try:
-            await handle.give_back()
-        except DnpfsError as e:  # the store keeps it: delivered again as a dead daemon's
-            log.warning("giving back the rest of a record of %s: %s", state.name, e)
+            await handle.close()
+        except DnpfsError as e:  # still in flight: delivered again once this daemon stops
+            log.warning("giving back what a reader of %s took: %s", state.name, e)
         state.readers.discard(handle)
         self._release(state)
         if not any(r.group == handle.group for r in state.readers) and not state.attaching.get(

@@ -6,11 +6,16 @@ the new cursor as one step for all readers of the group, on this mount or
 another.  Nothing is claimed that is not returned, so bytes a read did not
 take stay in the pipe.
 
-Whole records: on a store that ``Holds``, a read that takes part of a record
-takes the record (``delivery.take`` with ``whole``) and keeps the rest as
-``held``, which only this handle's next reads deliver; a handle that closes
-part way gives it back to its group (``Pipes.close_reader``).  So readers
-competing in a group, on this mount or others, never split one write().
+Work queues, on a store that ``Holds`` (docs/semantics.md, "Work queues"):
+
+- Whole records: a read that takes part of a record takes the record
+  (``delivery.take`` with ``whole``) and keeps the rest as ``held``, which
+  only this handle's next reads deliver.  Readers competing in a group, on
+  this mount or others, never split one write().
+- A job is done at the handle's next read() once ``held`` is delivered, or
+  at its close: the store keeps what the handle took until then (``settle``).
+  A handle whose process was killed by a signal gives all of it back; one
+  closed part way through a record gives back the rest (``close``).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class ReaderHandle:
         self.poll_handle = None
         self.whole = isinstance(pipes.backend, Holds)
         self.held: Held | None = None  # the rest of a record this handle took part of
-        self.hold_token: object = None
+        self.killed = False  # its opener died of a signal (fs.Filesystem.flush)
 
     @property
     def name(self) -> str:
@@ -69,6 +74,8 @@ class ReaderHandle:
         backend = self.pipes.backend
         if self.held is not None:
             return self._from_held(size)
+        if self.whole:
+            backend.settle(self)  # asking for more: what it took before is done
         while not self.eof:
             if self.pipes.closing:
                 self.eof = True
@@ -83,9 +90,13 @@ class ReaderHandle:
                 return taken.cursor, taken
 
             try:
-                taken = await backend.consume(
-                    self.name, self.group, max(size, WHOLE_FETCH) if self.whole else size,
-                    decide, blocking=not self.nonblock)
+                if self.whole:
+                    taken = await backend.consume_held(
+                        self, self.name, self.group, max(size, WHOLE_FETCH), decide,
+                        blocking=not self.nonblock)
+                else:
+                    taken = await backend.consume(self.name, self.group, size, decide,
+                                                  blocking=not self.nonblock)
             except NoSuchPipe:
                 self.eof = True  # unlinked: blocked readers see EOF
                 break
@@ -98,11 +109,7 @@ class ReaderHandle:
             if taken.eof:
                 self.eof = True
                 break
-            if taken.held is not None:
-                # Kept by the store before this read answers: a daemon that
-                # dies from here on leaves the rest to the group, not lost.
-                self.held = taken.held
-                self.hold_token = await backend.hold(self.name, self.group, taken.held)
+            self.held = taken.held
             if taken.size:
                 METRICS.count("reads")
                 METRICS.count("bytes_out", taken.size)
@@ -122,21 +129,28 @@ class ReaderHandle:
     def _from_held(self, size: int) -> tuple[bytes, ...]:
         held = self.held
         chunk, rest = held.data[:size], held.data[size:]
-        if rest:
-            self.held = Held(held.offset, held.start + len(chunk), held.session, rest)
-        else:
-            self.held = None
-            self.pipes.backend.release(self.hold_token)
-            self.hold_token = None
+        self.held = Held(held.offset, held.start + len(chunk), held.session, rest) if rest \
+            else None
         METRICS.count("reads")
         METRICS.count("bytes_out", len(chunk))
         return (chunk,)
 
-    async def give_back(self) -> None:
-        """Closing part way through a record: its rest goes back to the group."""
+    async def close(self) -> None:
+        """The handle's last job: done at a close, unless its process was
+        killed (all of it goes back) or it stopped part way through a record
+        (the rest goes back)."""
+        if not self.whole:
+            return
         held, self.held = self.held, None
-        if held is not None:
-            await self.pipes.backend.give_back(self.name, self.group, self.hold_token, held)
+        backend = self.pipes.backend
+        if self.killed:
+            log.info("a reader of %s was killed: its unfinished read goes back to %r",
+                     self.name, self.group)
+            await backend.give_back(self.name, self.group, self, None)
+        elif held is not None:
+            await backend.give_back(self.name, self.group, self, (held.offset, held.start))
+        else:
+            backend.settle(self)
 
     async def readable(self) -> bool:
         """Would read() answer now?  (poll/select/epoll)"""

@@ -10,8 +10,8 @@ small protocol of its own:
 - ``Liveness``: heartbeats of mounts, so sessions of a silent mount expire
   (dnpfs/leases.py).  Without it no session ever expires.
 - ``Membership``: one mount at a time is handed a group's records (Kafka).
-- ``Holds``: a reader handle may hold the rest of a record it took part of,
-  and give it back to its group (whole records to competing readers).
+- ``Holds``: what a reader handle took stays the store's to deliver again
+  until the handle is done with it (work queues: whole records, redelivery).
 
 Errors: any operation on a pipe the store does not have raises
 ``NoSuchPipe`` (``create_pipe``/``delete_pipe`` answer False/True instead);
@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import trio
 
 from ..errors import NoSuchPipe
-from ..model import Cursor, Held, Record, StoredRecord
+from ..model import Cursor, Record, StoredRecord
 
 T = TypeVar("T")
 
@@ -216,22 +216,29 @@ class Membership(Protocol):
 
 @runtime_checkable
 class Holds(Protocol):
-    """A store where a reader handle may take a whole record while it reads
-    only part of it (``delivery.take`` with ``whole``): the group's cursor
-    moves past the record, and the rest is the handle's.  The store keeps
-    that rest safe until the handle delivered it (``release``) or gave it
-    back (``give_back``): if the daemon dies meanwhile, or the handle closes
-    part way, the rest goes to the group's next read, before anything else.
+    """A store that keeps what a reader handle took until the handle is done
+    with it, for work queues (docs/semantics.md, "Work queues").
+
+    A read by a *holder* (a reader handle) may take a whole record while it
+    delivers only part of it (``delivery.take`` with ``whole``): the group's
+    cursor moves past the record, and the rest is the holder's.  What the
+    holder took stays the store's to deliver again until the holder
+    ``settle``s (its job is done) or gives it back (``give_back``); if this
+    daemon dies meanwhile, the group's next read gets it again, first.
     """
 
-    async def hold(self, name: str, group: str, held: Held) -> object:
-        """Keep *held* for this mount; called before the read that took the
-        record answers.  Returns a token for ``release``/``give_back``."""
+    async def consume_held(self, holder: object, name: str, group: str, max_bytes: int,
+                           decide: Callable[[Fetched], tuple[Cursor, T]],
+                           blocking: bool = False) -> T:
+        """``Backend.consume``, keeping what it took for *holder*."""
 
-    def release(self, token: object) -> None:
-        """The held bytes were all delivered.  Cheap, never blocks: the store
-        may forget the hold later."""
+    def settle(self, holder: object) -> None:
+        """What *holder* took is done.  Cheap, never blocks: the store may
+        forget it a little later."""
 
-    async def give_back(self, name: str, group: str, token: object, held: Held) -> None:
-        """The handle closed with *held* (what is left of its hold) not yet
-        delivered: the group's next read, on any mount, gets it first."""
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
+        """What *holder* took and did not settle goes back to the group: its
+        next read, on any mount, gets it first.  *since*: (record offset,
+        byte) before which the bytes count as done (a handle closed part way
+        through a record); None: all of it (its process was killed)."""

@@ -63,6 +63,7 @@ class MemoryBackend(Backend):
         self.description = "memory"
         self._on_change: ChangeCallback = lambda name, gone=False: None
         self._open = False
+        self._taken: dict[object, list[tuple[str, str, Cursor, Cursor]]] = {}  # Holds
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
@@ -160,23 +161,34 @@ class MemoryBackend(Backend):
         return Fetched(cursor, out)
 
     async def consume(self, name, group, max_bytes, decide, blocking=False):
+        return (await self._consume(name, group, max_bytes, decide, blocking))[1]
+
+    async def _consume(self, name, group, max_bytes, decide, blocking):
+        """(the cursors moved from and to, or None; decide's result)."""
         await self._enter()
         returned = self._pipe(name).returned.get(group)
         if not returned:
-            return await super().consume(name, group, max_bytes, decide, blocking)
-        # A given-back rest first: its session counts as open (its markers
-        # were consumed with the record), so it brings bytes, never an EOF.
+            moved = []
+
+            def deciding(fetched):
+                new, result = decide(fetched)
+                moved[:] = [(fetched.cursor, new)]  # the last try is the one committed
+                return new, result
+            result = await super().consume(name, group, max_bytes, deciding, blocking)
+            return (moved[0] if moved and moved[0][0] != moved[0][1] else None), result
+        # Given-back bytes first: their sessions count as open (their markers
+        # were consumed with them), so they bring bytes, never an EOF.
         h = returned[0]
         at = Cursor(h.offset, h.start, frozenset({h.session} if h.session else ()))
         new, result = decide(Fetched(at, [StoredRecord(h.offset, Kind.DATA, h.session, h.data,
                                                        h.start, h.end)]))
-        if new != at:
-            if new.offset > h.offset or new.byte_pos >= h.end:
-                returned.pop(0)
-            else:
-                returned[0] = Held(h.offset, new.byte_pos, h.session,
-                                   h.data[new.byte_pos - h.start:])
-        return result
+        if new == at:
+            return None, result
+        if new.offset > h.offset or new.byte_pos >= h.end:
+            returned.pop(0)
+        else:
+            returned[0] = Held(h.offset, new.byte_pos, h.session, h.data[new.byte_pos - h.start:])
+        return (at, new), result
 
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         await self._enter()
@@ -193,18 +205,37 @@ class MemoryBackend(Backend):
         return pipe.groups.pop(group, None) is not None
 
     # -- holds (the Holds capability) -----------------------------------------
-    async def hold(self, name: str, group: str, held: Held) -> object:
-        await self._enter()
-        return None
+    async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
+        moved, result = await self._consume(name, group, max_bytes, decide, blocking)
+        if moved is not None:
+            self._taken.setdefault(holder, []).append((name, group, *moved))
+        return result
 
-    def release(self, token: object) -> None:
-        pass
+    def settle(self, holder: object) -> None:
+        self._taken.pop(holder, None)
 
-    async def give_back(self, name: str, group: str, token: object, held: Held) -> None:
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
         await self._enter()
-        returned = self._pipe(name).returned.setdefault(group, [])
-        returned.append(held)
-        returned.sort(key=lambda h: (h.offset, h.start))
+        taken = self._taken.pop(holder, [])
+        pipe = self.store.pipes.get(name)
+        if pipe is None:
+            return
+        back = pipe.returned.setdefault(group, [])
+        for _, _, old, new in taken:
+            for r, _ in pipe.records:
+                if r.kind is not Kind.DATA or not old.offset <= r.offset <= new.offset:
+                    continue
+                start = old.byte_pos if r.offset == old.offset else 0
+                end = new.byte_pos if r.offset == new.offset else len(r.data)
+                if since is not None:
+                    if (r.offset, end) <= since:
+                        continue
+                    if r.offset == since[0]:
+                        start = max(start, since[1])
+                if end > start:
+                    back.append(Held(r.offset, start, r.session, r.data[start:end]))
+        back.sort(key=lambda h: (h.offset, h.start))
         self.store.notify(name)
 
     # -- liveness (the Liveness capability) --------------------------------

@@ -609,34 +609,53 @@ def test_retention_removes_records_older_than_the_retention_age(run_store):
     run_store(body)
 
 
-# -- Holds: the rest of a record a reader took part of (not offered by Kafka) --
-@pytest.mark.parametrize("store_kind", LOCAL)
-def test_a_given_back_rest_is_the_groups_next_read_on_another_mount(run_store):
+# -- Holds: what a reader took, kept until it is done (not offered by Kafka) --
+def _one_byte(fetched):
     from dnpfs.delivery import take
-    from dnpfs.model import Held
+    t = take(fetched.cursor, fetched.records, 1, whole=True)
+    return t.cursor, t
 
+
+async def _two_holds_mounts(opener):
+    from dnpfs.backends.base import Holds
+    a, _ = await opener()
+    b, changes = await opener()
+    assert isinstance(a, Holds) and isinstance(b, Holds)
+    await a.create_pipe("p")
+    await a.attach("p", "g")
+    await b.attach("p", "g")
+    await a.append("p", [Record(Kind.DATA, "s", b"hello"), Record(Kind.DATA, "s", b"next")])
+    return a, b, changes
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_a_rest_given_back_is_the_groups_next_read_on_another_mount(run_store):
     async def body(opener):
-        a, _ = await opener()
-        b, changes = await opener()
-        from dnpfs.backends.base import Holds
-        assert isinstance(a, Holds)
-        await a.create_pipe("p")
-        await a.attach("p", "g")
-        await b.attach("p", "g")
-        await a.append("p", [Record(Kind.DATA, "s", b"hello"), Record(Kind.DATA, "s", b"next")])
-
-        def one(fetched):
-            t = take(fetched.cursor, fetched.records, 1, whole=True)
-            return t.cursor, t
-        taken = await a.consume("p", "g", 1 << 16, one)
+        a, b, changes = await _two_holds_mounts(opener)
+        taken = await a.consume_held("h1", "p", "g", 1 << 16, _one_byte)
         assert taken.data == b"h" and taken.held.data == b"ello"
-        token = await a.hold("p", "g", taken.held)
         mark = changes.mark()
-        await a.give_back("p", "g", token, Held(taken.held.offset, 3, "s", b"lo"))
+        await a.give_back("p", "g", "h1", (taken.held.offset, 3))  # "hel" delivered
         await changes.wait_for("p", mark)
-        got = await b.consume("p", "g", 1 << 16, one)
+        got = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
         assert got.data == b"l" and got.held.data == b"o"
-        await b.hold("p", "g", got.held)
-        after = await b.consume("p", "g", 1 << 16, one)
+        b.settle("h2")
+        after = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
         assert after.data == b"n"
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_all_a_holder_took_goes_back_whole_and_settled_never(run_store):
+    async def body(opener):
+        a, b, changes = await _two_holds_mounts(opener)
+        first = await a.consume_held("h1", "p", "g", 1 << 16, _one_byte)
+        a.settle("h1")  # "hello" is done
+        second = await a.consume_held("h1", "p", "g", 1 << 16, _one_byte)
+        assert (first.data, second.data) == (b"h", b"n")
+        mark = changes.mark()
+        await a.give_back("p", "g", "h1", None)  # killed: all of "next" again
+        await changes.wait_for("p", mark)
+        got = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
+        assert got.data + got.held.data == b"next"
     run_store(body)

@@ -62,3 +62,65 @@ def test_three_bash_workers_on_three_mounts_get_every_line_whole_once(make_mount
     assert sorted(line for lines in got for line in lines) == want, \
         "a line torn between workers, lost, or delivered twice"
     assert all(got), f"a worker got nothing: {[len(g) for g in got]}"
+
+
+SLOW_WORKER = ('trap - INT TERM; while IFS= read -r line; do printf "%s\\n" "$line" >> "$1";'
+               ' sleep 300; done < "$2"')
+
+
+def test_a_worker_killed_over_its_line_leaves_it_to_another_worker(make_mount, backend_args,
+                                                                   tmp_path):
+    a, b = (make_mount(backend_args, n) for n in "ab")
+    os.mkfifo(a / "jobs")
+    doomed_out, doomed = tmp_path / "doomed.out", None
+    doomed = spawn(["bash", "-c", SLOW_WORKER, "w", str(doomed_out), str(a / "jobs")],
+                   start_new_session=True)
+    procs = [doomed]
+    try:
+        wait_blocked(doomed, timeout=30)
+        with open(a / "jobs", "w") as w:
+            w.write("the job\n")
+        wait_for(lambda: doomed_out.exists() and doomed_out.read_text() == "the job\n",
+                 timeout=60, what="the first worker to take the job")
+        os.killpg(doomed.pid, signal.SIGKILL)  # bash and its sleep, as a host going down
+        doomed.wait(10)
+        outs, others = _workers(tmp_path, [b / "jobs"])
+        procs += others
+        wait_for(lambda: _lines(outs) == [["the job"]], timeout=60,
+                 what="the killed worker's job to reach the other worker")
+    finally:
+        _stop(procs)
+
+
+def test_when_the_writer_ends_one_worker_gets_eof_and_the_others_wait(make_mount,
+                                                                      backend_args, tmp_path):
+    # As on a local FIFO: EOF goes to the reader that reads the writer's end;
+    # the other workers block until a writer comes again.
+    a, b, c = (make_mount(backend_args, n) for n in "abc")
+    os.mkfifo(a / "jobs")
+    outs, procs = _workers(tmp_path, [a / "jobs", b / "jobs", c / "jobs"])
+    try:
+        for p in procs:
+            wait_blocked(p, timeout=30)
+        with open(a / "jobs", "w") as w:
+            for i in range(30):
+                w.write(f"job {i}\n")
+                w.flush()
+        wait_for(lambda: sum(map(len, _lines(outs))) >= 30, timeout=120,
+                 what="30 lines to reach the workers")
+        wait_for(lambda: any(p.poll() is not None for p in procs), timeout=30,
+                 what="a worker to see EOF")
+        time.sleep(1.0)
+        ended = [p for p in procs if p.poll() is not None]
+        assert len(ended) == 1 and ended[0].returncode == 0
+        waiting = [p for p in procs if p.poll() is None]
+        for p in waiting:
+            wait_blocked(p, timeout=30)
+        with open(b / "jobs", "w") as w:
+            w.write("late job\n")
+        wait_for(lambda: "late job" in sum(_lines(outs), []), timeout=60,
+                 what="a waiting worker to take a later writer's line")
+        assert sorted(sum(_lines(outs), [])) == sorted([f"job {i}" for i in range(30)]
+                                                       + ["late job"])
+    finally:
+        _stop(procs)

@@ -6,10 +6,12 @@ written as an *in-flight* range owned by this daemon, and deleted once the
 reply is surely written (see ``Reads.consume``).  Ranges of a dead owner are
 delivered again, first, to the group's next reader: at least once.
 
-The rest of a record a reader handle holds (the Holds capability) is a range
-too, owned by this daemon until delivered; a handle that closes part way
-gives it to ``RETURNED``, an owner that is always dead, so the group's next
-read on any mount delivers it first.
+A reader handle's reads (the Holds capability) stay in flight longer: until
+the handle settles them (its job is done: its next read, or a close), even
+after their replies are written.  A handle that gives them back (its process
+was killed, or it closed part way through a record) hands them to
+``RETURNED``, an owner that is always dead, so the group's next read on any
+mount delivers them first.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class InFlight:
         # mount` forks; its parent exits at once).
         self.owner = ""
         self._namespace = ""
-        self.delivered: list[int] = []  # in-flight rows whose read reply is written
+        self.delivered: list[int] = []  # in-flight rows done with: to delete
+        self.holders: dict[object, list[int]] = {}  # a reader handle's rows, until it settles
         self._alive: dict[str, tuple[bool, float]] = {}  # owner -> (alive, checked at)
 
     def start(self) -> None:
@@ -100,14 +103,26 @@ class InFlight:
              end.offset, end.byte_pos),
         ).lastrowid
 
-    def hold(self, db: sqlite3.Connection, pipe_id: int, group: str, held) -> int:
-        return self.take(db, pipe_id, group, Cursor(held.offset, held.start),
-                         Cursor(held.offset, held.end))
+    def settle(self, holder: object) -> None:
+        self.delivered.extend(self.holders.pop(holder, ()))
 
     @staticmethod
-    def give_back(db: sqlite3.Connection, row: int, held) -> None:
-        db.execute("UPDATE inflight SET owner = ?, first_pos = ? WHERE id = ?",
-                   (RETURNED, held.start, row))
+    def give_back(db: sqlite3.Connection, rows: Sequence[int],
+                  since: tuple[int, int] | None) -> None:
+        """Rows to RETURNED; with *since*, only their bytes from there on."""
+        for row in rows:
+            found = db.execute("SELECT first, first_pos, last, last_pos FROM inflight"
+                               " WHERE id = ?", (row,)).fetchone()
+            if found is None:
+                continue
+            first = tuple(found[:2])
+            if since is not None:
+                if tuple(found[2:]) <= since:
+                    db.execute("DELETE FROM inflight WHERE id = ?", (row,))
+                    continue
+                first = max(first, since)
+            db.execute("UPDATE inflight SET owner = ?, first = ?, first_pos = ? WHERE id = ?",
+                       (RETURNED, *first, row))
 
     @staticmethod
     def delete(db: sqlite3.Connection, rows: Sequence[int]) -> None:

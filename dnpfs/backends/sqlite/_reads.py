@@ -171,7 +171,7 @@ class Reads:
 
         return await self.conn.run(commit)
 
-    async def consume(self, name, group, max_bytes, decide):
+    async def consume(self, name, group, max_bytes, decide, holder=None):
         # The cursor move is recorded as in flight; once this coroutine has
         # returned to the reader, pyfuse3 writes the reply before trio runs
         # anything else, so rows in inflight.delivered are acknowledged
@@ -188,7 +188,10 @@ class Reads:
         if job.error is not None:
             raise job.error
         if job.row is not None:
-            self.inflight.delivered.append(job.row)
+            if holder is None:
+                self.inflight.delivered.append(job.row)
+            else:
+                self.inflight.holders.setdefault(holder, []).append(job.row)
         return job.result
 
     async def loop(self) -> None:

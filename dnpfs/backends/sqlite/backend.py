@@ -22,7 +22,7 @@ import trio
 
 from ...access import FileAccess
 from ...errors import NoSuchPipe, StoreError
-from ...model import Cursor, Held, Record
+from ...model import Cursor, Record
 from ...names import DEFAULT_GROUP
 from ..base import Backend, ChangeCallback, Fetched, PipeStats
 from ._appends import Appends
@@ -89,7 +89,10 @@ class SqliteBackend(Backend):
 
     async def close(self) -> None:
         try:
-            # A clean stop leaves nothing to deliver again.
+            # A clean stop leaves nothing to deliver again: readers' jobs
+            # still open count as done (their processes have their bytes).
+            for holder in list(self._inflight.holders):
+                self._inflight.settle(holder)
             await self._inflight.acknowledge(self._reads.conn)
         except StoreError as e:
             log.warning("acknowledging reads at close: %s", e)
@@ -166,23 +169,25 @@ class SqliteBackend(Backend):
         return await self._reads.commit(name, group, expected, new)
 
     # -- holds (the Holds capability) ---------------------------------------
-    async def hold(self, name: str, group: str, held: Held) -> int:
-        def hold(db: sqlite3.Connection) -> int:
-            with transaction(db):
-                return self._inflight.hold(db, pipe_id(db, name), group, held)
+    async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
+        return await self._reads.consume(name, group, max_bytes, decide, holder)
 
-        return await self._reads.conn.run(hold)
+    def settle(self, holder: object) -> None:
+        self._inflight.settle(holder)  # deleted by the next read or the ack loop
 
-    def release(self, token: object) -> None:
-        self._inflight.delivered.append(token)  # deleted by the next read or the ack loop
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
+        rows = self._inflight.holders.pop(holder, [])
+        if not rows:
+            return
 
-    async def give_back(self, name: str, group: str, token: object, held: Held) -> None:
         def give_back(db: sqlite3.Connection) -> None:
             with transaction(db):
-                self._inflight.give_back(db, token, held)
+                self._inflight.give_back(db, rows, since)
 
         await self._reads.conn.run(give_back)
-        self._on_change(name)  # this mount's readers; the watch wakes the others
+        self._on_change(name)  # this mount's readers; the watch wakes the others'
+
     async def delete_group(self, name: str, group: str) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
             with transaction(db):
