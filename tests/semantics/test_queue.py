@@ -124,3 +124,36 @@ def test_when_the_writer_ends_one_worker_gets_eof_and_the_others_wait(make_mount
                                                        + ["late job"])
     finally:
         _stop(procs)
+
+
+JOB_WORKER = ('trap - INT TERM; while IFS= read -r line; do sleep 0.2;'
+              ' printf "%s\\n" "$line" >> "$1"; done < "$2"')
+
+
+def test_thirty_jobs_of_a_fifth_of_a_second_share_three_mounts(make_mount, backend_args,
+                                                                tmp_path):
+    a, b, c = (make_mount(backend_args, n) for n in "abc")
+    os.mkfifo(a / "jobs")
+    outs = [tmp_path / f"w{i}.out" for i in range(3)]
+    procs = [spawn(["bash", "-c", JOB_WORKER, "w", str(o), str(m / "jobs")],
+                   start_new_session=True) for o, m in zip(outs, (a, b, c))]
+    try:
+        for p in procs:
+            wait_blocked(p, timeout=30)
+        start = time.monotonic()
+        with open(a / "jobs", "w") as w:
+            for i in range(30):  # a write() per job: a record is a job
+                w.write(f"job {i}\n")
+                w.flush()
+        wait_for(lambda: sum(map(len, _lines(outs))) >= 30, timeout=120,
+                 what="30 jobs done")
+        wall = time.monotonic() - start
+    finally:
+        _stop(procs)
+    shares = [len(lines) for lines in _lines(outs)]
+    serial = 30 * 0.2
+    # A third of the serial time is 2 s; the margin is for a loaded machine.
+    assert wall < serial * 0.6, f"wall {wall:.1f}s for serial {serial:.1f}s, shares {shares}"
+    assert min(shares) >= 6, f"unfair shares {shares} (wall {wall:.1f}s)"
+    print(f"30 x 0.2 s jobs, 3 workers on 3 mounts: wall {wall:.2f}s (serial {serial}s),"
+          f" shares {shares}")
