@@ -471,8 +471,11 @@ class Filesystem(pyfuse3.Operations):
     async def flush(self, fh):
         self._answered.pop(fh, None)  # close(): a reader of it is done
         handle = self._handles.get(fh)
-        if isinstance(handle, ReaderHandle) and dying_of_signal(handle.pid):
-            handle.killed = True  # its job is not done: given back at release
+        if isinstance(handle, ReaderHandle):
+            if dying_of_signal(handle.pid):
+                handle.killed = True  # its job is not done: given back at release
+            elif handle.held is not None:
+                await handle.put_back()
         await self._sync(fh)
 
     @syscall

@@ -135,22 +135,30 @@ class ReaderHandle:
         METRICS.count("bytes_out", len(chunk))
         return (chunk,)
 
+    async def put_back(self) -> None:
+        """A close() part way through a record: its rest goes back to the
+        group now (a FUSE release comes after close() returned: the next
+        reader must not find the rest missing meanwhile)."""
+        held, self.held = self.held, None
+        if held is not None:
+            await self.pipes.backend.give_back(self.name, self.group, self,
+                                               (held.offset, held.start))
+
     async def close(self) -> None:
         """The handle's last job: done at a close, unless its process was
-        killed (all of it goes back) or it stopped part way through a record
-        (the rest goes back)."""
+        killed (all of it goes back) or it stopped part way through a
+        record (the rest goes back)."""
         if not self.whole:
             return
-        held, self.held = self.held, None
-        backend = self.pipes.backend
         if self.killed:
+            self.held = None
             log.info("a reader of %s was killed: its unfinished read goes back to %r",
                      self.name, self.group)
-            await backend.give_back(self.name, self.group, self, None)
-        elif held is not None:
-            await backend.give_back(self.name, self.group, self, (held.offset, held.start))
+            await self.pipes.backend.give_back(self.name, self.group, self, None)
+        elif self.held is not None:
+            await self.put_back()
         else:
-            backend.settle(self)
+            self.pipes.backend.settle(self)
 
     async def readable(self) -> bool:
         """Would read() answer now?  (poll/select/epoll)"""
