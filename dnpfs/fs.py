@@ -547,6 +547,9 @@ class Filesystem(pyfuse3.Operations):
                     f"{g['backlog_records']} records, {g['backlog_bytes']} bytes")
             if "membership" in g:
                 values[f"user.dnpfs.membership.{group or 'default'}".encode()] = g["membership"]
+            for key in ("redelivered", "set_aside"):
+                if key in g:
+                    values[f"user.dnpfs.{key}.{group or 'default'}".encode()] = g[key]
         out = {k: str(v).encode() for k, v in values.items() if v is not None}
         out[STAT_XATTR] = json.dumps(info).encode()
         return out

@@ -70,6 +70,7 @@ class Held:
     start: int  # where ``data`` begins in the record
     session: str | None
     data: bytes
+    deliveries: int = 1  # times these bytes went out (a store's count, for Holds)
 
     @property
     def end(self) -> int:

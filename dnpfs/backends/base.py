@@ -34,9 +34,14 @@ from typing import Protocol, TypeVar, runtime_checkable
 import trio
 
 from ..errors import NoSuchPipe
-from ..model import Cursor, Record, StoredRecord
+from ..model import Cursor, Held, Record, StoredRecord
 
 T = TypeVar("T")
+
+#: A read that went out this many times and was given back each time (its
+#: reader killed, its daemon dead) is set aside instead of going out again:
+#: a job that kills its worker must not kill every worker in turn.
+MAX_DELIVERIES = 5
 
 
 class ChangeCallback(Protocol):
@@ -58,6 +63,8 @@ class Fetched:
 class GroupStats:
     backlog_records: int | None  # data records not yet delivered to the group
     backlog_bytes: int | None
+    redelivered: int | None = None  # reads in flight that went out more than once (Holds)
+    set_aside: int | None = None  # records set aside after MAX_DELIVERIES (Holds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,4 +248,8 @@ class Holds(Protocol):
         """What *holder* took and did not settle goes back to the group: its
         next read, on any mount, gets it first.  *since*: (record offset,
         byte) before which the bytes count as done (a handle closed part way
-        through a record); None: all of it (its process was killed)."""
+        through a record); None: all of it (its process was killed).
+        What went out ``MAX_DELIVERIES`` times is set aside instead."""
+
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        """The records *group* set aside, oldest first (their ``deliveries``)."""

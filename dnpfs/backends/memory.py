@@ -22,7 +22,7 @@ import trio
 from ..errors import NoSuchPipe, StoreError
 from ..model import Cursor, Held, Kind, Record, StoredRecord
 from ..names import DEFAULT_GROUP
-from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
+from .base import MAX_DELIVERIES, Backend, ChangeCallback, Fetched, GroupStats, PipeStats
 
 
 @dataclass
@@ -35,6 +35,7 @@ class _Pipe:
     # Rests of records given back by the handles that held them (Holds), per
     # group, in pipe order: delivered before the group's cursor.
     returned: dict[str, list[Held]] = field(default_factory=dict)
+    aside: dict[str, list[Held]] = field(default_factory=dict)  # after MAX_DELIVERIES
 
 
 @dataclass
@@ -63,7 +64,8 @@ class MemoryBackend(Backend):
         self.description = "memory"
         self._on_change: ChangeCallback = lambda name, gone=False: None
         self._open = False
-        self._taken: dict[object, list[tuple[str, str, Cursor, Cursor]]] = {}  # Holds
+        # Holds: a holder's reads, (pipe, group, from, to, times they went out)
+        self._taken: dict[object, list[tuple[str, str, Cursor, Cursor, int]]] = {}
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
@@ -164,7 +166,8 @@ class MemoryBackend(Backend):
         return (await self._consume(name, group, max_bytes, decide, blocking))[1]
 
     async def _consume(self, name, group, max_bytes, decide, blocking):
-        """(the cursors moved from and to, or None; decide's result)."""
+        """(the cursors moved from and to and the times those bytes went
+        out, or None; decide's result)."""
         await self._enter()
         returned = self._pipe(name).returned.get(group)
         if not returned:
@@ -175,7 +178,7 @@ class MemoryBackend(Backend):
                 moved[:] = [(fetched.cursor, new)]  # the last try is the one committed
                 return new, result
             result = await super().consume(name, group, max_bytes, deciding, blocking)
-            return (moved[0] if moved and moved[0][0] != moved[0][1] else None), result
+            return ((*moved[0], 1) if moved and moved[0][0] != moved[0][1] else None), result
         # Given-back bytes first: their sessions count as open (their markers
         # were consumed with them), so they bring bytes, never an EOF.
         h = returned[0]
@@ -188,7 +191,7 @@ class MemoryBackend(Backend):
             returned.pop(0)
         else:
             returned[0] = Held(h.offset, new.byte_pos, h.session, h.data[new.byte_pos - h.start:])
-        return (at, new), result
+        return (at, new, h.deliveries + 1), result
 
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         await self._enter()
@@ -202,6 +205,7 @@ class MemoryBackend(Backend):
         await self._enter()
         pipe = self._pipe(name)
         pipe.returned.pop(group, None)
+        pipe.aside.pop(group, None)
         return pipe.groups.pop(group, None) is not None
 
     # -- holds (the Holds capability) -----------------------------------------
@@ -210,6 +214,10 @@ class MemoryBackend(Backend):
         if moved is not None:
             self._taken.setdefault(holder, []).append((name, group, *moved))
         return result
+
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        await self._enter()
+        return list(self._pipe(name).aside.get(group, []))
 
     def settle(self, holder: object) -> None:
         self._taken.pop(holder, None)
@@ -222,7 +230,7 @@ class MemoryBackend(Backend):
         if pipe is None:
             return
         back = pipe.returned.setdefault(group, [])
-        for _, _, old, new in taken:
+        for _, _, old, new, deliveries in taken:
             for r, _ in pipe.records:
                 if r.kind is not Kind.DATA or not old.offset <= r.offset <= new.offset:
                     continue
@@ -234,7 +242,9 @@ class MemoryBackend(Backend):
                     if r.offset == since[0]:
                         start = max(start, since[1])
                 if end > start:
-                    back.append(Held(r.offset, start, r.session, r.data[start:end]))
+                    to = back if deliveries < MAX_DELIVERIES else \
+                        pipe.aside.setdefault(group, [])
+                    to.append(Held(r.offset, start, r.session, r.data[start:end], deliveries))
         back.sort(key=lambda h: (h.offset, h.start))
         self.store.notify(name)
 
@@ -257,10 +267,13 @@ class MemoryBackend(Backend):
         for group, cursor in pipe.groups.items():
             left = [r for r in data if r.offset >= cursor.offset]
             back = pipe.returned.get(group, [])
+            redelivered = sum(1 for taken in self._taken.values() for t in taken
+                              if t[:2] == (name, group) and t[4] > 1)
             groups[group] = GroupStats(
                 len(left) + len(back),
                 max(0, sum(len(r.data) for r in left) - cursor.byte_pos)
-                + sum(len(h.data) for h in back))
+                + sum(len(h.data) for h in back),
+                redelivered, len(pipe.aside.get(group, [])))
         return PipeStats(len(data), sum(len(r.data) for r in data), groups)
 
     async def apply_retention(self) -> int:

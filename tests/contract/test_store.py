@@ -659,3 +659,27 @@ def test_all_a_holder_took_goes_back_whole_and_settled_never(run_store):
         got = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
         assert got.data + got.held.data == b"next"
     run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_what_went_out_max_deliveries_times_is_set_aside_and_listed(run_store):
+    from dnpfs.backends.base import MAX_DELIVERIES
+
+    async def body(opener):
+        a, b, changes = await _two_holds_mounts(opener)
+        for n in range(MAX_DELIVERIES):  # a job that kills each worker that takes it
+            mount = (a, b)[n % 2]
+            got = await mount.consume_held(f"h{n}", "p", "g", 1 << 16, _one_byte)
+            assert got.data + got.held.data == b"hello", n
+            if n:
+                assert (await mount.stats("p")).groups["g"].redelivered == 1
+            mark = changes.mark()
+            await mount.give_back("p", "g", f"h{n}", None)
+            await changes.wait_for("p", mark)
+        after = await a.consume_held("h", "p", "g", 1 << 16, _one_byte)
+        assert after.data + after.held.data == b"next"
+        stats = (await a.stats("p")).groups["g"]
+        assert stats.set_aside == 1
+        (aside,) = await b.set_aside("p", "g")
+        assert (aside.data, aside.deliveries) == (b"hello", MAX_DELIVERIES)
+    run_store(body)

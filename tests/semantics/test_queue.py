@@ -157,3 +157,41 @@ def test_thirty_jobs_of_a_fifth_of_a_second_share_three_mounts(make_mount, backe
     assert min(shares) >= 6, f"unfair shares {shares} (wall {wall:.1f}s)"
     print(f"30 x 0.2 s jobs, 3 workers on 3 mounts: wall {wall:.2f}s (serial {serial}s),"
           f" shares {shares}")
+
+
+def test_a_line_that_kills_every_worker_is_set_aside_and_listed(make_mount, backend_args,
+                                                                 tmp_path):
+    import json
+
+    from dnpfs.backends.base import MAX_DELIVERIES
+
+    a, b = (make_mount(backend_args, n) for n in "ab")
+    os.mkfifo(a / "jobs")
+    with open(a / "jobs", "w") as w:
+        w.write("poison\n")
+        w.flush()
+        w.write("fine\n")
+    procs = []
+    try:
+        for n in range(MAX_DELIVERIES):
+            out = tmp_path / f"victim{n}.out"
+            victim = spawn(["bash", "-c", SLOW_WORKER, "w", str(out), str((a, b)[n % 2] / "jobs")],
+                           start_new_session=True)
+            procs.append(victim)
+            wait_for(lambda: out.exists() and out.read_text() == "poison\n", timeout=60,
+                     what=f"delivery {n + 1} of the poison line")
+            if n:
+                assert os.getxattr((a, b)[n % 2] / "jobs", "user.dnpfs.redelivered.default") \
+                    == b"1"
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+        outs, last = _workers(tmp_path, [b / "jobs"])
+        procs += last
+        wait_for(lambda: _lines(outs) == [["fine"]], timeout=60,
+                 what="the next worker to get the next line")
+        assert os.getxattr(a / "jobs", "user.dnpfs.set_aside.default") == b"1"
+        stat = json.loads(os.getxattr(b / "jobs", "user.dnpfs.stat"))
+        (aside,) = stat["groups"][""]["set_aside_records"]
+        assert (aside["data"], aside["deliveries"]) == ("poison\n", MAX_DELIVERIES)
+    finally:
+        _stop(procs)

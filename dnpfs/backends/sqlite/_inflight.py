@@ -27,7 +27,7 @@ import trio
 
 from ...errors import StoreError
 from ...model import Cursor, Kind, StoredRecord
-from ..base import Fetched
+from ..base import MAX_DELIVERIES, Fetched
 from ._conn import Conn, transaction
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ class InFlight:
             if not self.owner_alive(owner, taken)}
 
     def take(self, db: sqlite3.Connection, pipe_id: int, group: str,
-             start: Cursor, end: Cursor) -> int:
+             start: Cursor, end: Cursor, deliveries: int = 1) -> int:
         return db.execute(
-            "INSERT INTO inflight (pipe, grp, owner, taken, first, first_pos, last, last_pos)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO inflight (pipe, grp, owner, taken, first, first_pos, last, last_pos,"
+            " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (pipe_id, group, self.owner, time.time(), start.offset, start.byte_pos,
-             end.offset, end.byte_pos),
+             end.offset, end.byte_pos, deliveries),
         ).lastrowid
 
     def settle(self, holder: object) -> None:
@@ -133,10 +133,10 @@ class InFlight:
         """Deliver the data of the oldest in-flight range of a dead owner, if
         any: (new in-flight row, decide's result), else None."""
         orphans = db.execute(
-            "SELECT id, owner, taken, first, first_pos, last, last_pos FROM inflight"
+            "SELECT id, owner, taken, first, first_pos, last, last_pos, deliveries FROM inflight"
             " WHERE pipe = ? AND grp = ? AND owner != ? ORDER BY first, first_pos",
             (pipe_id, group, self.owner)).fetchall()
-        for rowid, owner, taken, first, first_pos, last, last_pos in orphans:
+        for rowid, owner, taken, first, first_pos, last, last_pos, deliveries in orphans:
             if self.owner_alive(owner, taken):
                 continue
             records = []
@@ -149,6 +149,17 @@ class InFlight:
                     records.append(StoredRecord(rid, Kind.DATA, session, data[start:end],
                                                 start, end))
             if not records:
+                self.delete(db, [rowid])
+                continue
+            if deliveries >= MAX_DELIVERIES:
+                log.warning("set aside %d bytes of pipe %d group %r: they went out %d times"
+                            " and were not done", sum(len(r.data) for r in records), pipe_id,
+                            group, deliveries)
+                db.executemany(
+                    "INSERT INTO aside (pipe, grp, record, start, session, deliveries, at, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(pipe_id, group, r.offset, r.start, r.session, deliveries, time.time(),
+                      r.data) for r in records])
                 self.delete(db, [rowid])
                 continue
             # The range's markers were consumed with it: its sessions count as
@@ -166,7 +177,7 @@ class InFlight:
             else:
                 db.execute("UPDATE inflight SET first = ?, first_pos = ? WHERE id = ?",
                            (new.offset, new.byte_pos, rowid))
-            return self.take(db, pipe_id, group, at, new), result
+            return self.take(db, pipe_id, group, at, new, deliveries + 1), result
         return None
 
     async def acknowledge(self, conn: Conn) -> None:

@@ -22,7 +22,7 @@ import trio
 
 from ...access import FileAccess
 from ...errors import NoSuchPipe, StoreError
-from ...model import Cursor, Record
+from ...model import Cursor, Held, Record
 from ...names import DEFAULT_GROUP
 from ..base import Backend, ChangeCallback, Fetched, PipeStats
 from ._appends import Appends
@@ -129,6 +129,7 @@ class SqliteBackend(Backend):
                 db.execute("DELETE FROM data.records WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM groups WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM inflight WHERE pipe = ?", (pipe,))
+                db.execute("DELETE FROM aside WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM pipes WHERE id = ?", (pipe,))
                 return True
 
@@ -172,6 +173,14 @@ class SqliteBackend(Backend):
     async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
         return await self._reads.consume(name, group, max_bytes, decide, holder)
 
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        def aside(db: sqlite3.Connection) -> list[Held]:
+            return [Held(*row) for row in db.execute(
+                "SELECT record, start, session, data, deliveries FROM aside"
+                " WHERE pipe = ? AND grp = ? ORDER BY id", (pipe_id(db, name), group))]
+
+        return await self._meta.run(aside)
+
     def settle(self, holder: object) -> None:
         self._inflight.settle(holder)  # deleted by the next read or the ack loop
 
@@ -193,6 +202,7 @@ class SqliteBackend(Backend):
             with transaction(db):
                 pipe = pipe_id(db, name)
                 db.execute("DELETE FROM inflight WHERE pipe = ? AND grp = ?", (pipe, group))
+                db.execute("DELETE FROM aside WHERE pipe = ? AND grp = ?", (pipe, group))
                 return db.execute(
                     "DELETE FROM groups WHERE pipe = ? AND name = ?", (pipe, group)
                 ).rowcount == 1
