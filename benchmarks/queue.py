@@ -1,12 +1,15 @@
 """Work queues (issue #28): bash `while read` workers on three mounts of one
 embedded store, next to a local FIFO in the same run.
 
-    python -m benchmarks.queue [--jobs 1000] [--workers 1,3,9]
+    python -m benchmarks.queue [--jobs 1000] [--workers 1,3,9] [--save]
 
-Prints one JSON object: the 1-byte read pace of one `while read` worker
-(lines/s, bytes/s) on dnpfs and on a FIFO, and jobs/s for --jobs short jobs
-(a job: one line, appended to the worker's file) with each worker count,
-the workers spread round-robin over the mounts.  Numbers: docs/benchmarks.md.
+Prints one JSON object: jobs/s for --jobs short jobs (a job: one line of 11
+bytes, one write(), that a bash `while read` worker appends to its file)
+with each worker count, the workers spread round-robin over the mounts, and
+one worker on a local FIFO.  bash reads a byte per read(), so one worker's
+jobs/s times 11 is its 1-byte read pace.  --save writes it to
+docs/benchmarks/queue.json, which benchmarks/report.py puts in
+docs/benchmarks.md ("Work queues").
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import time
 from pathlib import Path
 
 from tests.mount import Mount
+
+SAVED = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "queue.json"
 
 WORKER = 'while IFS= read -r line; do printf "%s\\n" "$line" >> "$1"; done < "$2"'
 WRITER = 'for i in $(seq -f %06g 1 "$2"); do echo "job $i"; done > "$1"'
@@ -63,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--workers", default="1,3,9")
+    ap.add_argument("--save", action="store_true", help="write docs/benchmarks/queue.json")
     args = ap.parse_args()
     line = len("job 000001\n")
     with tempfile.TemporaryDirectory(prefix="dnpfs-queue-") as tmp:
@@ -85,7 +91,11 @@ def main() -> None:
                                                 "jobs_per_s": round(args.jobs / secs),
                                                 "read_bytes_per_s": round(args.jobs * line / secs)}
             result["loadavg"] = os.getloadavg()[0]
-            print(json.dumps(result, indent=1))
+            result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            text = json.dumps(result, indent=1)
+            print(text)
+            if args.save:
+                SAVED.write_text(text + "\n")
         finally:
             for m in mounts:
                 m.stop()
