@@ -175,7 +175,8 @@ class Reads:
         # The cursor move is recorded as in flight; once this coroutine has
         # returned to the reader, pyfuse3 writes the reply before trio runs
         # anything else, so rows in inflight.delivered are acknowledged
-        # (deleted) by the next batch or by the ack loop.  A kill -9 in
+        # (deleted) by the next batch or by the ack loop; a *holder*'s rows
+        # (the Holds capability) wait in inflight.holders until it settles.  A kill -9 in
         # between delivers the range again.  Shielded: a read whose cursor
         # moved must return its bytes, so it cannot stop half way (as a
         # thread call never could).
