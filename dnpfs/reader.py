@@ -165,6 +165,8 @@ class ReaderHandle:
         if self.held is not None or self.eof or self.pipes.closing:
             return True
         try:
+            if self.whole and await self.pipes.backend.given_back(self.name, self.group):
+                return True
             fetched = await self.pipes.backend.fetch(self.name, self.group, 1)
         except NoSuchPipe:
             return True

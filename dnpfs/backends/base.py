@@ -251,5 +251,9 @@ class Holds(Protocol):
         through a record); None: all of it (its process was killed).
         What went out ``MAX_DELIVERIES`` times is set aside instead."""
 
+    async def given_back(self, name: str, group: str) -> bool:
+        """Are bytes given back (or left by a dead daemon) waiting for the
+        group's next read?  ``fetch`` does not show them: for poll()."""
+
     async def set_aside(self, name: str, group: str) -> list[Held]:
         """The records *group* set aside, oldest first (their ``deliveries``)."""

@@ -215,6 +215,10 @@ class MemoryBackend(Backend):
             self._taken.setdefault(holder, []).append((name, group, *moved))
         return result
 
+    async def given_back(self, name: str, group: str) -> bool:
+        await self._enter()
+        return bool(self._pipe(name).returned.get(group))
+
     async def set_aside(self, name: str, group: str) -> list[Held]:
         await self._enter()
         return list(self._pipe(name).aside.get(group, []))

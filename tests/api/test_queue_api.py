@@ -85,3 +85,21 @@ def test_other_groups_still_get_every_byte(run_fs):
         await fs1.pipes.close_reader(a)
         await fs2.pipes.close_reader(audit)
     run_fs(body, mounts=2)
+
+
+def test_poll_sees_a_rest_given_back_by_another_reader(run_fs):
+    async def body(fs1, fs2):
+        await fs1.pipes.create("jobs")
+        a = await fs1.pipes.open_reader("jobs", "", 0, False, False)
+        b = await fs2.pipes.open_reader("jobs", "", 0, True, False)
+        writer = await _written(fs1.pipes, b"only\n")
+        assert await _one(a) == b"o"
+        assert not await b.readable()  # the one record is a's
+        await fs1.pipes.close_reader(a)
+        with trio.fail_after(10):
+            while not await b.readable():
+                await trio.sleep(0.05)
+        assert await _one(b, 100) == b"nly\n"
+        await fs1.pipes.close_writer(writer)
+        await fs2.pipes.close_reader(b)
+    run_fs(body, mounts=2)

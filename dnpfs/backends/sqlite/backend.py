@@ -173,6 +173,12 @@ class SqliteBackend(Backend):
     async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
         return await self._reads.consume(name, group, max_bytes, decide, holder)
 
+    async def given_back(self, name: str, group: str) -> bool:
+        def look(db: sqlite3.Connection) -> bool:
+            return (pipe_id(db, name), group) in self._inflight.orphaned(db)
+
+        return await self._reads.conn.run(look)
+
     async def set_aside(self, name: str, group: str) -> list[Held]:
         def aside(db: sqlite3.Connection) -> list[Held]:
             return [Held(*row) for row in db.execute(
