@@ -501,6 +501,30 @@ def _embedded_md(e: dict, pictures: dict, image_dir: str) -> str:
     return "\n".join(out)
 
 
+def _queue_md() -> list[str]:
+    """The work-queue run of benchmarks/queue.py --save, if there is one (its
+    own run, not part of `make bench`)."""
+    from .queue import SAVED
+
+    if not SAVED.exists():
+        return []
+    q = json.loads(SAVED.read_text())
+    rows = [["local FIFO, 1 worker", f"{q['fifo_1_worker']['jobs_per_s']:,}", "–"]]
+    for key, value in q.items():
+        if key.startswith("dnpfs_"):
+            n = key.split("_")[1]
+            rows.append([f"dnpfs embedded store, {n} worker(s) over 3 mounts",
+                         f"{value['jobs_per_s']:,}", f"{value['read_bytes_per_s']:,}"])
+    return ["## Work queues (embedded store)\n",
+            f"{q['jobs']:,} jobs, each one line of {q['line_bytes']} bytes written by one"
+            " `echo`, taken by bash `while IFS= read -r` workers that append it to a file"
+            " (`python -m benchmarks.queue`, its own run: {date}, load average {load:.1f} on"
+            " this shared machine). bash reads a byte per read(), so the bytes/s column is the"
+            " 1-byte read pace. Kafka has no figures here: work queues are not done there"
+            " (docs/kafka.md).\n".format(date=q["date"], load=q["loadavg"]),
+            _table(["workers", "jobs/s", "1-byte reads/s (all workers)"], rows), ""]
+
+
 def _methods(results: dict, image_dir: str) -> str:
     meta = results["meta"]
     return f"""## How it is measured
@@ -559,6 +583,7 @@ def markdown(results: dict, pictures: dict[str, str], image_dir: str = "benchmar
         parts += [_scaling_md(sc["scaling"], meta["machine"]["cores"], pictures, image_dir), ""]
     if _ok(sc, "embedded"):
         parts += [_embedded_md(sc["embedded"], pictures, image_dir), ""]
+    parts += _queue_md()
     if "cost" in pictures:
         parts += ["## Where the CPU goes\n", "CPU seconds per GiB of each process in the bulk"
                   " steps (stacked), the same bytes through each path.\n",

@@ -22,6 +22,12 @@ Records the store cannot read (``Kind.UNREADABLE``, a corrupt Kafka batch)
 are an error in the stream, met the same way: the bytes before them come
 first, the next read() consumes them and fails (EIO), and the read after
 that goes on behind them.  The group's open sessions stay as they were.
+
+Whole records (``whole``): a read that takes part of a record takes the
+record, moving the group's cursor past it; the rest is ``Taken.held``, for
+the same handle's next reads alone (dnpfs/reader.py).  Competing readers
+then never split one write() between them: a FIFO leaves unspecified which
+reader gets which bytes, so this keeps every FIFO promise.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import Cursor, Kind, StoredRecord
+from .model import Cursor, Held, Kind, StoredRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,7 @@ class Taken:
     eof: bool
     view: ReaderView
     unreadable: bool = False  # the read consumed records that cannot be read: it fails
+    held: Held | None = None
 
     @property
     def data(self) -> bytes:
@@ -65,11 +72,14 @@ def take(
     max_bytes: int,
     packet: bool = False,
     view: ReaderView = ReaderView(),
+    whole: bool = False,
 ) -> Taken:
     """Consume up to ``max_bytes`` from ``records`` (which start at ``cursor``).
 
     ``packet``: stop after the bytes of one record (O_DIRECT readers).  The
-    rest of a record that did not fit stays for the next read in either mode.
+    rest of a record that did not fit stays for the next read in either mode:
+    in the pipe, or with ``whole`` (and the record's bytes all at hand) in
+    ``Taken.held``.
     """
     out: list[bytes] = []
     got = 0
@@ -77,6 +87,7 @@ def take(
     sessions = set(cursor.open_sessions)
     seen = set(view.seen)
     eof = unreadable = False
+    held = None
 
     for rec in records:
         if rec.offset < offset:
@@ -98,6 +109,10 @@ def take(
                 got += len(chunk)
             if pos + len(chunk) < rec.length:
                 pos += len(chunk)
+                rest = rec.data[at + len(chunk):]
+                if whole and chunk and pos + len(rest) == rec.length:
+                    held = Held(rec.offset, pos, rec.session, rest)
+                    offset, pos = rec.offset + 1, 0
                 break
             offset, pos = rec.offset + 1, 0
             if packet and got:
@@ -134,7 +149,7 @@ def take(
 
     new = Cursor(offset, pos, frozenset(sessions))
     return Taken(tuple(out), got, new, eof, ReaderView(view.horizon, frozenset(seen)),
-                 unreadable)
+                 unreadable, held)
 
 
 def would_deliver(cursor: Cursor, records: Iterable[StoredRecord], view: ReaderView) -> bool:

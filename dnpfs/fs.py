@@ -50,6 +50,7 @@ from .errors import (
     StoreError,
     WouldBlock,
 )
+from .interrupts import dying_of_signal
 from .names import MAX_NAME, decode, split_path
 from .pipes import Pipes
 from .reader import ReaderHandle
@@ -507,6 +508,15 @@ class Filesystem(pyfuse3.Operations):
     @syscall
     async def flush(self, fh):
         self._answered.pop(fh, None)  # close(): a reader of it is done
+        handle = self._handles.get(fh)
+        if isinstance(handle, ReaderHandle):
+            if dying_of_signal(handle.pid):
+                handle.killed = True  # its job is not done: given back at release
+            elif handle.held is not None:
+                try:
+                    await handle.put_back()
+                except DnpfsError as e:  # the close succeeds: the store still has the rest
+                    log.warning("giving back the rest of a record at close: %s", e)
         await self._sync(fh)
 
     @syscall
@@ -579,6 +589,9 @@ class Filesystem(pyfuse3.Operations):
                     f"{g['backlog_records']} records, {g['backlog_bytes']} bytes")
             if "membership" in g:
                 values[f"user.dnpfs.membership.{group or 'default'}".encode()] = g["membership"]
+            for key in ("redelivered", "set_aside"):
+                if key in g:
+                    values[f"user.dnpfs.{key}.{group or 'default'}".encode()] = g[key]
         out = {k: str(v).encode() for k, v in values.items() if v is not None}
         out[STAT_XATTR] = json.dumps(info).encode()
         return out

@@ -114,3 +114,22 @@ class Interrupts:
         if scope.cancelled_caught:
             METRICS.count("interrupted")
             raise Interrupted("interrupted by a signal")
+
+
+_PF_EXITING, _PF_SIGNALED = 0x4, 0x400  # include/linux/sched.h
+
+
+def dying_of_signal(pid: int) -> bool:
+    """Is process *pid* exiting because a signal killed it?  Asked while it
+    closes its files on the way out (a FUSE flush is answered before its
+    close returns), when the kernel has set both flags (kernel/signal.c,
+    get_signal).  False when it cannot tell (pid 0: another PID namespace)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    flags = int(stat.rpartition(b")")[2].split()[6])
+    return flags & (_PF_EXITING | _PF_SIGNALED) == _PF_EXITING | _PF_SIGNALED

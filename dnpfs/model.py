@@ -67,3 +67,19 @@ class Cursor:
     offset: int = 0
     byte_pos: int = 0
     open_sessions: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The rest of a record a reader handle took part of (delivery.take
+    with ``whole``): that handle's alone, or given back to its group."""
+
+    offset: int  # the record's
+    start: int  # where ``data`` begins in the record
+    session: str | None
+    data: bytes
+    deliveries: int = 1  # times these bytes went out (a store's count, for Holds)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)

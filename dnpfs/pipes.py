@@ -22,6 +22,8 @@ from .writer import Outbox, WriterSession
 
 log = logging.getLogger(__name__)
 
+SHOWN_ASIDE = 100  # set-aside records listed in a pipe's status, oldest first
+
 
 class PipeState:
     """What this mount holds for one pipe while it has open handles."""
@@ -212,6 +214,15 @@ class Pipes:
             s = stats.groups.get(g) or GroupStats(None, None)
             groups[g] = {"backlog_records": s.backlog_records, "backlog_bytes": s.backlog_bytes,
                          "readers_here": readers.get(g, 0)}
+            if s.redelivered is not None:
+                groups[g]["redelivered"] = s.redelivered
+            if s.set_aside is not None:
+                groups[g]["set_aside"] = s.set_aside
+            if s.set_aside:
+                groups[g]["set_aside_records"] = [
+                    {"record": h.offset, "start": h.start, "deliveries": h.deliveries,
+                     "bytes": len(h.data), "data": h.data[:200].decode("utf-8", "replace")}
+                    for h in (await self.backend.set_aside(name, g))[:SHOWN_ASIDE]]
             if isinstance(self.backend, Membership) and \
                     (membership := self.backend.membership(name, g)) is not None:
                 groups[g]["membership"] = membership
@@ -256,6 +267,10 @@ class Pipes:
 
     async def close_reader(self, handle: ReaderHandle) -> None:
         state = handle.state
+        try:
+            await handle.close()
+        except DnpfsError as e:  # still in flight: delivered again once this daemon stops
+            log.warning("giving back what a reader of %s took: %s", state.name, e)
         state.readers.discard(handle)
         self._release(state)
         if not any(r.group == handle.group for r in state.readers) and not state.attaching.get(

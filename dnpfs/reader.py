@@ -5,6 +5,17 @@ committed cursor, let ``delivery.take`` decide what to deliver, and commit
 the new cursor as one step for all readers of the group, on this mount or
 another.  Nothing is claimed that is not returned, so bytes a read did not
 take stay in the pipe.
+
+Work queues, on a store that ``Holds`` (docs/semantics.md, "Work queues"):
+
+- Whole records: a read that takes part of a record takes the record
+  (``delivery.take`` with ``whole``) and keeps the rest as ``held``, which
+  only this handle's next reads deliver.  Readers competing in a group, on
+  this mount or others, never split one write().
+- A job is done at the handle's next read() once ``held`` is delivered, or
+  at its close: the store keeps what the handle took until then (``settle``).
+  A handle whose process was killed by a signal gives all of it back; one
+  closed part way through a record gives back the rest (``close``).
 """
 
 from __future__ import annotations
@@ -12,16 +23,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .backends.base import Fetched
+from .backends.base import Fetched, Holds
 from .delivery import ReaderView, Taken, take, would_deliver
 from .metrics import METRICS
-from .model import Cursor
+from .model import Cursor, Held
 from .errors import NoSuchPipe, StoreError, Unreadable, WouldBlock
 
 if TYPE_CHECKING:
     from .pipes import PipeState, Pipes
 
 log = logging.getLogger(__name__)
+
+# A read fetches at least this much, so the record it starts is at hand whole
+# and can be held (a record is one write(): the kernel splits larger writes).
+WHOLE_FETCH = 256 << 10
 
 
 class ReaderHandle:
@@ -45,6 +60,9 @@ class ReaderHandle:
         self.eof = False  # once EOF was returned, this handle stays at EOF
         self.blocked = False  # waiting in read() now
         self.poll_handle = None
+        self.whole = isinstance(pipes.backend, Holds)
+        self.held: Held | None = None  # the rest of a record this handle took part of
+        self.killed = False  # its opener died of a signal (fs.Filesystem.flush)
 
     @property
     def name(self) -> str:
@@ -54,6 +72,10 @@ class ReaderHandle:
         """The bytes of one read(), a piece per record (joined by the caller:
         fs.Filesystem.read); () for EOF."""
         backend = self.pipes.backend
+        if self.held is not None:
+            return self._from_held(size)
+        if self.whole:
+            backend.settle(self)  # asking for more: what it took before is done
         while not self.eof:
             if self.pipes.closing:
                 self.eof = True
@@ -63,12 +85,18 @@ class ReaderHandle:
             view = self.view
 
             def decide(fetched: Fetched) -> tuple[Cursor, Taken]:
-                taken = take(fetched.cursor, fetched.records, size, self.packet, view)
+                taken = take(fetched.cursor, fetched.records, size, self.packet, view,
+                             self.whole)
                 return taken.cursor, taken
 
             try:
-                taken = await backend.consume(self.name, self.group, size, decide,
-                                              blocking=not self.nonblock)
+                if self.whole:
+                    taken = await backend.consume_held(
+                        self, self.name, self.group, max(size, WHOLE_FETCH), decide,
+                        blocking=not self.nonblock)
+                else:
+                    taken = await backend.consume(self.name, self.group, size, decide,
+                                                  blocking=not self.nonblock)
             except NoSuchPipe:
                 self.eof = True  # unlinked: blocked readers see EOF
                 break
@@ -84,6 +112,7 @@ class ReaderHandle:
             if taken.eof:
                 self.eof = True
                 break
+            self.held = taken.held
             if taken.size:
                 METRICS.count("reads")
                 METRICS.count("bytes_out", taken.size)
@@ -100,11 +129,47 @@ class ReaderHandle:
                 METRICS.blocked_readers -= 1
         return ()
 
+    def _from_held(self, size: int) -> tuple[bytes, ...]:
+        held = self.held
+        chunk, rest = held.data[:size], held.data[size:]
+        self.held = Held(held.offset, held.start + len(chunk), held.session, rest) if rest \
+            else None
+        METRICS.count("reads")
+        METRICS.count("bytes_out", len(chunk))
+        return (chunk,)
+
+    async def put_back(self) -> None:
+        """A close() part way through a record: its rest goes back to the
+        group now (a FUSE release comes after close() returned: the next
+        reader must not find the rest missing meanwhile)."""
+        held, self.held = self.held, None
+        if held is not None:
+            await self.pipes.backend.give_back(self.name, self.group, self,
+                                               (held.offset, held.start))
+
+    async def close(self) -> None:
+        """The handle's last job: done at a close, unless its process was
+        killed (all of it goes back) or it stopped part way through a
+        record (the rest goes back)."""
+        if not self.whole:
+            return
+        if self.killed:
+            self.held = None
+            log.info("a reader of %s was killed: its unfinished read goes back to %r",
+                     self.name, self.group)
+            await self.pipes.backend.give_back(self.name, self.group, self, None)
+        elif self.held is not None:
+            await self.put_back()
+        else:
+            self.pipes.backend.settle(self)
+
     async def readable(self) -> bool:
         """Would read() answer now?  (poll/select/epoll)"""
-        if self.eof or self.pipes.closing:
+        if self.held is not None or self.eof or self.pipes.closing:
             return True
         try:
+            if self.whole and await self.pipes.backend.given_back(self.name, self.group):
+                return True
             fetched = await self.pipes.backend.fetch(self.name, self.group, 1)
         except NoSuchPipe:
             return True

@@ -63,6 +63,8 @@ def render(status: dict) -> str:
         backlog = "  ".join(
             f"{g or 'default'} {s['backlog_records'] if s['backlog_records'] is not None else '-'}"
             f"/{_size(s['backlog_bytes'])}" + (f" ({s['membership']})" if "membership" in s else "")
+            + (f" (redelivered {s['redelivered']})" if s.get("redelivered") else "")
+            + (f" (set aside {s['set_aside']})" if s.get("set_aside") else "")
             for g, s in p["groups"].items()
         )
         readers = sum(s["readers_here"] for s in p["groups"].values())

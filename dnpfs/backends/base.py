@@ -10,6 +10,8 @@ small protocol of its own:
 - ``Liveness``: heartbeats of mounts, so sessions of a silent mount expire
   (dnpfs/leases.py).  Without it no session ever expires.
 - ``Membership``: one mount at a time is handed a group's records (Kafka).
+- ``Holds``: what a reader handle took stays the store's to deliver again
+  until the handle is done with it (work queues: whole records, redelivery).
 
 Errors: any operation on a pipe the store does not have raises
 ``NoSuchPipe`` (``create_pipe``/``delete_pipe`` answer False/True instead);
@@ -32,9 +34,14 @@ from typing import Protocol, TypeVar, runtime_checkable
 import trio
 
 from ..errors import NoSuchPipe
-from ..model import Cursor, Record, StoredRecord
+from ..model import Cursor, Held, Record, StoredRecord
 
 T = TypeVar("T")
+
+#: A read that went out this many times and was given back each time (its
+#: reader killed, its daemon dead) is set aside instead of going out again:
+#: a job that kills its worker must not kill every worker in turn.
+MAX_DELIVERIES = 5
 
 
 class ChangeCallback(Protocol):
@@ -56,6 +63,8 @@ class Fetched:
 class GroupStats:
     backlog_records: int | None  # data records not yet delivered to the group
     backlog_bytes: int | None
+    redelivered: int | None = None  # reads in flight that went out more than once (Holds)
+    set_aside: int | None = None  # records set aside after MAX_DELIVERIES (Holds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,3 +219,41 @@ class Membership(Protocol):
         """This mount's part in reader group *group* of pipe *name*: "reading"
         (this one), "standby" (another one), "joining" (not known yet: the
         group is forming or moving).  None where no reader is here."""
+
+
+@runtime_checkable
+class Holds(Protocol):
+    """A store that keeps what a reader handle took until the handle is done
+    with it, for work queues (docs/semantics.md, "Work queues").
+
+    A read by a *holder* (a reader handle) may take a whole record while it
+    delivers only part of it (``delivery.take`` with ``whole``): the group's
+    cursor moves past the record, and the rest is the holder's.  What the
+    holder took stays the store's to deliver again until the holder
+    ``settle``s (its job is done) or gives it back (``give_back``); if this
+    daemon dies meanwhile, the group's next read gets it again, first.
+    """
+
+    async def consume_held(self, holder: object, name: str, group: str, max_bytes: int,
+                           decide: Callable[[Fetched], tuple[Cursor, T]],
+                           blocking: bool = False) -> T:
+        """``Backend.consume``, keeping what it took for *holder*."""
+
+    def settle(self, holder: object) -> None:
+        """What *holder* took is done.  Cheap, never blocks: the store may
+        forget it a little later."""
+
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
+        """What *holder* took and did not settle goes back to the group: its
+        next read, on any mount, gets it first.  *since*: (record offset,
+        byte) before which the bytes count as done (a handle closed part way
+        through a record); None: all of it (its process was killed).
+        What went out ``MAX_DELIVERIES`` times is set aside instead."""
+
+    async def given_back(self, name: str, group: str) -> bool:
+        """Are bytes given back (or left by a dead daemon) waiting for the
+        group's next read?  ``fetch`` does not show them: for poll()."""
+
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        """The records *group* set aside, oldest first (their ``deliveries``)."""

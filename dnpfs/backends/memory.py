@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import trio
 
 from ..errors import NoSuchPipe, StoreError
-from ..model import Cursor, Kind, Record, StoredRecord
+from ..model import Cursor, Held, Kind, Record, StoredRecord
 from ..names import DEFAULT_GROUP
-from .base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats
+from .base import MAX_DELIVERIES, Backend, ChangeCallback, Fetched, GroupStats, PipeStats
 
 
 @dataclass
@@ -32,6 +32,10 @@ class _Pipe:
     # The default group exists from the start, so records written before any
     # reader came are kept for it (retention removes what every group has read).
     groups: dict[str, Cursor] = field(default_factory=lambda: {DEFAULT_GROUP: Cursor()})
+    # Rests of records given back by the handles that held them (Holds), per
+    # group, in pipe order: delivered before the group's cursor.
+    returned: dict[str, list[Held]] = field(default_factory=dict)
+    aside: dict[str, list[Held]] = field(default_factory=dict)  # after MAX_DELIVERIES
 
 
 @dataclass
@@ -48,7 +52,8 @@ class MemoryStore:
 
 
 class MemoryBackend(Backend):
-    """One mount's view of a MemoryStore.  Offers Liveness (one clock)."""
+    """One mount's view of a MemoryStore.  Offers Liveness (one clock) and
+    Holds (nothing dies without its store: a hold needs no keeping)."""
 
     def __init__(self, store: MemoryStore | None = None, *,
                  max_record_size: int = 1 << 30,
@@ -59,6 +64,8 @@ class MemoryBackend(Backend):
         self.description = "memory"
         self._on_change: ChangeCallback = lambda name, gone=False: None
         self._open = False
+        # Holds: a holder's reads, (pipe, group, from, to, times they went out)
+        self._taken: dict[object, list[tuple[str, str, Cursor, Cursor, int]]] = {}
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
@@ -155,6 +162,37 @@ class MemoryBackend(Backend):
                 break
         return Fetched(cursor, out)
 
+    async def consume(self, name, group, max_bytes, decide, blocking=False):
+        return (await self._consume(name, group, max_bytes, decide, blocking))[1]
+
+    async def _consume(self, name, group, max_bytes, decide, blocking):
+        """(the cursors moved from and to and the times those bytes went
+        out, or None; decide's result)."""
+        await self._enter()
+        returned = self._pipe(name).returned.get(group)
+        if not returned:
+            moved = []
+
+            def deciding(fetched):
+                new, result = decide(fetched)
+                moved[:] = [(fetched.cursor, new)]  # the last try is the one committed
+                return new, result
+            result = await super().consume(name, group, max_bytes, deciding, blocking)
+            return ((*moved[0], 1) if moved and moved[0][0] != moved[0][1] else None), result
+        # Given-back bytes first: their sessions count as open (their markers
+        # were consumed with them), so they bring bytes, never an EOF.
+        h = returned[0]
+        at = Cursor(h.offset, h.start, frozenset({h.session} if h.session else ()))
+        new, result = decide(Fetched(at, [StoredRecord(h.offset, Kind.DATA, h.session, h.data,
+                                                       h.start, h.end)]))
+        if new == at:
+            return None, result
+        if new.offset > h.offset or new.byte_pos >= h.end:
+            returned.pop(0)
+        else:
+            returned[0] = Held(h.offset, new.byte_pos, h.session, h.data[new.byte_pos - h.start:])
+        return (at, new, h.deliveries + 1), result
+
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         await self._enter()
         pipe = self._pipe(name)
@@ -165,7 +203,54 @@ class MemoryBackend(Backend):
 
     async def delete_group(self, name: str, group: str) -> bool:
         await self._enter()
-        return self._pipe(name).groups.pop(group, None) is not None
+        pipe = self._pipe(name)
+        pipe.returned.pop(group, None)
+        pipe.aside.pop(group, None)
+        return pipe.groups.pop(group, None) is not None
+
+    # -- holds (the Holds capability) -----------------------------------------
+    async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
+        moved, result = await self._consume(name, group, max_bytes, decide, blocking)
+        if moved is not None:
+            self._taken.setdefault(holder, []).append((name, group, *moved))
+        return result
+
+    async def given_back(self, name: str, group: str) -> bool:
+        await self._enter()
+        return bool(self._pipe(name).returned.get(group))
+
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        await self._enter()
+        return list(self._pipe(name).aside.get(group, []))
+
+    def settle(self, holder: object) -> None:
+        self._taken.pop(holder, None)
+
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
+        await self._enter()
+        taken = self._taken.pop(holder, [])
+        pipe = self.store.pipes.get(name)
+        if pipe is None:
+            return
+        back = pipe.returned.setdefault(group, [])
+        for _, _, old, new, deliveries in taken:
+            for r, _ in pipe.records:
+                if r.kind is not Kind.DATA or not old.offset <= r.offset <= new.offset:
+                    continue
+                start = old.byte_pos if r.offset == old.offset else 0
+                end = new.byte_pos if r.offset == new.offset else len(r.data)
+                if since is not None:
+                    if (r.offset, end) <= since:
+                        continue
+                    if r.offset == since[0]:
+                        start = max(start, since[1])
+                if end > start:
+                    to = back if deliveries < MAX_DELIVERIES else \
+                        pipe.aside.setdefault(group, [])
+                    to.append(Held(r.offset, start, r.session, r.data[start:end], deliveries))
+        back.sort(key=lambda h: (h.offset, h.start))
+        self.store.notify(name)
 
     # -- liveness (the Liveness capability) --------------------------------
     async def heartbeat(self, mount_id: str) -> None:
@@ -185,8 +270,14 @@ class MemoryBackend(Backend):
         groups = {}
         for group, cursor in pipe.groups.items():
             left = [r for r in data if r.offset >= cursor.offset]
-            groups[group] = GroupStats(len(left),
-                                       max(0, sum(len(r.data) for r in left) - cursor.byte_pos))
+            back = pipe.returned.get(group, [])
+            redelivered = sum(1 for taken in self._taken.values() for t in taken
+                              if t[:2] == (name, group) and t[4] > 1)
+            groups[group] = GroupStats(
+                len(left) + len(back),
+                max(0, sum(len(r.data) for r in left) - cursor.byte_pos)
+                + sum(len(h.data) for h in back),
+                redelivered, len(pipe.aside.get(group, [])))
         return PipeStats(len(data), sum(len(r.data) for r in data), groups)
 
     async def apply_retention(self) -> int:

@@ -607,3 +607,79 @@ def test_retention_removes_records_older_than_the_retention_age(run_store):
         await b.attach("p", "new")
         assert await read_all(b, "p", "new") == b""
     run_store(body)
+
+
+# -- Holds: what a reader took, kept until it is done (not offered by Kafka) --
+def _one_byte(fetched):
+    from dnpfs.delivery import take
+    t = take(fetched.cursor, fetched.records, 1, whole=True)
+    return t.cursor, t
+
+
+async def _two_holds_mounts(opener):
+    from dnpfs.backends.base import Holds
+    a, _ = await opener()
+    b, changes = await opener()
+    assert isinstance(a, Holds) and isinstance(b, Holds)
+    await a.create_pipe("p")
+    await a.attach("p", "g")
+    await b.attach("p", "g")
+    await a.append("p", [Record(Kind.DATA, "s", b"hello"), Record(Kind.DATA, "s", b"next")])
+    return a, b, changes
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_a_rest_given_back_is_the_groups_next_read_on_another_mount(run_store):
+    async def body(opener):
+        a, b, changes = await _two_holds_mounts(opener)
+        taken = await a.consume_held("h1", "p", "g", 1 << 16, _one_byte)
+        assert taken.data == b"h" and taken.held.data == b"ello"
+        mark = changes.mark()
+        await a.give_back("p", "g", "h1", (taken.held.offset, 3))  # "hel" delivered
+        await changes.wait_for("p", mark)
+        got = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
+        assert got.data == b"l" and got.held.data == b"o"
+        b.settle("h2")
+        after = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
+        assert after.data == b"n"
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_all_a_holder_took_goes_back_whole_and_settled_never(run_store):
+    async def body(opener):
+        a, b, changes = await _two_holds_mounts(opener)
+        first = await a.consume_held("h1", "p", "g", 1 << 16, _one_byte)
+        a.settle("h1")  # "hello" is done
+        second = await a.consume_held("h1", "p", "g", 1 << 16, _one_byte)
+        assert (first.data, second.data) == (b"h", b"n")
+        mark = changes.mark()
+        await a.give_back("p", "g", "h1", None)  # killed: all of "next" again
+        await changes.wait_for("p", mark)
+        got = await b.consume_held("h2", "p", "g", 1 << 16, _one_byte)
+        assert got.data + got.held.data == b"next"
+    run_store(body)
+
+
+@pytest.mark.parametrize("store_kind", LOCAL)
+def test_what_went_out_max_deliveries_times_is_set_aside_and_listed(run_store):
+    from dnpfs.backends.base import MAX_DELIVERIES
+
+    async def body(opener):
+        a, b, changes = await _two_holds_mounts(opener)
+        for n in range(MAX_DELIVERIES):  # a job that kills each worker that takes it
+            mount = (a, b)[n % 2]
+            got = await mount.consume_held(f"h{n}", "p", "g", 1 << 16, _one_byte)
+            assert got.data + got.held.data == b"hello", n
+            if n:
+                assert (await mount.stats("p")).groups["g"].redelivered == 1
+            mark = changes.mark()
+            await mount.give_back("p", "g", f"h{n}", None)
+            await changes.wait_for("p", mark)
+        after = await a.consume_held("h", "p", "g", 1 << 16, _one_byte)
+        assert after.data + after.held.data == b"next"
+        stats = (await a.stats("p")).groups["g"]
+        assert stats.set_aside == 1
+        (aside,) = await b.set_aside("p", "g")
+        assert (aside.data, aside.deliveries) == (b"hello", MAX_DELIVERIES)
+    run_store(body)

@@ -69,7 +69,10 @@ def test_readme_console_block_prints_what_the_readme_says(commands, expected, tm
     script.write_text("".join(c + "\n" for c in commands))
     out = tmp_path / "out"
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
-           "HOME": "/root", "LANG": "C.UTF-8", "TZ": "UTC"}
+           "HOME": "/root", "LANG": "C.UTF-8", "TZ": "UTC",
+           # The venv's `dnpfs` imports the checkout it was installed from
+           # (/work/main in a worktree): this checkout's package comes first.
+           "PYTHONPATH": str(ROOT)}
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
                         SANDBOX, "sandbox", str(script), str(out)],
                        env=env, capture_output=True, text=True, timeout=180)

@@ -32,7 +32,8 @@ def test_status_table_json_and_getfattr(make_mount):
         assert jobs["writers_here"] == 1
         assert jobs["groups"][""]["backlog_records"] == 2
         assert jobs["groups"]["audit"] == {"backlog_records": 1, "backlog_bytes": 6,
-                                           "readers_here": 0}
+                                           "readers_here": 0, "redelivered": 0,
+                                           "set_aside": 0}
 
         table = status(m.path)
         assert "health: ok" in table
@@ -43,6 +44,7 @@ def test_status_table_json_and_getfattr(make_mount):
         attrs = run(["getfattr", "-d", str(m / "jobs")]).stdout.decode()
         assert 'user.dnpfs.backlog.default="2 records, 10 bytes"' in attrs
         assert 'user.dnpfs.writers_here="1"' in attrs
+        assert 'user.dnpfs.set_aside.default="0"' in attrs
         assert status().count(str(m.path)) == 1  # without a mountpoint: every mount
     finally:
         w.close()

@@ -112,3 +112,19 @@ def test_unreadable_records_fail_one_read_after_the_bytes_before_them():
     t3 = take(t2.cursor, r, 100, view=t2.view)
     assert t3.data == b"cd" and not t3.unreadable
     assert take(t3.cursor, r, 100, view=t3.view).eof
+
+
+def test_whole_takes_the_record_and_holds_its_rest():
+    r = recs(("b", "s"), ("d", "s", b"abc"), ("d", "s", b"def"))
+    t = take(Cursor(), r, 1, whole=True)
+    assert t.data == b"a" and t.cursor == Cursor(2, 0, frozenset({"s"}))
+    assert (t.held.offset, t.held.start, t.held.data, t.held.end) == (1, 1, b"bc", 3)
+    t2 = take(t.cursor, r, 100, view=t.view, whole=True)  # the next reader: the next record
+    assert t2.data == b"def" and t2.held is None
+
+
+def test_whole_holds_nothing_of_a_record_not_fetched_whole():
+    # A store may return part of a large record: then the cursor keeps the byte.
+    big = [StoredRecord(0, Kind.DATA, "s", b"ab", 0, 10)]
+    t = take(Cursor(), big, 1, whole=True)
+    assert t.held is None and t.cursor.offset == 0 and t.cursor.byte_pos == 1

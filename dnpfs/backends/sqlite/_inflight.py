@@ -5,6 +5,13 @@ killed in between would lose those bytes.  Each cursor move is therefore also
 written as an *in-flight* range owned by this daemon, and deleted once the
 reply is surely written (see ``Reads.consume``).  Ranges of a dead owner are
 delivered again, first, to the group's next reader: at least once.
+
+A reader handle's reads (the Holds capability) stay in flight longer: until
+the handle settles them (its job is done: its next read, or a close), even
+after their replies are written.  A handle that gives them back (its process
+was killed, or it closed part way through a record) hands them to
+``RETURNED``, an owner that is always dead, so the group's next read on any
+mount delivers them first.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import trio
 
 from ...errors import StoreError
 from ...model import Cursor, Kind, StoredRecord
-from ..base import Fetched
+from ..base import MAX_DELIVERIES, Fetched
 from ._conn import Conn, transaction
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 # live owner acknowledges within ACK_INTERVAL.
 ORPHAN_AGE = 30.0
 ACK_INTERVAL = 0.1
+RETURNED = "returned"  # the owner of ranges given back: never alive
 
 
 def process_identity(pid: int | str) -> str | None:
@@ -55,7 +63,8 @@ class InFlight:
         # mount` forks; its parent exits at once).
         self.owner = ""
         self._namespace = ""
-        self.delivered: list[int] = []  # in-flight rows whose read reply is written
+        self.delivered: list[int] = []  # in-flight rows done with: to delete
+        self.holders: dict[object, list[int]] = {}  # a reader handle's rows, until it settles
         self._alive: dict[str, tuple[bool, float]] = {}  # owner -> (alive, checked at)
 
     def start(self) -> None:
@@ -63,6 +72,8 @@ class InFlight:
         self._namespace = self.owner.split(" ")[0]
 
     def owner_alive(self, owner: str, taken: float) -> bool:
+        if owner == RETURNED:
+            return False
         now = time.monotonic()
         known = self._alive.get(owner)
         if known and now - known[1] < 1.0:
@@ -84,13 +95,34 @@ class InFlight:
             if not self.owner_alive(owner, taken)}
 
     def take(self, db: sqlite3.Connection, pipe_id: int, group: str,
-             start: Cursor, end: Cursor) -> int:
+             start: Cursor, end: Cursor, deliveries: int = 1) -> int:
         return db.execute(
-            "INSERT INTO inflight (pipe, grp, owner, taken, first, first_pos, last, last_pos)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO inflight (pipe, grp, owner, taken, first, first_pos, last, last_pos,"
+            " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (pipe_id, group, self.owner, time.time(), start.offset, start.byte_pos,
-             end.offset, end.byte_pos),
+             end.offset, end.byte_pos, deliveries),
         ).lastrowid
+
+    def settle(self, holder: object) -> None:
+        self.delivered.extend(self.holders.pop(holder, ()))
+
+    @staticmethod
+    def give_back(db: sqlite3.Connection, rows: Sequence[int],
+                  since: tuple[int, int] | None) -> None:
+        """Rows to RETURNED; with *since*, only their bytes from there on."""
+        for row in rows:
+            found = db.execute("SELECT first, first_pos, last, last_pos FROM inflight"
+                               " WHERE id = ?", (row,)).fetchone()
+            if found is None:
+                continue
+            first = tuple(found[:2])
+            if since is not None:
+                if tuple(found[2:]) <= since:
+                    db.execute("DELETE FROM inflight WHERE id = ?", (row,))
+                    continue
+                first = max(first, since)
+            db.execute("UPDATE inflight SET owner = ?, first = ?, first_pos = ? WHERE id = ?",
+                       (RETURNED, *first, row))
 
     @staticmethod
     def delete(db: sqlite3.Connection, rows: Sequence[int]) -> None:
@@ -101,10 +133,10 @@ class InFlight:
         """Deliver the data of the oldest in-flight range of a dead owner, if
         any: (new in-flight row, decide's result), else None."""
         orphans = db.execute(
-            "SELECT id, owner, taken, first, first_pos, last, last_pos FROM inflight"
+            "SELECT id, owner, taken, first, first_pos, last, last_pos, deliveries FROM inflight"
             " WHERE pipe = ? AND grp = ? AND owner != ? ORDER BY first, first_pos",
             (pipe_id, group, self.owner)).fetchall()
-        for rowid, owner, taken, first, first_pos, last, last_pos in orphans:
+        for rowid, owner, taken, first, first_pos, last, last_pos, deliveries in orphans:
             if self.owner_alive(owner, taken):
                 continue
             records = []
@@ -119,19 +151,33 @@ class InFlight:
             if not records:
                 self.delete(db, [rowid])
                 continue
+            if deliveries >= MAX_DELIVERIES:
+                log.warning("set aside %d bytes of pipe %d group %r: they went out %d times"
+                            " and were not done", sum(len(r.data) for r in records), pipe_id,
+                            group, deliveries)
+                db.executemany(
+                    "INSERT INTO aside (pipe, grp, record, start, session, deliveries, at, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(pipe_id, group, r.offset, r.start, r.session, deliveries, time.time(),
+                      r.data) for r in records])
+                self.delete(db, [rowid])
+                continue
             # The range's markers were consumed with it: its sessions count as
             # open, so only its bytes come out again, never an EOF.
             at = Cursor(first, first_pos, frozenset(r.session for r in records if r.session))
             new, result = decide(Fetched(at, records))
             if new == at:
                 return None, result
-            log.warning("delivering again bytes read by a daemon that died (%s)", owner)
+            if owner == RETURNED:
+                log.debug("delivering the rest of a record a reader gave back")
+            else:
+                log.warning("delivering again bytes read by a daemon that died (%s)", owner)
             if (new.offset, new.byte_pos) >= (last, last_pos) or new.offset > records[-1].offset:
                 self.delete(db, [rowid])
             else:
                 db.execute("UPDATE inflight SET first = ?, first_pos = ? WHERE id = ?",
                            (new.offset, new.byte_pos, rowid))
-            return self.take(db, pipe_id, group, at, new), result
+            return self.take(db, pipe_id, group, at, new, deliveries + 1), result
         return None
 
     async def acknowledge(self, conn: Conn) -> None:

@@ -171,11 +171,12 @@ class Reads:
 
         return await self.conn.run(commit)
 
-    async def consume(self, name, group, max_bytes, decide):
+    async def consume(self, name, group, max_bytes, decide, holder=None):
         # The cursor move is recorded as in flight; once this coroutine has
         # returned to the reader, pyfuse3 writes the reply before trio runs
         # anything else, so rows in inflight.delivered are acknowledged
-        # (deleted) by the next batch or by the ack loop.  A kill -9 in
+        # (deleted) by the next batch or by the ack loop; a *holder*'s rows
+        # (the Holds capability) wait in inflight.holders until it settles.  A kill -9 in
         # between delivers the range again.  Shielded: a read whose cursor
         # moved must return its bytes, so it cannot stop half way (as a
         # thread call never could).
@@ -188,7 +189,10 @@ class Reads:
         if job.error is not None:
             raise job.error
         if job.row is not None:
-            self.inflight.delivered.append(job.row)
+            if holder is None:
+                self.inflight.delivered.append(job.row)
+            else:
+                self.inflight.holders.setdefault(holder, []).append(job.row)
         return job.result
 
     async def loop(self) -> None:

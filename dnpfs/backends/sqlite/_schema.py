@@ -55,9 +55,22 @@ CREATE TABLE IF NOT EXISTS inflight (
     first     INTEGER NOT NULL,
     first_pos INTEGER NOT NULL,
     last      INTEGER NOT NULL,
-    last_pos  INTEGER NOT NULL
+    last_pos  INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 1  -- times this range went out
 );
 CREATE INDEX IF NOT EXISTS inflight_by_group ON inflight (pipe, grp);
+-- Bytes that went out MAX_DELIVERIES times without being done (docs/semantics.md)
+CREATE TABLE IF NOT EXISTS aside (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipe       INTEGER NOT NULL,
+    grp        TEXT NOT NULL,
+    record     INTEGER NOT NULL,
+    start      INTEGER NOT NULL,
+    session    TEXT,
+    deliveries INTEGER NOT NULL,
+    at         REAL NOT NULL,
+    data       BLOB NOT NULL
+);
 """
 
 KINDS = {k.value: k for k in Kind.stored()}
@@ -106,6 +119,11 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
                 probe.execute(f"PRAGMA page_size={page_size}")
                 probe.execute("PRAGMA journal_mode=WAL")
                 probe.executescript(schema)
+                if file == path and "deliveries" not in {
+                        row[1] for row in probe.execute("PRAGMA table_info(inflight)")}:
+                    # A store made before delivery counts: its ranges went out once.
+                    probe.execute("ALTER TABLE inflight ADD COLUMN deliveries"
+                                  " INTEGER NOT NULL DEFAULT 1")
                 if file == path and probe.execute(
                         "SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone():
                     raise StoreError(f"cannot use store {path}: it was made by an"

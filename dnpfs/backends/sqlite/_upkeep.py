@@ -63,7 +63,12 @@ class Upkeep:
                     count, left = db.execute(
                         "SELECT count(*), coalesce(sum(length(data)), 0) FROM data.records"
                         " WHERE pipe = ? AND id >= ? AND kind = 'data'", (pipe, next_id)).fetchone()
-                    groups[group] = GroupStats(count, max(0, left - pos))
+                    redelivered, = db.execute(
+                        "SELECT count(*) FROM inflight WHERE pipe = ? AND grp = ?"
+                        " AND deliveries > 1", (pipe, group)).fetchone()
+                    aside, = db.execute("SELECT count(*) FROM aside WHERE pipe = ? AND grp = ?",
+                                        (pipe, group)).fetchone()
+                    groups[group] = GroupStats(count, max(0, left - pos), redelivered, aside)
                 return PipeStats(records, size, groups)
             finally:
                 db.execute("COMMIT")

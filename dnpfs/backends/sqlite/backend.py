@@ -22,7 +22,7 @@ import trio
 
 from ...access import FileAccess
 from ...errors import NoSuchPipe, StoreError
-from ...model import Cursor, Record
+from ...model import Cursor, Held, Record
 from ...names import DEFAULT_GROUP
 from ..base import Backend, ChangeCallback, Fetched, PipeStats
 from ._appends import Appends
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 class SqliteBackend(Backend):
-    """The store contract, plus Liveness (heartbeats) and apply_retention."""
+    """The store contract, plus Liveness (heartbeats), Holds (as in-flight
+    ranges: _inflight) and apply_retention."""
 
     def __init__(
         self,
@@ -91,7 +92,10 @@ class SqliteBackend(Backend):
 
     async def close(self) -> None:
         try:
-            # A clean stop leaves nothing to deliver again.
+            # A clean stop leaves nothing to deliver again: readers' jobs
+            # still open count as done (their processes have their bytes).
+            for holder in list(self._inflight.holders):
+                self._inflight.settle(holder)
             await self._inflight.acknowledge(self._reads.conn)
         except StoreError as e:
             log.warning("acknowledging reads at close: %s", e)
@@ -131,6 +135,7 @@ class SqliteBackend(Backend):
                 db.execute("DELETE FROM data.records WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM groups WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM inflight WHERE pipe = ?", (pipe,))
+                db.execute("DELETE FROM aside WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM pipes WHERE id = ?", (pipe,))
                 return True
 
@@ -172,11 +177,46 @@ class SqliteBackend(Backend):
     async def commit(self, name: str, group: str, expected: Cursor, new: Cursor) -> bool:
         return await self._reads.commit(name, group, expected, new)
 
+    # -- holds (the Holds capability) ---------------------------------------
+    async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
+        return await self._reads.consume(name, group, max_bytes, decide, holder)
+
+    async def given_back(self, name: str, group: str) -> bool:
+        def look(db: sqlite3.Connection) -> bool:
+            return (pipe_id(db, name), group) in self._inflight.orphaned(db)
+
+        return await self._reads.conn.run(look)
+
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        def aside(db: sqlite3.Connection) -> list[Held]:
+            return [Held(*row) for row in db.execute(
+                "SELECT record, start, session, data, deliveries FROM aside"
+                " WHERE pipe = ? AND grp = ? ORDER BY id", (pipe_id(db, name), group))]
+
+        return await self._meta.run(aside)
+
+    def settle(self, holder: object) -> None:
+        self._inflight.settle(holder)  # deleted by the next read or the ack loop
+
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
+        rows = self._inflight.holders.pop(holder, [])
+        if not rows:
+            return
+
+        def give_back(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                self._inflight.give_back(db, rows, since)
+
+        await self._reads.conn.run(give_back)
+        self._on_change(name)  # this mount's readers; the watch wakes the others'
+
     async def delete_group(self, name: str, group: str) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
             with transaction(db):
                 pipe = pipe_id(db, name)
                 db.execute("DELETE FROM inflight WHERE pipe = ? AND grp = ?", (pipe, group))
+                db.execute("DELETE FROM aside WHERE pipe = ? AND grp = ?", (pipe, group))
                 return db.execute(
                     "DELETE FROM groups WHERE pipe = ? AND name = ?", (pipe, group)
                 ).rowcount == 1
