@@ -121,6 +121,7 @@ class Cluster:
         config: ClientConfig,
         replication_factor: int,
         max_request_size: int,
+        fetch_budget: int,
         notify: Callable[..., None],  # (name, gone=False): see base.ChangeCallback
     ) -> None:
         self.bootstrap = bootstrap
@@ -133,7 +134,7 @@ class Cluster:
         self._leaders: dict[str, int] = {}  # topic -> leader of partition 0
         self._epoch = 0  # bumped by local changes to ``topics``
         self._members: dict[tuple[str, str], GroupMember] = {}
-        self.fetcher = Fetcher(self)
+        self.fetcher = Fetcher(self, fetch_budget)
         self._refresh_now = asyncio.Event()
         self._closing: set[asyncio.Task] = set()
         self._produced: set[str] = set()  # topics the producer tracks

@@ -45,7 +45,6 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from ...model import Cursor, Kind, StoredRecord
 from ..base import Fetched
 from . import wire
-from ._fetcher import PARTITION_BYTES
 from ._records import Unreadable
 
 if TYPE_CHECKING:
@@ -75,8 +74,6 @@ def commit_interval(held_groups: int) -> float:
 # The poll loop's getmany returns after this long (with nothing: the
 # partition is paused); it only keeps the member within max.poll.interval.
 POLL_MS = 5000
-PAUSE_BYTES = 2 * PARTITION_BYTES  # stop fetching ahead above this much buffered data ...
-RESUME_BYTES = PARTITION_BYTES  # ... and go on below this: the next fetch arrives before it runs dry
 MAX_FETCH_RECORDS = 4096
 STOP_TIMEOUT = 5.0
 
@@ -253,6 +250,22 @@ class GroupMember(ConsumerRebalanceListener):
         """For the Fetcher: fetch this member's partition now?"""
         return self.held and not self.closing and not self._paused
 
+    def shed(self, limit: int) -> int | None:
+        """For the Fetcher: drop the newest buffered records beyond *limit*
+        bytes (never the first: a reader must get on); the offset of the
+        first dropped, or None."""
+        dropped = None
+        with self._lock:
+            while self._buffered > limit and len(self._buffer) > 1:
+                rec = self._buffer.pop()
+                self._buffered -= len(rec.data)
+                dropped = rec.offset
+        return dropped
+
+    def buffered(self) -> int:
+        """For the Fetcher: bytes fetched and not yet read."""
+        return self._buffered
+
     def fetched(self, records) -> None:
         """From the Fetcher: the fetch position moved past *records* (maybe
         none: transaction markers)."""
@@ -273,7 +286,9 @@ class GroupMember(ConsumerRebalanceListener):
                 self._buffer.append(rec)
                 self._buffered += len(rec.data)
                 added = True
-        if self._buffered > PAUSE_BYTES:
+        # Stop fetching ahead at the member's share of the mount's fetch
+        # budget; go on at half of it: the next fetch arrives before it runs dry.
+        if self._buffered >= self.cluster.fetcher.share:
             self._paused = True
         if added:
             self.cluster.notify(self.name)
@@ -285,7 +300,7 @@ class GroupMember(ConsumerRebalanceListener):
 
     def _resume_if_drained(self) -> None:
         """On the loop: fetch again once the buffer ran low."""
-        if self._paused and self._buffered < RESUME_BYTES:
+        if self._paused and self._buffered < self.cluster.fetcher.share // 2:
             self._paused = False
             self.cluster.fetcher.wake()
 
@@ -433,7 +448,7 @@ class GroupMember(ConsumerRebalanceListener):
                 moved = True
             else:
                 moved = False
-            resume = self._paused and self._buffered < RESUME_BYTES
+            resume = self._paused and self._buffered < self.cluster.fetcher.share // 2
         if moved and (resume or not self._dirty.is_set()):
             with contextlib.suppress(RuntimeError):  # the loop is closed: so is the member
                 self._loop.call_soon_threadsafe(self._moved)
