@@ -9,7 +9,8 @@ hardware", "fetch sessions"):
   their own;
 - ``produce``: produce requests written in pieces, and a cap on their size;
 - ``batches``: record batches whose CRC the CPU computes;
-- ``fetch_request``: Fetch requests with the fields of a fetch session.
+- ``fetch_request``: Fetch requests with the fields of a fetch session;
+- ``heartbeats``: which heartbeats of a group member the coordinator answered.
 
 Internals change without notice, so:
 
@@ -54,6 +55,8 @@ INTERNALS: list[tuple[str, str, str]] = [
     # fetch_request.py: aiokafka's FetchRequest with the session fields filled in
     ("aiokafka.protocol.fetch", "FetchRequest.build", "fetch_request"),
     ("aiokafka.protocol.fetch", "FetchRequest_v11", "fetch_request"),
+    # heartbeats.py: a member hears of each answered heartbeat
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator._do_heartbeat", "heartbeats"),
 ]
 
 # Instance attributes (set in __init__, so not on the class): checked by the
