@@ -48,6 +48,7 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("aiokafka.client", "ConnectionGroup", "produce"),
     ("aiokafka.producer.message_accumulator", "MessageAccumulator.drain_by_nodes", "produce"),
     ("aiokafka.producer.message_accumulator", "MessageBatch.remaining_linger", "produce"),
+    ("aiokafka.producer.sender", "Sender.sender_task", "produce"),
     # batches.py: batches whose CRC the CPU computes
     ("aiokafka.record.default_records", "_DefaultRecordBatchBuilderPy._write_header", "batches"),
     ("aiokafka.record.default_records", "_DefaultRecordBatchBuilderPy.HEADER_STRUCT", "batches"),
@@ -64,7 +65,7 @@ INTERNALS: list[tuple[str, str, str]] = [
 INSTANCE_INTERNALS: list[tuple[str, str, str]] = [
     ("AIOKafkaConnection", "_writer _requests _versions _client_id _request_timeout "
                            "_last_action", "frames, produce"),
-    ("AIOKafkaProducer", "_message_accumulator", "batches, produce"),
+    ("AIOKafkaProducer", "_message_accumulator _sender", "batches, produce"),
     ("MessageAccumulator", "_batch_size _compression_type _cluster _batches", "batches, produce"),
     ("MessageBatch", "_builder", "produce"),
 ]
