@@ -52,6 +52,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                    help="Kafka client properties (security.protocol, sasl.*, ssl.*)")
     m.add_argument("--replication-factor", type=int, default=1,
                    help="Kafka: replication factor of new topics (default 1)")
+    m.add_argument("--fetch-mib", type=int, default=64,
+                   help="Kafka: records fetched ahead of readers, all pipes of the mount"
+                        " together (default 64, like fetch.max.bytes)")
     m.add_argument("--foreground", "-f", action="store_true",
                    help="stay in the foreground and log to stderr")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
@@ -101,6 +104,7 @@ def _backend(args: argparse.Namespace, access: FileAccess) -> Backend:
             topic_prefix=args.topic_prefix,
             config_file=args.kafka_config,
             replication_factor=args.replication_factor,
+            fetch_budget=args.fetch_mib << 20,
         )
     return SqliteBackend(
         args.store,

@@ -25,6 +25,7 @@ MOUNT_OPTIONS: dict[str, type] = {
     "topic-prefix": str,
     "kafka-config": Path,
     "replication-factor": int,
+    "fetch-mib": int,
     "foreground": bool,
     "options": list,
     "log-file": Path,

@@ -27,12 +27,13 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from ..conftest import DNPFS, ROOT, Mount
+from ..util import wait_for
 
 LONG = os.environ.get("DNPFS_LONG") == "1"
 BACKENDS = [b for b in os.environ.get("DNPFS_TEST_BACKENDS", "sqlite,kafka").split(",") if b]
@@ -112,6 +113,40 @@ class FaultBroker:
     hosts_addr: str | None  # the HOSTS listener on 10.213.0.1, for tests/hosts.py
     pid: int
     stopped: bool = False
+    env: dict = field(default_factory=dict)  # scripts/kafka-dev's settings for this broker
+
+    def kill(self) -> None:
+        """kill -9: the broker process dies, its files stay (page cache included)."""
+        assert _broker_pid(self.state) == self.pid, "not our broker"
+        proc = Path(f"/proc/{self.pid}")
+        self._argv = proc.joinpath("cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        self._environ = dict(kv.split(b"=", 1) for kv in
+                             proc.joinpath("environ").read_bytes().split(b"\0") if b"=" in kv)
+        self._cwd = os.readlink(proc / "cwd")
+        os.kill(self.pid, signal.SIGKILL)
+        wait_for(lambda: not _pid_alive(self.pid), 30, what="the killed broker to go")
+
+    def start_again(self, timeout: float = 120) -> None:
+        """The killed broker's command again, on its data (`kafka-dev start`
+        would format fresh data); ready once its port accepts connections."""
+        # Through a shell that exits at once, as kafka-dev does: the broker is
+        # then no child of the tests (kafka-dev stop would wait on a zombie).
+        out = self.state / "kafka.out"
+        r = subprocess.run(["setsid", "sh", "-c", f'"$@" </dev/null >>"{out}" 2>&1 & echo $!',
+                            "sh", *self._argv], env=self._environ, cwd=self._cwd,
+                           stdout=subprocess.PIPE, check=True)
+        self.pid = int(r.stdout.split()[-1])
+        (self.state / "kafka.pid").write_text(f"{self.pid}\n")
+        host, _, port = self.bootstrap.rpartition(":")
+
+        def accepts() -> bool:
+            try:
+                socket.create_connection((host, int(port)), 1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(accepts, timeout, interval=0.2, what="the broker to start again")
 
     def freeze(self) -> None:
         assert _broker_pid(self.state) == self.pid, "not our broker"
@@ -147,7 +182,7 @@ def fault_broker():
     bootstrap = r.stdout.strip().splitlines()[-1]
     hosts = _kafka_dev(env, "address", "hosts")
     broker = FaultBroker(state, bootstrap, hosts.stdout.strip() if hosts.returncode == 0 else None,
-                         _broker_pid(state))
+                         _broker_pid(state), env=env)
     try:
         yield broker
     finally:

@@ -642,3 +642,41 @@ def test_a_stopping_mount_closes_its_fetch_sessions(kafka_bootstrap):
         await fetch_session_probe(kafka_bootstrap, node, opened, -1)  # and closes it again
 
     run(main)
+
+
+def test_a_producer_stopped_for_good_is_replaced(kafka_bootstrap):
+    """aiokafka's sender ends on OutOfOrderSequenceNumber (what a broker that
+    lost the tail of a log answers after a restart, aiokafka#1017) and then
+    fails every later send.  The failure is injected the way aiokafka's
+    sender dies (its task ends with the error, failing what is queued); the
+    appends before and after go to the real broker."""
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    async def kill_sender(cluster):
+        sender = cluster.producer._sender
+
+        async def fatal():
+            raise OutOfOrderSequenceNumber()
+
+        sender._sender_task.cancel()
+        task = asyncio.get_running_loop().create_task(fatal())
+        task.add_done_callback(sender._fail_all)
+        sender._sender_task = task
+        await asyncio.sleep(0)
+        return cluster.producer
+
+    async def main():
+        async with mounted(kafka_bootstrap, unique_prefix()) as (b, _):
+            await b.create_pipe("p")
+            await b.append("p", [Record(Kind.DATA, "s1", b"before")])
+            old = await b._call(kill_sender, b._cluster)
+            await b.append("p", [Record(Kind.DATA, "s1", b"after")])
+            assert b._cluster.producer is not old
+            fetched = await wait_records(b, "p")
+            with trio.fail_after(10):
+                while len(fetched.records) < 2:
+                    await trio.sleep(0.05)
+                    fetched = await b.fetch("p", "", 1 << 20)
+            assert [r.data for r in fetched.records] == [b"before", b"after"]
+
+    run(main)

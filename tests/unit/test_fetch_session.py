@@ -96,3 +96,16 @@ def test_the_closing_request_ends_the_session_and_waits_for_nothing():
     struct = s.closing().build(FetchRequest_v11)
     assert (struct.session_id, struct.session_epoch, struct.topics, struct.max_wait_time) == \
         (42, -1, [], 0)
+
+
+def test_a_changed_size_is_sent_like_a_moved_position():
+    # The broker keeps each partition's size with its position: when the
+    # mount's fetch budget is shared among more members, the smaller size
+    # must reach it although the position did not move.
+    s = Session()
+    s.request({"a": 5, "b": 7}, {"a": 1 << 20, "b": 1 << 20})
+    assert s.answered(answer(42), {"a": 5, "b": 7}, {"a": 1 << 20, "b": 1 << 20})
+    struct = s.request({"a": 5, "b": 7}, {"a": 1 << 20, "b": 64 << 10}, 2 << 20).build(
+        FetchRequest_v11)
+    assert [(t, parts[0][2], parts[0][4]) for t, parts in struct.topics] == [("b", 7, 64 << 10)]
+    assert struct.max_bytes == 2 << 20

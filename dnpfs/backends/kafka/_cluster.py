@@ -46,7 +46,7 @@ from ._fetcher import READ_COMMITTED, Fetcher
 from ._liveness import Liveness
 from ._member import GroupMember, group_id
 from ._metadata import LEADER_NOT_AVAILABLE, leaders
-from ._aiokafka.produce import ProduceClient, cap_producer
+from ._aiokafka.produce import ProduceClient, cap_producer, producer_failed
 from ._protocol import DeleteGroupsRequest
 from .config import ClientConfig
 
@@ -121,6 +121,7 @@ class Cluster:
         config: ClientConfig,
         replication_factor: int,
         max_request_size: int,
+        fetch_budget: int,
         notify: Callable[..., None],  # (name, gone=False): see base.ChangeCallback
     ) -> None:
         self.bootstrap = bootstrap
@@ -133,10 +134,11 @@ class Cluster:
         self._leaders: dict[str, int] = {}  # topic -> leader of partition 0
         self._epoch = 0  # bumped by local changes to ``topics``
         self._members: dict[tuple[str, str], GroupMember] = {}
-        self.fetcher = Fetcher(self)
+        self.fetcher = Fetcher(self, fetch_budget)
         self._refresh_now = asyncio.Event()
         self._closing: set[asyncio.Task] = set()
         self._produced: set[str] = set()  # topics the producer tracks
+        self._producer_lock = asyncio.Lock()
         self._kwargs: dict[str, Any] = {}
         self.client: AIOKafkaClient | None = None
         self.admin: AIOKafkaAdminClient | None = None
@@ -178,21 +180,7 @@ class Cluster:
                 await self.client.bootstrap()
                 await self.admin.start()
                 self.message_max_bytes = await self._message_max_bytes()
-                self.producer = AIOKafkaProducer(
-                    **common,
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=1,  # docs/decisions.md, "the producer lingers 1 ms"
-                    max_batch_size=min(BATCH_BYTES, self.message_max_bytes or BATCH_BYTES),
-                    max_request_size=self.max_request_size,
-                    request_timeout_ms=30_000,
-                )
-                # Both made by the producer's constructor, shared with its sender:
-                # produce requests are then written from the batches' buffers,
-                # and hold at most REQUEST_BYTES of them.
-                self.producer.client.__class__ = ProduceClient
-                cap_producer(self.producer, REQUEST_BYTES)
-                await self.producer.start()
+                self.producer = await self._new_producer()
                 await self.fetcher.start(**common)
                 await self.refresh()
         except (TimeoutError, KafkaError, OSError, StoreError) as e:
@@ -212,6 +200,38 @@ class Cluster:
             await self.liveness.start()
         except Exception as e:  # noqa: BLE001 - leases are a nicety; pipes work without
             log.warning("session leases are off: %s", describe_error(e))
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            **self.consumer_kwargs(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,  # docs/decisions.md, "the producer lingers 1 ms"
+            max_batch_size=min(BATCH_BYTES, self.message_max_bytes or BATCH_BYTES),
+            max_request_size=self.max_request_size,
+            request_timeout_ms=30_000,
+        )
+        # Both made by the producer's constructor, shared with its sender:
+        # produce requests are then written from the batches' buffers,
+        # and hold at most REQUEST_BYTES of them.
+        producer.client.__class__ = ProduceClient
+        cap_producer(producer, REQUEST_BYTES)
+        await producer.start()
+        return producer
+
+    async def _replace_producer(self, failed: AIOKafkaProducer, why: BaseException) -> None:
+        """A new producer (a new producer id) for one whose sender stopped for
+        good: after a broker restart that lost the tail of a log, aiokafka's
+        idempotent producer ends on OutOfOrderSequenceNumber and would fail
+        every later write (aiokafka#1017)."""
+        async with self._producer_lock:
+            if self.producer is not failed:
+                return  # another append replaced it already
+            log.warning("the Kafka producer stopped (%s); starting a new one",
+                        describe_error(why))
+            self.producer = await self._new_producer()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(failed.stop(), 5)
 
     async def _message_max_bytes(self) -> int | None:
         """The broker's message.max.bytes (new topics inherit it), if it says."""
@@ -424,6 +444,21 @@ class Cluster:
         if name not in self.topics and not await self.exists(name):
             raise NoSuchPipe(name)
         self._produced.add(topic)
+        for attempt in (1, 2):
+            producer = self.producer
+            try:
+                return await self._append(name, topic, records)
+            except StoreError as e:
+                why = producer_failed(producer)
+                if why is None or attempt == 2:
+                    raise
+                # Sent again through a new producer: records of this append
+                # that the old one had stored are stored twice (the
+                # duplicate window of docs/kafka.md, "Broker restarts").
+                await self._replace_producer(producer, why)
+                log.info("pipe %s: writing %d records again: %s", name, len(records), e)
+
+    async def _append(self, name: str, topic: str, records: Sequence[Record]) -> None:
         try:
             sent = await self._send_batches(topic, records)
             acks = asyncio.ensure_future(asyncio.gather(*sent))

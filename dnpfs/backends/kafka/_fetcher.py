@@ -49,8 +49,13 @@ log = logging.getLogger(__name__)
 # partition added meanwhile waits for its first request, and what an idle
 # mount costs (a request and a response listing every held partition).
 FETCH_WAIT_MS = 250
-PARTITION_BYTES = 4 << 20  # per partition and response: ~32 records of 128 KiB
-RESPONSE_BYTES = 16 << 20  # per response, all partitions together
+PARTITION_BYTES = 4 << 20  # per partition and response at most: ~32 records of 128 KiB
+RESPONSE_BYTES = 16 << 20  # per response, all partitions together, at most
+# The mount's fetch budget is shared by the members it holds (``share``):
+# each buffers at most about that much, and never less than MIN_SHARE
+# however many there are, nor more than MAX_SHARE however few.
+MIN_SHARE = 64 << 10
+MAX_SHARE = 2 * PARTITION_BYTES
 RETRY_WAIT = 0.5  # after a failed request (broker away)
 ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
@@ -77,8 +82,14 @@ class Want:
 
 
 class Fetcher:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, budget: int) -> None:
         self.cluster = cluster
+        # Records fetched and not yet read, all members together, stay about
+        # within the budget: without it, every member buffered up to
+        # MAX_SHARE, 100 readers holding their files open 1 GiB
+        # (docs/decisions.md, "a fetch budget per mount").
+        self.budget = budget
+        self.share = MAX_SHARE  # what one member may buffer (read from the trio thread)
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
         self._conns: dict[int, FetchConnection] = {}
@@ -146,7 +157,22 @@ class Fetcher:
     # -- what members call -------------------------------------------------------
     def add(self, member: GroupMember, position: int) -> None:
         self._wants[member] = Want(member, max(0, position))
+        self._reshare()
         self.wake()
+
+    def _reshare(self) -> None:
+        """Split the budget among the members held.  Members over a smaller
+        share drop the records beyond it and fetch them again when their
+        turn comes: else the first readers of a mount kept what they fetched
+        while the budget was theirs alone (1,000 readers opened one after the
+        other held ~3.5 times the budget)."""
+        share = max(MIN_SHARE, min(MAX_SHARE, self.budget // max(1, len(self._wants))))
+        if share < self.share:
+            for want in self._wants.values():
+                dropped = want.member.shed(share)
+                if dropped is not None and dropped < want.position:
+                    want.position = dropped
+        self.share = share
 
     def remove(self, member: GroupMember) -> None:
         want = self._wants.pop(member, None)
@@ -155,6 +181,7 @@ class Fetcher:
         if all(w.topic != want.topic for w in self._wants.values()):
             self.highwater.pop(want.topic, None)
             self._unreadable.pop(want.topic, None)
+        self._reshare()
         self.wake()
 
     def position(self, member: GroupMember) -> int | None:
@@ -194,9 +221,14 @@ class Fetcher:
             # Members of several reader groups of one pipe share a request:
             # it starts at the lowest of their positions.
             start = {topic: min(w.position for w in wants) for topic, wants in due.items()}
+            # Each asks for what its share lacks (the fullest member of a pipe
+            # decides): the broker sends no more, except that the first
+            # partition of a response with records brings at least one batch.
+            sizes = {topic: max(self.share - max(w.member.buffered() for w in wants),
+                                self.share // 4) for topic, wants in due.items()}
             try:
-                response = await self._send(node, session.request(start))
-                if not session.answered(response, start):
+                response = await self._send(node, session.request(start, sizes, self.budget))
+                if not session.answered(response, start, sizes):
                     continue  # the broker lost the session: ask again in full
                 ok = self._deliver(node, due, start, response)
             except Exception as e:  # noqa: BLE001 - the loop must go on: readers wait on it
@@ -247,10 +279,18 @@ class Fetcher:
                     if isinstance(lost, Unreadable):
                         self._report(topic, lost)
                 for want in wants:
+                    if start[topic] > want.position:
+                        continue  # it shed records meanwhile: fetched again from there
                     if next_offset > want.position:
                         mine = [r for r in fetched if r.offset >= want.position]
                         want.position = next_offset
                         want.member.fetched(mine)
+                        # The first partition of a response brings a whole
+                        # batch (up to 1 MB) whatever its size asked for:
+                        # keep the share, fetch the rest again later.
+                        dropped = want.member.shed(self.share)
+                        if dropped is not None:
+                            want.position = min(want.position, dropped)
         return ok
 
     def _report(self, topic: str, lost: Unreadable) -> None:
@@ -306,21 +346,29 @@ class Session:
 
     def restart(self) -> None:
         self.epoch = 0
-        self.held: dict[str, int] = {}  # topic -> position the broker holds for it
+        self.held: dict[str, tuple[int, int]] = {}  # topic -> (position, size) the broker holds
 
-    def request(self, start: dict[str, int]) -> SessionFetchRequest:
+    def request(self, start: dict[str, int], sizes: dict[str, int] | None = None,
+                budget: int = RESPONSE_BYTES) -> SessionFetchRequest:
+        """*sizes*: the most bytes wanted of each topic (PARTITION_BYTES if
+        not given); *budget*: of all together."""
+        wanted = _wanted(start, sizes)
         if self.epoch == 0:
-            changed, forgotten = start, []
+            changed, forgotten = wanted, []
         else:
-            changed = {t: o for t, o in start.items() if self.held.get(t) != o}
+            # The broker keeps each partition's size with its position: a
+            # changed share is sent like a moved position.
+            changed = {t: w for t, w in wanted.items() if self.held.get(t) != w}
             forgotten = [t for t in self.held if t not in start]
-        return fetch_request(self.id, self.epoch, changed, forgotten)
+        return fetch_request(self.id, self.epoch, changed, forgotten,
+                             response_bytes=min(RESPONSE_BYTES, budget))
 
     def closing(self) -> SessionFetchRequest:
         """The last request: epoch -1 closes the session and fetches nothing."""
         return fetch_request(self.id, -1, {}, [], max_wait_ms=0)
 
-    def answered(self, response, start: dict[str, int]) -> bool:
+    def answered(self, response, start: dict[str, int],
+                 sizes: dict[str, int] | None = None) -> bool:
         """Take in a response's session fields; False if the session is gone
         (the broker restarted or evicted it) and the response holds nothing."""
         error = getattr(response, "error_code", 0)
@@ -335,18 +383,28 @@ class Session:
             self.restart()  # no session: the next request is a full one again
         else:
             self.epoch = self.epoch + 1 if self.epoch < 0x7FFFFFFF else 1
-            self.held = dict(start)
+            self.held = _wanted(start, sizes)
         return True
+
+
+def _wanted(start: dict[str, int], sizes: dict[str, int] | None) -> dict[str, tuple[int, int]]:
+    """topic -> (offset, most bytes wanted of it)."""
+    sizes = sizes or {}
+    return {t: (o, min(PARTITION_BYTES, sizes.get(t, PARTITION_BYTES))) for t, o in start.items()}
 
 
 class KafkaFetchError(Exception):
     """A fetch response's top-level error other than the session's own."""
 
 
-def fetch_request(session_id: int, epoch: int, start: dict[str, int], forgotten: list[str],
-                  max_wait_ms: int = FETCH_WAIT_MS) -> SessionFetchRequest:
-    """A read_committed Fetch request of the fetcher's sizes, in a session."""
+def fetch_request(session_id: int, epoch: int, start: dict, forgotten: list[str],
+                  max_wait_ms: int = FETCH_WAIT_MS,
+                  response_bytes: int = RESPONSE_BYTES) -> SessionFetchRequest:
+    """A read_committed Fetch request in a session; *start*: topic -> offset,
+    or (offset, most bytes wanted of it)."""
+    parts = [(topic, want if isinstance(want, tuple) else (want, PARTITION_BYTES))
+             for topic, want in start.items()]
     return SessionFetchRequest(
         session_id, epoch, forgotten, decode_fetch_v11,
-        max_wait_ms, 1, RESPONSE_BYTES, READ_COMMITTED,
-        [(topic, [(0, offset, PARTITION_BYTES)]) for topic, offset in start.items()])
+        max_wait_ms, 1, response_bytes, READ_COMMITTED,
+        [(topic, [(0, offset, size)]) for topic, (offset, size) in parts])

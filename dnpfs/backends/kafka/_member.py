@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from ...model import Cursor, Kind, StoredRecord
 from ..base import Fetched
 from . import wire
-from ._fetcher import PARTITION_BYTES
+from ._aiokafka import heartbeats
 from ._records import Unreadable
 
 if TYPE_CHECKING:
@@ -75,8 +76,6 @@ def commit_interval(held_groups: int) -> float:
 # The poll loop's getmany returns after this long (with nothing: the
 # partition is paused); it only keeps the member within max.poll.interval.
 POLL_MS = 5000
-PAUSE_BYTES = 2 * PARTITION_BYTES  # stop fetching ahead above this much buffered data ...
-RESUME_BYTES = PARTITION_BYTES  # ... and go on below this: the next fetch arrives before it runs dry
 MAX_FETCH_RECORDS = 4096
 STOP_TIMEOUT = 5.0
 
@@ -87,11 +86,12 @@ STOP_TIMEOUT = 5.0
 # members spent 0.37 of a core at 500 ms (docs/decisions.md, "what an idle
 # group member costs").
 HEARTBEAT_MS = 1000
+SESSION_TIMEOUT_MS = 10_000
 CONSUMER_SETTINGS: dict[str, Any] = dict(
     enable_auto_commit=False,
     auto_offset_reset="earliest",
     heartbeat_interval_ms=HEARTBEAT_MS,
-    session_timeout_ms=10_000,
+    session_timeout_ms=SESSION_TIMEOUT_MS,
     rebalance_timeout_ms=20_000,
     # The fetch loop calls getmany() every POLL_MS whether or not a reader
     # is blocked, so a reader may wait for hours (think `less`) without the
@@ -125,6 +125,11 @@ class GroupMember(ConsumerRebalanceListener):
         self.consumer: AIOKafkaConsumer | None = None
         self.cursor = Cursor()
         self.held = False  # the partition is ours and ``cursor`` is loaded
+        # When the group last confirmed this member (time.monotonic() of the
+        # request it answered): past the session timeout, the broker may have
+        # given the partition to another mount (see ``_confirmed``).
+        self._confirmed_at = 0.0
+        self._cut_off = False  # logged that it stopped handing out records
         self.closing = False
         self._committed: Cursor | None = None
         self._generation = 0  # bumped by every rebalance callback
@@ -194,6 +199,7 @@ class GroupMember(ConsumerRebalanceListener):
                     return
                 log.warning("%s: cannot join: %s", self.group_id, e)
                 await asyncio.sleep(1.0)
+        heartbeats.watch(self.consumer, self._confirm)
         while True:
             try:
                 # Returns nothing (the partition is paused) after POLL_MS.
@@ -213,6 +219,9 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         self._generation += 1
+        # The group just answered this member's join (its session timer
+        # started a little earlier: the margin is the join's round trip).
+        self._confirm(time.monotonic())
         if self.tp in assigned:
             self.consumer.pause(self.tp)  # before it fetches: the Fetcher does
             if not self.closing:
@@ -248,10 +257,49 @@ class GroupMember(ConsumerRebalanceListener):
         log.debug("%s: holds the partition at %s", self.group_id, self.cursor)
         self.cluster.notify(self.name)
 
+    # -- being a member ------------------------------------------------------
+    def _confirm(self, sent: float) -> None:
+        """On the loop: the group answered a request of this member sent at *sent*."""
+        self._confirmed_at = max(self._confirmed_at, sent)
+        if self._cut_off:
+            self._cut_off = False
+            log.info("%s: the group answers again; handing out records", self.group_id)
+            self.cluster.notify(self.name)  # readers that found nothing may go on
+
+    def _confirmed(self) -> bool:
+        """Still surely the partition's holder?  A member the group has not
+        answered for its session timeout may have been expelled, and another
+        mount may read on from the last commit: it hands out nothing more
+        (at-least-once instead of two mounts serving at once).  Read from the
+        trio thread too."""
+        return time.monotonic() - self._confirmed_at < SESSION_TIMEOUT_MS / 1000
+
+    def _refuse_cut_off(self) -> None:
+        if not self._cut_off:
+            self._cut_off = True
+            log.warning("%s: no answer from the group for %.0f s: handing out no more"
+                        " records until it answers", self.group_id, SESSION_TIMEOUT_MS / 1000)
+
     # -- records ---------------------------------------------------------------
     def wants_records(self) -> bool:
         """For the Fetcher: fetch this member's partition now?"""
         return self.held and not self.closing and not self._paused
+
+    def shed(self, limit: int) -> int | None:
+        """For the Fetcher: drop the newest buffered records beyond *limit*
+        bytes (never the first: a reader must get on); the offset of the
+        first dropped, or None."""
+        dropped = None
+        with self._lock:
+            while self._buffered > limit and len(self._buffer) > 1:
+                rec = self._buffer.pop()
+                self._buffered -= len(rec.data)
+                dropped = rec.offset
+        return dropped
+
+    def buffered(self) -> int:
+        """For the Fetcher: bytes fetched and not yet read."""
+        return self._buffered
 
     def fetched(self, records) -> None:
         """From the Fetcher: the fetch position moved past *records* (maybe
@@ -273,7 +321,9 @@ class GroupMember(ConsumerRebalanceListener):
                 self._buffer.append(rec)
                 self._buffered += len(rec.data)
                 added = True
-        if self._buffered > PAUSE_BYTES:
+        # Stop fetching ahead at the member's share of the mount's fetch
+        # budget; go on at half of it: the next fetch arrives before it runs dry.
+        if self._buffered >= self.cluster.fetcher.share:
             self._paused = True
         if added:
             self.cluster.notify(self.name)
@@ -285,7 +335,7 @@ class GroupMember(ConsumerRebalanceListener):
 
     def _resume_if_drained(self) -> None:
         """On the loop: fetch again once the buffer ran low."""
-        if self._paused and self._buffered < RESUME_BYTES:
+        if self._paused and self._buffered < self.cluster.fetcher.share // 2:
             self._paused = False
             self.cluster.fetcher.wake()
 
@@ -334,14 +384,17 @@ class GroupMember(ConsumerRebalanceListener):
                 await asyncio.wait_for(self._settled.wait(), SETTLE_WAIT)
         if not self.held or self.closing:
             return Fetched(self.cursor, [])
+        if not self._confirmed():
+            self._refuse_cut_off()
+            return Fetched(self.cursor, [])
         with self._lock:
             fetched = Fetched(self.cursor, self._slice(max_bytes))
         if fetched.records:
             return fetched
         await self._catch_up()
         with self._lock:
-            records = self._slice(max_bytes) if self.held and not self.closing else []
-            return Fetched(self.cursor, records)
+            ok = self.held and not self.closing and self._confirmed()
+            return Fetched(self.cursor, self._slice(max_bytes) if ok else [])
 
     async def _catch_up(self) -> None:
         """Wait until the records below the partition's current end are buffered."""
@@ -417,7 +470,8 @@ class GroupMember(ConsumerRebalanceListener):
         4 records/s on 200 pipes was a sixth of all requests): the reader
         then waits, and ``_add`` or ``_load`` wakes it."""
         with self._lock:
-            ready = not self.closing and self.held and self._settled.is_set()
+            ready = (not self.closing and self.held and self._settled.is_set()
+                     and self._confirmed())
             records = self._slice(max_bytes) if ready else []
             if not records:
                 if not blocking:
@@ -433,7 +487,7 @@ class GroupMember(ConsumerRebalanceListener):
                 moved = True
             else:
                 moved = False
-            resume = self._paused and self._buffered < RESUME_BYTES
+            resume = self._paused and self._buffered < self.cluster.fetcher.share // 2
         if moved and (resume or not self._dirty.is_set()):
             with contextlib.suppress(RuntimeError):  # the loop is closed: so is the member
                 self._loop.call_soon_threadsafe(self._moved)
@@ -474,6 +528,7 @@ class GroupMember(ConsumerRebalanceListener):
                             break
                     continue
                 meta = wire.encode_cursor(cursor)
+                sent = time.monotonic()
                 try:
                     await self.consumer.commit({self.tp: OffsetAndMetadata(cursor.offset, meta)})
                 except Exception as e:  # noqa: BLE001 - logged; Kafka keeps the older cursor
@@ -481,6 +536,7 @@ class GroupMember(ConsumerRebalanceListener):
                     ok = False
                     break
                 self._committed = cursor
+                self._confirm(sent)  # a commit is accepted from the current generation only
             if final:
                 with self._lock:
                     self.held = False

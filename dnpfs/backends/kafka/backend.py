@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 # headers besides the value.  1,000,000 leaves ample room for all of that.
 DEFAULT_MAX_RECORD = 1_000_000
 RECORD_OVERHEAD = 4096  # batch header, record framing, headers: generously
-MAX_REQUEST = 1 << 20  # the producer's own limit; a record of MAX_RECORD fits
+MAX_REQUEST = 1 << 20
+# Records fetched but not yet read, all pipes of a mount together (see
+# _fetcher.Fetcher.share): Kafka's consumer bounds a fetch by fetch.max.bytes.
+DEFAULT_FETCH_BUDGET = 64 << 20  # the producer's own limit; a record of MAX_RECORD fits
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
 _PREFIX = re.compile(r"[A-Za-z0-9._-]*")
@@ -55,12 +58,14 @@ class KafkaBackend(Backend):
         config_file: Path | str | None = None,
         replication_factor: int = 1,
         max_record_size: int = DEFAULT_MAX_RECORD,
+        fetch_budget: int = DEFAULT_FETCH_BUDGET,
     ) -> None:
         self.bootstrap = bootstrap.strip()
         self.topic_prefix = topic_prefix
         self.config_file = config_file
         self.replication_factor = replication_factor
         self.max_record_size = max_record_size
+        self.fetch_budget = fetch_budget
         self.description = f"kafka:{self.bootstrap}" + (f"/{topic_prefix}" if topic_prefix else "")
         self._config: ClientConfig | None = None
         self._bridge = Bridge()
@@ -79,6 +84,8 @@ class KafkaBackend(Backend):
                              " use at most 200 of [A-Za-z0-9._-]")
         if self.replication_factor < 1:
             raise StoreError("the replication factor must be at least 1")
+        if self.fetch_budget < 1 << 20:
+            raise StoreError("the fetch budget (--fetch-mib) must be at least 1 MiB")
         self._config = ClientConfig.load(self.config_file)
         if self.config_file is not None:
             log.info("Kafka client settings from %s: %s", self.config_file, self._config.describe())
@@ -100,6 +107,7 @@ class KafkaBackend(Backend):
             self._config,
             self.replication_factor,
             max(MAX_REQUEST, self.max_record_size + (64 << 10)),
+            fetch_budget=self.fetch_budget,
             notify=lambda name, gone=False: self._bridge.to_trio(on_change, name, gone),
         )
         try:

@@ -9,7 +9,8 @@ hardware", "fetch sessions"):
   their own;
 - ``produce``: produce requests written in pieces, and a cap on their size;
 - ``batches``: record batches whose CRC the CPU computes;
-- ``fetch_request``: Fetch requests with the fields of a fetch session.
+- ``fetch_request``: Fetch requests with the fields of a fetch session;
+- ``heartbeats``: which heartbeats of a group member the coordinator answered.
 
 Internals change without notice, so:
 
@@ -47,6 +48,7 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("aiokafka.client", "ConnectionGroup", "produce"),
     ("aiokafka.producer.message_accumulator", "MessageAccumulator.drain_by_nodes", "produce"),
     ("aiokafka.producer.message_accumulator", "MessageBatch.remaining_linger", "produce"),
+    ("aiokafka.producer.sender", "Sender.sender_task", "produce"),
     # batches.py: batches whose CRC the CPU computes
     ("aiokafka.record.default_records", "_DefaultRecordBatchBuilderPy._write_header", "batches"),
     ("aiokafka.record.default_records", "_DefaultRecordBatchBuilderPy.HEADER_STRUCT", "batches"),
@@ -54,6 +56,8 @@ INTERNALS: list[tuple[str, str, str]] = [
     # fetch_request.py: aiokafka's FetchRequest with the session fields filled in
     ("aiokafka.protocol.fetch", "FetchRequest.build", "fetch_request"),
     ("aiokafka.protocol.fetch", "FetchRequest_v11", "fetch_request"),
+    # heartbeats.py: a member hears of each answered heartbeat
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator._do_heartbeat", "heartbeats"),
 ]
 
 # Instance attributes (set in __init__, so not on the class): checked by the
@@ -61,7 +65,7 @@ INTERNALS: list[tuple[str, str, str]] = [
 INSTANCE_INTERNALS: list[tuple[str, str, str]] = [
     ("AIOKafkaConnection", "_writer _requests _versions _client_id _request_timeout "
                            "_last_action", "frames, produce"),
-    ("AIOKafkaProducer", "_message_accumulator", "batches, produce"),
+    ("AIOKafkaProducer", "_message_accumulator _sender", "batches, produce"),
     ("MessageAccumulator", "_batch_size _compression_type _cluster _batches", "batches, produce"),
     ("MessageBatch", "_builder", "produce"),
 ]

@@ -166,3 +166,14 @@ def cap_requests(accumulator, limit: int) -> None:
 def cap_producer(producer, limit: int) -> None:
     """``cap_requests`` on the accumulator of *producer* (an AIOKafkaProducer)."""
     cap_requests(producer._message_accumulator, limit)
+
+
+def producer_failed(producer) -> BaseException | None:
+    """The error that stopped *producer*'s sender for good, or None while it
+    runs.  aiokafka's sender ends on OutOfOrderSequenceNumber (and
+    ProducerFenced) and then fails every later send with it: only a new
+    producer writes again."""
+    task = producer._sender.sender_task
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()
