@@ -1,9 +1,9 @@
 """Split brain: reader mounts of one pipe on both sides of a network split.
 
-Host a holds the pipe's reader group and reads slowly, so its daemon has
-records buffered when its cable is cut; host b waits in the group.  After
-the session timeout the broker gives the partition to b, which reads on from
-a's last commit.  A cut-off mount must stop handing out records by then
+Two hosts read the pipe slowly in one reader group: one of them holds it
+(the assignor picks either) and has records buffered when its cable is cut
+("a" below); the other waits ("b").  After the session timeout the broker
+gives the partition to b, which reads on from a's last commit.  A cut-off mount must stop handing out records by then
 (issue #26, item 4): else both hosts serve the pipe at once."""
 
 from __future__ import annotations
@@ -89,23 +89,33 @@ def test_a_cut_off_reader_mount_stops_before_the_other_side_takes_over(
                                        str(tmp_path / "reads-a.txt"), "50"]))
         wait_for(lambda: membership(a / "p") == "reading", 30, what="host a to read")
         procs.append(hosts.popen("b", [sys.executable, "-c", READER, str(b / "p"),
-                                       str(tmp_path / "reads-b.txt"), "1000"]))
-        wait_for(lambda: membership(b / "p") == "standby", 30, what="host b to wait")
-        time.sleep(5)  # a's daemon buffers what its slow reader has not read yet
+                                       str(tmp_path / "reads-b.txt"), "50"]))
+        # The rebalance as b joins gives the partition to either member (the
+        # assignor orders them by member id): the one reading is cut off.
+        def settled():
+            roles = {h: membership(mounts[h] / "p") for h in ("a", "b")}
+            return roles if set(roles.values()) == {"reading", "standby"} else None
+
+        roles = wait_for(settled, 30, what="one host to read and the other to wait")
+        cut_host, other = ("a", "b") if roles["a"] == "reading" else ("b", "a")
+        time.sleep(5)  # its daemon buffers what its slow reader has not read yet
         cut = time.time()
-        hosts.cut("a")
+        hosts.cut(cut_host)
         time.sleep(CUT)
-        hosts.heal("a")
+        hosts.heal(cut_host)
         healed = time.time()
         time.sleep(3)
     finally:
-        hosts.heal("a")
+        if "cut_host" in locals():
+            hosts.heal(cut_host)
         for p in procs:
             p.kill()
             p.wait(timeout=10)
         for m in mounts.values():
             m.stop()
-    a_reads, b_reads = reads(tmp_path / "reads-a.txt"), reads(tmp_path / "reads-b.txt")
+    # a: the host cut off, b: the one waiting, whichever mount that was.
+    a_reads = reads(tmp_path / f"reads-{cut_host}.txt")
+    b_reads = reads(tmp_path / f"reads-{other}.txt")
     # After the heal a may get the partition back in a rebalance (a hand-over
     # with commits, not a split): only its reads while cut off count.
     a_last = max(t for t, _ in a_reads if t < healed)
