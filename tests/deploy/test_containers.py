@@ -8,11 +8,13 @@ killed, and how they recover.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import pytest
 
-from ..util import wait_for
+from ..util import proc_state, wait_for
 from .conftest import ensure_debs, sh
 from .containers import FUSE, Engine, SharedDir, busybox_image, fuse_mounts_on, podman
 from .image import BASE
@@ -184,3 +186,40 @@ def test_busybox_container_reads_with_cat(image, engine, shared, busybox):
                        image=busybox)
     sh(["sh", "-c", f"seq 1 {LINES} > {pipes(shared)}/lines"], timeout=60)
     assert wait_log(engine, reader, "reader-rc=", timeout=60) == seq(LINES) + "reader-rc=0\n"
+
+
+@pytest.mark.parametrize("sig", ["INT", "TERM", "KILL"])
+def test_readers_on_the_host_and_in_an_app_container_blocked_on_a_container_mount_end_at_once(
+        image, engine, shared, sig):
+    """dnpfs in its container's PID namespace cannot see the host's processes
+    or another container's (FUSE reports them as pid 0): a blocked reader
+    there is ended by the kernel's FUSE interrupt.  A host `dd` and a `cat` in
+    an application container, both blocked on an empty pipe, end within a
+    second of the signal, and the pipe still works."""
+    start_dnpfs(engine, image, shared, engine.volume("store"))
+    sh(["mkfifo", str(pipes(shared) / "idle")])
+    # The default action for SIGINT: background jobs of a shell ignore it.
+    host = subprocess.Popen(["python3", "-c",
+                             "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+                             f" os.execvp('dd', ['dd', 'if={pipes(shared) / 'idle'}',"
+                             " 'of=/dev/null', 'status=none'])"])
+    # In the foreground of the container's shell, so SIGINT keeps its default.
+    app = start_app(engine, shared, "blocked",
+                    "sh -c 'echo started $$; exec cat /mnt/dnpfs/pipes/idle'; echo app-rc=$?")
+    started = wait_log(engine, app, "started ")
+    cat_pid = started.split("started ", 1)[1].split()[0]
+    wait_for(lambda: proc_state(host.pid) in ("S", "D"), 10, what="the host reader to block")
+    time.sleep(1.0)  # both in read()
+    assert host.poll() is None and "app-rc=" not in engine.logs(app)
+    start = time.monotonic()
+    host.send_signal(getattr(signal, f"SIG{sig}"))
+    engine.exec(app, f"kill -{sig} {cat_pid}")
+    host.wait(5)
+    host_took = time.monotonic() - start
+    wait_log(engine, app, "app-rc=", timeout=5)
+    app_took = time.monotonic() - start
+    assert host_took < 1.0, f"the host reader took {host_took:.2f} s to end"
+    assert app_took < 2.0, f"the container's reader took {app_took:.2f} s (podman exec included)"
+    # The pipe serves the next reader, and nothing was taken from it.
+    sh(["sh", "-c", f"echo still > {pipes(shared)}/idle"], timeout=30)
+    assert sh(["timeout", "30", "cat", str(pipes(shared) / "idle")], timeout=60).stdout == "still\n"
