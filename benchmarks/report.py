@@ -223,7 +223,7 @@ _LIFT_READ = (
     " into a reply), the kernel's FUSE reply about 10 % (docs/decisions.md, \"pyfuse3 keeps"
     " the GIL\"). Tried: pyfuse3 with the GIL released around /dev/fuse I/O, which lets only"
     " that 10 % run beside the Kafka thread: 0.91-1.09× on read, 0.90-1.21× through (three"
-    " interleaved series), not kept. Would lift it: fewer Python steps per record and read,"
+    " interleaved series; the same build on both sides gave 1.21× through), not kept. Would lift it: fewer Python steps per record and read,"
     " and replying from the fetch response's buffer (response buffers not reused while"
     " records view them, and a pyfuse3 reply that takes a list of buffers). Not tried.")
 _LIFT_SMALL = (
