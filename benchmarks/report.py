@@ -111,12 +111,25 @@ def targets(results: dict) -> list[dict]:
             if phase == "read" and ref is not None:
                 # dnpfs reads fetch responses itself (dnpfs/backends/kafka/_aiokafka/frames.py),
                 # so aiokafka's reader no longer bounds it: the daemon's CPU does.
-                d = s["dnpfs.read"]
+                d, k = s["dnpfs.read"], s["kcat.read"]
                 cpu = _per_gib(d, "daemon_cpu_s")
                 bound = (f"the reading daemon: {cpu:.2f} CPU s/GiB, its two threads sharing one"
                          " GIL (FUSE replies, joining records into them, copying values out of"
                          f" fetch responses); plain aiokafka reaches {ref:.2f}× kcat, dnpfs"
                          f" {mine:.2f}× aiokafka")
+                if d.get("broker_cpu_s") is not None and k.get("broker_cpu_s") is not None:
+                    # With every core busy, MiB/s goes with the inverse of the CPU all
+                    # processes spend per GiB: the ratio of those is the ceiling here.
+                    mine_all = sum(_per_gib(d, f) for f in
+                                   ("daemon_cpu_s", "broker_cpu_s", "client_cpu_s"))
+                    kcat_all = sum(_per_gib(k, f) for f in ("broker_cpu_s", "client_cpu_s"))
+                    bound += (f"; CPU s/GiB of all processes: dnpfs {mine_all:.2f} (daemon"
+                              f" {cpu:.2f}, broker {_per_gib(d, 'broker_cpu_s'):.2f}, cat"
+                              f" {_per_gib(d, 'client_cpu_s'):.2f}), kcat {kcat_all:.2f} (broker"
+                              f" {_per_gib(k, 'broker_cpu_s'):.2f}, kcat"
+                              f" {_per_gib(k, 'client_cpu_s'):.2f}): {kcat_all / mine_all:.2f}×;"
+                              " machine cores busy while dnpfs read"
+                              f" {d['machine_busy_s'] / d['wall_s']:.2f}")
             elif ref is not None and mine is not None:
                 # The client bounds dnpfs only where it misses the target itself.
                 who = "client library" if ref < want else "dnpfs itself"
@@ -218,7 +231,10 @@ _LIFT_WRITE = (
     " bytes), not tried; a broker on a machine of its own (here it shares two cores with the"
     " daemons and dd).")
 _LIFT_READ = (
-    "the reading daemon's Python: CPython's interpreter was about 35 % of its CPU in a perf"
+    "CPU per GiB: with the cores busy, dnpfs reads at about kcat's CPU per GiB over its own"
+    " (all processes, bound above), so 0.8× needs dnpfs's whole path within 1.25× of kcat's,"
+    " the daemon at about a third of its CPU per GiB now. Where it goes: the reading daemon's"
+    " Python: CPython's interpreter was about 35 % of its CPU in a perf"
     " profile, copies in user space 13 % (values out of the fetch response, records joined"
     " into a reply), the kernel's FUSE reply about 10 % (docs/decisions.md, \"pyfuse3 keeps"
     " the GIL\"). Tried: pyfuse3 with the GIL released around /dev/fuse I/O, which lets only"
