@@ -172,7 +172,7 @@ class Fetcher:
         for want in self._wants.values():
             want.member.set_share(share)
             if share < self.share:
-                dropped = want.member.shed(share)
+                dropped = want.member.shed(share, keep_first=False)
                 if dropped is not None and dropped < want.position:
                     want.position = dropped
         self.share = share

@@ -87,6 +87,7 @@ STOP_TIMEOUT = 5.0
 # members spent 0.37 of a core at 500 ms (docs/decisions.md, "what an idle
 # group member costs").
 HEARTBEAT_MS = 1000
+IDLE_CONNECTION_MS = 10_000
 SESSION_TIMEOUT_MS = 10_000
 CONSUMER_SETTINGS: dict[str, Any] = dict(
     enable_auto_commit=False,
@@ -108,6 +109,11 @@ CONSUMER_SETTINGS: dict[str, Any] = dict(
     # anyway; 200 members were 1,000 idle wake-ups a second.
     consumer_timeout_ms=POLL_MS,
     retry_backoff_ms=100,
+    # Its client keeps a connection for metadata besides the coordinator's,
+    # idle but for a metadata refresh every 5 minutes: closed when idle, it
+    # is a connection per reader group fewer (reopened when needed).  The
+    # coordinator's, busy with heartbeats, stays open.
+    connections_max_idle_ms=IDLE_CONNECTION_MS,
 )
 
 
@@ -304,7 +310,8 @@ class GroupMember(ConsumerRebalanceListener):
     def wants_records(self) -> bool:
         """For the Fetcher: fetch this member's partition now?"""
         state = self.state
-        return state.held and not state.closing and not state.paused
+        with state.lock:
+            return state.held and not state.closing and not state.paused
 
     def set_share(self, share: int) -> None:
         """From the Fetcher: the member may buffer about *share* bytes; once
@@ -313,17 +320,25 @@ class GroupMember(ConsumerRebalanceListener):
         with self.state.lock:
             self.state.resume_below = share // 2
 
-    def shed(self, limit: int) -> int | None:
+    def shed(self, limit: int, keep_first: bool = True) -> int | None:
         """For the Fetcher: drop the newest buffered records beyond *limit*
-        bytes (never the first: a reader must get on); the offset of the
-        first dropped, or None."""
+        bytes; the offset of the first dropped, or None.
+
+        *keep_first*: never the first, so that a reader gets on (a fetch
+        brings at least a whole batch, whatever it asked for).  Else a record
+        larger than the share goes too, and the member fetches no more until
+        a reader asks (``fetch``): a reader that took part of a record and
+        keeps its file open, idle, does not hold the rest of it beyond the
+        member's share."""
         dropped = None
         state = self.state
         with state.lock:
-            while state.buffered > limit and len(state.buffer) > 1:
+            while state.buffered > limit and len(state.buffer) > keep_first:
                 rec = state.buffer.pop()
                 state.buffered -= len(rec.data)
                 dropped = rec.offset
+            if not state.buffer and dropped is not None:
+                state.paused = True  # until a reader asks
         return dropped
 
     def buffered(self) -> int:
@@ -387,6 +402,12 @@ class GroupMember(ConsumerRebalanceListener):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), SETTLE_WAIT)
         state = self.state
+        with state.lock:
+            resume = state.paused and not state.buffer  # shed it all (``shed``)
+            if resume:
+                state.paused = False
+        if resume:
+            self.fetcher.wake()
         with state.lock:
             if not state.held or state.closing:
                 return Fetched(state.cursor, [])

@@ -9,8 +9,10 @@ common case when reading a backlog).  So the trio thread reads:
   the loop publishes a new one whole (``Shared.publish``), readers take
   whichever is current.  No lock: replacing one attribute is atomic.
 - ``MemberState``: one reader group's member on this mount: its cursor,
-  whether it holds the partition, its buffer of fetched records.  Read and
-  changed only under its ``lock``, by either thread, never across an await.
+  whether it holds the partition, its buffer of fetched records.  Changed
+  only under its ``lock``, by either thread, never across an await.  The
+  trio thread reads it under the lock only; the loop may read one field
+  without it (a single attribute read is atomic), never decide on two.
 - ``Shared.members``: which members the mount has, changed and read under
   the registry's lock.
 
@@ -41,9 +43,9 @@ class MountView:
 
 
 class MemberState:
-    """One member's cursor and buffer.  Every field changes under ``lock``;
-    the methods take it themselves, except those named ``*_locked``, which
-    expect their caller to hold it."""
+    """One member's cursor and buffer.  Every field changes under ``lock``
+    (see the module doc); the methods take it themselves, except those named
+    ``*_locked``, which expect their caller to hold it."""
 
     __slots__ = ("lock", "cursor", "held", "closing", "settled", "confirmed_at", "session_s",
                  "buffer", "buffered", "paused", "resume_below", "dirty", "tell_loop")
@@ -130,8 +132,8 @@ class MemberState:
             ready = not self.closing and self.held and self.settled and self.confirmed()
             records = self.slice_locked(max_bytes) if ready else []
             if not records:
-                if not blocking:
-                    return None
+                if not blocking or self.paused:
+                    return None  # (paused with nothing buffered: the loop resumes fetching)
                 fetched = Fetched(self.cursor, [])
                 new, result = decide(fetched)
                 return ((result,), False) if new == fetched.cursor else None
