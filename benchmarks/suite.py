@@ -31,10 +31,10 @@ from .steps import Bench
 
 FULL = dict(bulk_mib=1024, record_kib=128, reps=5, reps_small=3, lines=200_000,
             latency_count=2000, scale_pipes="1,4,16,64", scale_mib=1024, embedded_mib=1024,
-            embedded_record_kib=1024)
+            embedded_record_kib=1024, readers="100,1000")
 QUICK = dict(bulk_mib=128, record_kib=128, reps=1, reps_small=1, lines=20_000,
              latency_count=300, scale_pipes="1,4,16,64", scale_mib=128, embedded_mib=128,
-             embedded_record_kib=1024)
+             embedded_record_kib=1024, readers="20,200")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
