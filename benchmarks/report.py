@@ -22,6 +22,7 @@ SMALL_RECORDS_S = 20_000
 P50_EXTRA_MS = 1.0
 P99_FACTOR = 2.0
 EMBEDDED_VS_FIFO = 0.5
+READERS_MAX_RSS = 300  # MiB, issue #26: a reading daemon with 100 readers on 100 pipes
 SATURATED_CORE = 0.85  # a daemon at this share of one core is GIL/CPU bound
 RISE = 1.05  # a step up in pipes counts as rising above this factor
 DROP = 0.90  # ... and as falling below this one
@@ -194,11 +195,16 @@ def targets(results: dict) -> list[dict]:
     target = "reading daemon: RSS grows by at most the fetch budget from 100 to 1,000 readers"
     if rd:
         few, many, growth, budget = readers_growth(rd)
+        peak = rd["reps"][0]["dnpfs.readers"]["waves"][0]["peak"]
+        add(f"reading daemon: RSS under {READERS_MAX_RSS} MiB with {few:,} readers",
+            peak < READERS_MAX_RSS, f"peak {peak:.0f} MiB")
         add(target.replace("100", f"{few:,}").replace("1,000", f"{many:,}"), growth <= budget,
             f"+{growth:.0f} MiB (budget {budget} MiB)",
             "each reader group is a consumer-group member with an aiokafka consumer of its own"
             " (objects, tasks, its coordinator connection): see Memory of readers")
     else:
+        add(f"reading daemon: RSS under {READERS_MAX_RSS} MiB with 100 readers", None,
+            "not measured")
         add(target, None, "not measured")
     return out
 

@@ -13,7 +13,8 @@
 
 aiokafka is asyncio-only: it runs on one asyncio loop in one thread owned by
 this backend (``_bridge``), and every method here hands its work to that loop
-(``_cluster``, ``_member``).  Callers see trio coroutines and dnpfs errors only.
+(``_cluster``), but for what it reads of ``_shared``.  Callers see trio
+coroutines and dnpfs errors only.
 """
 
 from __future__ import annotations
