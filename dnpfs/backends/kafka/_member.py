@@ -23,8 +23,9 @@ A member that does not hold the partition delivers nothing.
 
 What the trio thread reads of a member (its cursor, whether it holds the
 partition, its buffer) is its ``state``, a ``_shared.MemberState``: changed
-and read under that object's lock only, so a read whose bytes are already
-buffered crosses no thread (``Groups.try_consume``).
+only under that object's lock (and read under it from the trio thread), so a
+read whose bytes are already buffered crosses no thread
+(``Groups.try_consume``).
 
 A member reaches the rest of the mount only through its ``MemberContext``:
 the fetcher, and a few callables the mount's ``Groups`` hands it.
