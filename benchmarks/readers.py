@@ -49,8 +49,8 @@ for path in sys.argv[2:]:
 
 
 def fill(paths: list[Path], size: int, workers: int = 4) -> None:
-    fillers = [subprocess.Popen([sys.executable, "-c", FILLER, str(size), *map(str, paths[i::workers])])
-               for i in range(workers)]
+    fillers = [subprocess.Popen([sys.executable, "-c", FILLER, str(size),
+                                 *map(str, paths[i::workers])]) for i in range(workers)]
     for p in fillers:
         if p.wait(timeout=900) != 0:
             raise RuntimeError(f"filling pipes failed (exit {p.returncode})")

@@ -271,12 +271,14 @@ class Cluster:
 
     def try_consume(self, name: str, group: str, max_bytes: int, decide, blocking: bool = False):
         """From the trio thread: see ``Groups.try_consume``."""
+        if self.groups is None:
+            return None
         return self.groups.try_consume(name, group, max_bytes, decide, blocking)
 
     def peek_cursor(self, name: str, group: str) -> Cursor | None:
         """From the trio thread: see ``Groups.peek_cursor``."""
-        return self.groups.peek_cursor(name, group)
+        return None if self.groups is None else self.groups.peek_cursor(name, group)
 
     def membership(self, name: str, group: str) -> str | None:
         """From the trio thread: see ``Backend.membership``."""
-        return self.groups.membership(name, group)
+        return None if self.groups is None else self.groups.membership(name, group)

@@ -59,6 +59,8 @@ class Groups:
 
     async def close(self) -> None:
         members = list(self._members.values())
+        for (name, group), member in self._members.items():
+            self.shared.remove_member(name, group, member.state)
         self._members.clear()
         await asyncio.gather(*(m.close() for m in members), *self._closing,
                              return_exceptions=True)

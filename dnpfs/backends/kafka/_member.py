@@ -272,7 +272,8 @@ class GroupMember(ConsumerRebalanceListener):
         """Read the committed cursor of the partition just assigned."""
         while generation == self._generation and not self.closing:
             try:
-                committed = await asyncio.wait_for(self.context.committed(self.group_id, self.tp), 5)
+                committed = await asyncio.wait_for(
+                    self.context.committed(self.group_id, self.tp), 5)
                 break
             except (TimeoutError, KafkaError) as e:
                 log.info("%s: reading the committed cursor: %s", self.group_id, e)

@@ -158,7 +158,8 @@ class Shared:
     def publish(self, **changes) -> None:
         """From the loop: replace the view (``topics``, ``health``)."""
         view = self.view
-        self.view = MountView(changes.get("topics", view.topics), changes.get("health", view.health))
+        self.view = MountView(changes.get("topics", view.topics),
+                              changes.get("health", view.health))
 
     def add_member(self, name: str, group: str, state: MemberState) -> None:
         with self._lock:
