@@ -1,6 +1,6 @@
 """`python -m benchmarks`: run the scenarios, write results, plots and docs.
 
-    python -m benchmarks                  # everything, ~9 minutes on 2 cores
+    python -m benchmarks                  # everything, ~9 minutes on 2 cores (+~5: readers)
     python -m benchmarks --quick          # a smoke run: small sizes, ~1 minute
     python -m benchmarks --only bulk,latency --bulk-mib 256
 
