@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from dnpfs.backends.kafka._cluster import BATCH_BYTES
+from dnpfs.backends.kafka._appender import BATCH_BYTES
 
 PRODUCER = dict(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=BATCH_BYTES,
                 max_request_size=1_064_000, request_timeout_ms=30_000)

@@ -22,6 +22,7 @@ SMALL_RECORDS_S = 20_000
 P50_EXTRA_MS = 1.0
 P99_FACTOR = 2.0
 EMBEDDED_VS_FIFO = 0.5
+READERS_MAX_RSS = 300  # MiB, issue #26: a reading daemon with 100 readers on 100 pipes
 SATURATED_CORE = 0.85  # a daemon at this share of one core is GIL/CPU bound
 RISE = 1.05  # a step up in pipes counts as rising above this factor
 DROP = 0.90  # ... and as falling below this one
@@ -203,7 +204,31 @@ def targets(results: dict) -> list[dict]:
             _LIFT_SCALING)
     else:
         add(target, None, "not measured")
+
+    rd = _ok(sc, "readers")
+    target = "reading daemon: RSS grows by at most the fetch budget from 100 to 1,000 readers"
+    if rd:
+        few, many, growth, budget = readers_growth(rd)
+        peak = rd["reps"][0]["dnpfs.readers"]["waves"][0]["peak"]
+        add(f"reading daemon: RSS under {READERS_MAX_RSS} MiB with {few:,} readers",
+            peak < READERS_MAX_RSS, f"peak {peak:.0f} MiB")
+        add(target.replace("100", f"{few:,}").replace("1,000", f"{many:,}"), growth <= budget,
+            f"+{growth:.0f} MiB (budget {budget} MiB)",
+            "each reader group is a consumer-group member with an aiokafka consumer of its own"
+            " (objects, tasks, its coordinator connection): see Memory of readers")
+    else:
+        add(f"reading daemon: RSS under {READERS_MAX_RSS} MiB with 100 readers", None,
+            "not measured")
+        add(target, None, "not measured")
     return out
+
+
+def readers_growth(rd: dict) -> tuple[int, int, float, int]:
+    """(few, many, RSS growth from few to many readers in MiB, budget in MiB)."""
+    held = rd["reps"][0]["dnpfs.readers"]
+    first, last = held["waves"][0], held["waves"][-1]
+    return first["readers"], last["readers"], last["rss"] - first["rss"], \
+        rd["params"]["budget_mib"]
 
 
 def _cores(step: dict) -> dict:
@@ -506,6 +531,29 @@ def _scaling_md(sc: dict, cores: int, pictures: dict, image_dir: str) -> str:
     return "\n".join(out)
 
 
+def _readers_md(rd: dict) -> str:
+    p = rd["params"]
+    held = rd["reps"][0]["dnpfs.readers"]
+    few, many, growth, budget = readers_growth(rd)
+    rows = [["at start", f"{held['start']:.0f}", "–"]]
+    rows += [[f"{w['readers']:,} readers holding their files open", f"{w['rss']:.0f}",
+              f"{w['peak']:.0f}"] for w in held["waves"]]
+    rows.append([f"**growth from {few:,} to {many:,} readers**", f"**+{growth:.0f}**",
+                 f"budget {budget}"])
+    return "\n".join([
+        "## Memory of readers (Kafka)\n",
+        f"What a reading daemon holds, at its default fetch budget (`--fetch-mib {budget}`),"
+        " for readers that read a little and keep their files open"
+        f" (benchmarks/readers.py): pipes filled through mount A, {few:,} of"
+        f" {size_text(p['big'])} and {many - few:,} of {size_text(p['small'])}, in 128 KiB"
+        f" writes; readers on mount B read {p['read'] >> 10} KiB of each pipe and keep it open,"
+        f" {few:,} first, then the others. RSS of mount B's daemon once it stops growing."
+        " The fetched records stay within the budget; the rest is what each reader group"
+        " costs (an aiokafka consumer of its own, its coordinator connection, heartbeat and"
+        " commit tasks: docs/decisions.md, \"what a reader group costs a reading mount\").\n",
+        _table(["reading daemon", "RSS MiB", "peak MiB"], rows)])
+
+
 def _close_wait(step: dict) -> float | None:
     """Median seconds from a writer's last write to its close returning."""
     if step.get("median_closed_s") is None or step.get("median_written_s") is None:
@@ -626,6 +674,8 @@ def markdown(results: dict, pictures: dict[str, str], image_dir: str = "benchmar
         parts += [_latency_md(_ok(sc, "latency"), _ok(sc, "embedded"), pictures, image_dir), ""]
     if _ok(sc, "scaling"):
         parts += [_scaling_md(sc["scaling"], meta["machine"]["cores"], pictures, image_dir), ""]
+    if _ok(sc, "readers"):
+        parts += [_readers_md(sc["readers"]), ""]
     if _ok(sc, "embedded"):
         parts += [_embedded_md(sc["embedded"], pictures, image_dir), ""]
     parts += _queue_md()

@@ -19,7 +19,7 @@ import os
 import statistics
 from collections.abc import Callable, Iterator
 
-from . import steps
+from . import readers, steps
 from .rig import MiB, Mount, NullMount, RigError
 from .steps import Bench
 
@@ -350,6 +350,32 @@ def scaling(bench: Bench) -> dict:
                                             "pipes": counts}, reps, ratios)
 
 
+def readers_memory(bench: Bench) -> dict:
+    """What a reading daemon holds for readers that keep their files open
+    (benchmarks/readers.py), at its default fetch budget (--fetch-mib 64)."""
+    few, many = (int(x) for x in bench.args.readers.split(","))
+    big, small = (readers.BIG, readers.SMALL) if not bench.args.quick else (1 << 20, 256 << 10)
+    bench.say(f"reading daemon memory: {few} readers on pipes of {big / MiB:.1f} MiB, then"
+              f" {many} (the others {small >> 10} KiB), each reading {readers.READ >> 10} KiB"
+              " and keeping its file open")
+    with kafka_mounts(bench, "readers") as (A, B):
+        sub = "readers."
+        pipes = [f"{sub}{i:04d}" for i in range(many)]
+        bench.admin.create([bench.topic(p) for p in pipes])
+        for p in pipes:  # both mounts see them (a lookup asks the broker)
+            if not (os.path.exists(A / p) and os.path.exists(B / p)):
+                raise RigError(f"pipe {p} not visible on the mounts")
+        readers.fill([A / p for p in pipes[:few]], big)
+        readers.fill([A / p for p in pipes[few:]], small)
+        held = bench.run(f"{few} then {many} readers holding files open", readers.hold, B.pid,
+                         [[B / p for p in pipes[:few]], [B / p for p in pipes[few:]]])
+        bench.admin.delete_prefix(bench.topic(sub))
+    return {"title": "Memory of readers (Kafka)",
+            "params": {"few": few, "many": many, "big": big, "small": small,
+                       "read": readers.READ, "budget_mib": 64},
+            "reps": [{"dnpfs.readers": held}]}
+
+
 # -- the embedded store --------------------------------------------------------------------------
 
 def embedded(bench: Bench) -> dict:
@@ -408,5 +434,6 @@ SCENARIOS: dict[str, Callable[[Bench], dict]] = {
     "latency": latency_kafka,
     "scaling": scaling,
     "embedded": embedded,
+    "readers": readers_memory,
 }
-KAFKA_SCENARIOS = {"bulk", "small", "latency", "scaling"}
+KAFKA_SCENARIOS = {"bulk", "small", "latency", "scaling", "readers"}

@@ -123,6 +123,9 @@ class Bench:
 
 def describe(result: dict) -> str:
     """One line for the progress output."""
+    if "waves" in result:
+        return "RSS MiB: start {:.0f}, ".format(result["start"]) + ", ".join(
+            f"{w['readers']} readers {w['rss']:.0f}" for w in result["waves"])
     if "p50_us" in result:
         return (f"p50 {result['p50_us'] / 1000:7.2f} ms   p99 {result['p99_us'] / 1000:7.2f} ms"
                 f"   ({result['n']} msgs)")

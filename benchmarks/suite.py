@@ -1,6 +1,6 @@
 """`python -m benchmarks`: run the scenarios, write results, plots and docs.
 
-    python -m benchmarks                  # everything, ~9 minutes on 2 cores
+    python -m benchmarks                  # everything, ~9 minutes on 2 cores (+~5: readers)
     python -m benchmarks --quick          # a smoke run: small sizes, ~1 minute
     python -m benchmarks --only bulk,latency --bulk-mib 256
 
@@ -31,10 +31,10 @@ from .steps import Bench
 
 FULL = dict(bulk_mib=1024, record_kib=128, reps=5, reps_small=3, lines=200_000,
             latency_count=2000, scale_pipes="1,4,16,64", scale_mib=1024, embedded_mib=1024,
-            embedded_record_kib=1024)
+            embedded_record_kib=1024, readers="100,1000")
 QUICK = dict(bulk_mib=128, record_kib=128, reps=1, reps_small=1, lines=20_000,
              latency_count=300, scale_pipes="1,4,16,64", scale_mib=128, embedded_mib=128,
-             embedded_record_kib=1024)
+             embedded_record_kib=1024, readers="20,200")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

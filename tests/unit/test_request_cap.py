@@ -9,7 +9,7 @@ import asyncio
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 
-from dnpfs.backends.kafka._cluster import BATCH_BYTES, REQUEST_BYTES
+from dnpfs.backends.kafka._appender import BATCH_BYTES, REQUEST_BYTES
 from dnpfs.backends.kafka._aiokafka.produce import cap_requests
 
 FULL = 990_000  # one value that nearly fills a batch, as a 128 KiB dd does in 7 writes

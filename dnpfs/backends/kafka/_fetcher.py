@@ -39,7 +39,7 @@ from ._aiokafka.frames import FetchConnection
 from ._records import FetchResponse, Unreadable, decode_fetch_v11, read_records
 
 if TYPE_CHECKING:
-    from ._cluster import Cluster
+    from ._catalog import Catalog
     from ._member import GroupMember
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,16 @@ class Want:
 
 
 class Fetcher:
-    def __init__(self, cluster: Cluster, budget: int) -> None:
-        self.cluster = cluster
+    def __init__(self, catalog: Catalog, budget: int) -> None:
+        # Where each partition is led (``leader``, ``stale_leaders``) and
+        # where a log starts (``list_offset``): all the fetcher asks of the mount.
+        self.catalog = catalog
         # Records fetched and not yet read, all members together, stay about
         # within the budget: without it, every member buffered up to
         # MAX_SHARE, 100 readers holding their files open 1 GiB
         # (docs/decisions.md, "a fetch budget per mount").
         self.budget = budget
-        self.share = MAX_SHARE  # what one member may buffer (read from the trio thread)
+        self.share = MAX_SHARE  # what one member may buffer
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
         self._conns: dict[int, FetchConnection] = {}
@@ -167,9 +169,10 @@ class Fetcher:
         while the budget was theirs alone (1,000 readers opened one after the
         other held ~3.5 times the budget)."""
         share = max(MIN_SHARE, min(MAX_SHARE, self.budget // max(1, len(self._wants))))
-        if share < self.share:
-            for want in self._wants.values():
-                dropped = want.member.shed(share)
+        for want in self._wants.values():
+            want.member.set_share(share)
+            if share < self.share:
+                dropped = want.member.shed(share, keep_first=False)
                 if dropped is not None and dropped < want.position:
                     want.position = dropped
         self.share = share
@@ -196,7 +199,7 @@ class Fetcher:
         self._changed.set()
         self._changed = asyncio.Event()
         for want in self._wants.values():
-            node = self.cluster.leader(want.topic)
+            node = self.catalog.leader(want.topic)
             if node >= 0 and node not in self._loops:
                 self._loops[node] = asyncio.create_task(self._loop(node), name=f"fetch {node}")
 
@@ -205,7 +208,7 @@ class Fetcher:
         due: dict[str, list[Want]] = {}
         for want in self._wants.values():
             if want.member.wants_records() and not want.resetting and \
-                    self.cluster.leader(want.topic) == node:
+                    self.catalog.leader(want.topic) == node:
                 due.setdefault(want.topic, []).append(want)
         return due
 
@@ -239,7 +242,7 @@ class Fetcher:
                 if not failing:
                     log.warning("fetching from broker %d: %s", node, e or type(e).__name__)
                 failing = True
-                self.cluster.stale_leaders()
+                self.catalog.stale_leaders()
                 self.client.force_metadata_update()  # a broker it does not know yet?
                 await asyncio.sleep(RETRY_WAIT)
                 continue
@@ -270,7 +273,7 @@ class Fetcher:
                     continue
                 if code != 0:
                     log.debug("fetching %s from broker %d: error %d", topic, node, code)
-                    self.cluster.stale_leaders()
+                    self.catalog.stale_leaders()
                     ok = False
                     continue
                 self.highwater[topic] = stable if stable >= 0 else highwater
@@ -309,7 +312,7 @@ class Fetcher:
         auto_offset_reset="earliest" did."""
         async def reset() -> None:
             try:
-                start = await self.cluster.list_offset(want.member.name, EARLIEST)
+                start = await self.catalog.list_offset(want.member.name, EARLIEST)
             except Exception as e:  # noqa: BLE001 - try again with the next request
                 log.info("%s: reading the log start: %s", want.member.group_id, e)
                 await asyncio.sleep(RETRY_WAIT)

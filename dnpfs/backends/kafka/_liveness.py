@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import NewTopic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -26,16 +28,21 @@ TOPIC_EXISTS = 36
 
 
 class Liveness:
-    def __init__(self, cluster) -> None:
-        self.cluster = cluster
-        self.topic = cluster.prefix + TOPIC
+    def __init__(self, prefix: str, admin: AIOKafkaAdminClient, replication_factor: int,
+                 consumer_kwargs: Callable[[], dict[str, Any]],
+                 producer: Callable[[], AIOKafkaProducer]) -> None:
+        self.admin = admin
+        self.replication_factor = replication_factor
+        self.consumer_kwargs = consumer_kwargs
+        self.producer = producer  # the mount's current one (it may be replaced)
+        self.topic = prefix + TOPIC
         self.heard: dict[str, float] = {}  # mount id -> loop.time() of its last heartbeat
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        response = await self.cluster.admin.create_topics(
-            [NewTopic(self.topic, 1, self.cluster.replication_factor,
+        response = await self.admin.create_topics(
+            [NewTopic(self.topic, 1, self.replication_factor,
                       topic_configs={"cleanup.policy": "compact"})], timeout_ms=10_000)
         [result] = response.to_object()["topic_errors"]
         if result["error_code"] not in (0, TOPIC_EXISTS):
@@ -43,7 +50,7 @@ class Liveness:
                         self.topic, result["error_code"])
             return
         tp = TopicPartition(self.topic, 0)
-        self._consumer = AIOKafkaConsumer(**self.cluster.consumer_kwargs(),
+        self._consumer = AIOKafkaConsumer(**self.consumer_kwargs(),
                                           enable_auto_commit=False, group_id=None)
         await self._consumer.start()
         self._consumer.assign([tp])
@@ -67,7 +74,7 @@ class Liveness:
                         self.heard[record.key.decode(errors="replace")] = now
 
     async def beat(self, mount_id: str) -> None:
-        await self.cluster.producer.send_and_wait(self.topic, b"", key=mount_id.encode(),
+        await self.producer().send_and_wait(self.topic, b"", key=mount_id.encode(),
                                                   partition=0)
 
     async def ages(self) -> dict[str, float]:

@@ -21,12 +21,14 @@ deliver the same bytes.  While this member holds the partition:
 
 A member that does not hold the partition delivers nothing.
 
-One exception to "asyncio thread only": ``try_consume`` is called from the
-trio thread, so a read whose bytes are already buffered crosses no thread.
-It touches only ``cursor``, ``held`` and the buffer, never an aiokafka
-object, under ``_lock``, which every change of those takes too (never across
-an await); what must follow on the loop (resume fetching, commit) is queued
-with ``call_soon_threadsafe``.
+What the trio thread reads of a member (its cursor, whether it holds the
+partition, its buffer) is its ``state``, a ``_shared.MemberState``: changed
+only under that object's lock (and read under it from the trio thread), so a
+read whose bytes are already buffered crosses no thread
+(``Groups.try_consume``).
+
+A member reaches the rest of the mount only through its ``MemberContext``:
+the fetcher, and a few callables the mount's ``Groups`` hands it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -48,9 +50,10 @@ from ..base import Fetched
 from . import wire
 from ._aiokafka import heartbeats
 from ._records import Unreadable
+from ._shared import MemberState
 
 if TYPE_CHECKING:
-    from ._cluster import Cluster
+    from ._fetcher import Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,6 @@ def commit_interval(held_groups: int) -> float:
 # The poll loop's getmany returns after this long (with nothing: the
 # partition is paused); it only keeps the member within max.poll.interval.
 POLL_MS = 5000
-MAX_FETCH_RECORDS = 4096
 STOP_TIMEOUT = 5.0
 
 # Consumer settings: quick rebalances, so a partition moves to another mount
@@ -86,6 +88,7 @@ STOP_TIMEOUT = 5.0
 # members spent 0.37 of a core at 500 ms (docs/decisions.md, "what an idle
 # group member costs").
 HEARTBEAT_MS = 1000
+IDLE_CONNECTION_MS = 10_000
 SESSION_TIMEOUT_MS = 10_000
 CONSUMER_SETTINGS: dict[str, Any] = dict(
     enable_auto_commit=False,
@@ -107,6 +110,11 @@ CONSUMER_SETTINGS: dict[str, Any] = dict(
     # anyway; 200 members were 1,000 idle wake-ups a second.
     consumer_timeout_ms=POLL_MS,
     retry_backoff_ms=100,
+    # Its client keeps a connection for metadata besides the coordinator's,
+    # idle but for a metadata refresh every 5 minutes: closed when idle, it
+    # is a connection per reader group fewer (reopened when needed).  The
+    # coordinator's, busy with heartbeats, stays open.
+    connections_max_idle_ms=IDLE_CONNECTION_MS,
 )
 
 
@@ -114,44 +122,69 @@ def group_id(topic: str, group: str) -> str:
     return f"dnpfs.{topic}" if not group else f"dnpfs.{topic}@{group}"
 
 
+@dataclass(frozen=True)
+class MemberContext:
+    """What a member needs of its mount, and nothing more."""
+
+    fetcher: Fetcher  # fetches the partition into the member's buffer while it holds it
+    consumer_kwargs: Callable[[], dict[str, Any]]  # connection settings for its consumer
+    pipe_exists: Callable[[str], bool]  # as last seen: no request
+    committed: Callable[[str, TopicPartition], Awaitable[OffsetAndMetadata]]  # group's cursor
+    end_offset: Callable[[str], Awaitable[int]]  # the pipe's end, as readers see it
+    held_groups: Callable[[], int]  # how many groups the mount holds (commit pacing)
+    notify: Callable[[str], None]  # wake the pipe's readers in the trio thread
+    drop: Callable[[GroupMember], None]  # forget a member that cannot join (pipe gone)
+
+
 class GroupMember(ConsumerRebalanceListener):
-    def __init__(self, cluster: Cluster, name: str, group: str) -> None:
-        self.cluster = cluster
+    def __init__(self, context: MemberContext, name: str, topic: str, group: str) -> None:
+        self.context = context
+        self.fetcher = context.fetcher
         self.name = name
         self.group = group
-        self.topic = cluster.topic(name)
+        self.topic = topic
         self.tp = TopicPartition(self.topic, 0)
         self.group_id = group_id(self.topic, group)
         self.consumer: AIOKafkaConsumer | None = None
-        self.cursor = Cursor()
-        self.held = False  # the partition is ours and ``cursor`` is loaded
-        # When the group last confirmed this member (time.monotonic() of the
-        # request it answered): past the session timeout, the broker may have
-        # given the partition to another mount (see ``_confirmed``).
-        self._confirmed_at = 0.0
+        self.state = MemberState(SESSION_TIMEOUT_MS / 1000)  # what the trio thread reads
         self._cut_off = False  # logged that it stopped handing out records
-        self.closing = False
         self._committed: Cursor | None = None
         self._generation = 0  # bumped by every rebalance callback
-        self._settled = asyncio.Event()  # no rebalance under way
+        self._settled = asyncio.Event()  # no rebalance under way (state.settled, to await)
         self._progress = asyncio.Event()  # replaced after each fetch response
-        self._dirty = asyncio.Event()
+        self._dirty = asyncio.Event()  # state.dirty, to await
         self._commit_lock = asyncio.Lock()
-        self._buffer: deque[StoredRecord] = deque()
-        self._buffered = 0
-        self._paused = False
         self._tasks: list[asyncio.Task] = []
         self._loader: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # cursor, held and the buffer change under this lock (see the module doc)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<member {self.group_id}>"
 
+    @property
+    def cursor(self) -> Cursor:
+        return self.state.cursor
+
+    @property
+    def held(self) -> bool:
+        return self.state.held
+
+    @property
+    def closing(self) -> bool:
+        return self.state.closing
+
+    def _set_settled(self, settled: bool) -> None:
+        with self.state.lock:
+            self.state.settled = settled
+        if settled:
+            self._settled.set()
+        else:
+            self._settled.clear()
+
     # -- life ----------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.state.tell_loop = self._tell_loop
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name=f"poll {self.group_id}"),
             asyncio.create_task(self._commit_loop(), name=f"commit {self.group_id}"),
@@ -159,11 +192,12 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def close(self) -> None:
         """Commit the cursor and leave the group, so the partition moves on."""
-        if self.closing:
-            return
-        self.closing = True
-        self.cluster.fetcher.remove(self)
-        self._settled.set()
+        with self.state.lock:
+            if self.state.closing:
+                return
+            self.state.closing = True
+        self.fetcher.remove(self)
+        self._set_settled(True)
         self._wake()
         try:
             await asyncio.wait_for(self._flush(final=True), STOP_TIMEOUT)
@@ -180,7 +214,7 @@ class GroupMember(ConsumerRebalanceListener):
                 log.warning("%s: leaving the group: %s", self.group_id, e)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(group_id=self.group_id, **self.cluster.consumer_kwargs(),
+        consumer = AIOKafkaConsumer(group_id=self.group_id, **self.context.consumer_kwargs(),
                                     **CONSUMER_SETTINGS)
         consumer.subscribe([self.topic], listener=self)
         return consumer
@@ -194,8 +228,8 @@ class GroupMember(ConsumerRebalanceListener):
             except Exception as e:  # noqa: BLE001 - KafkaError, or TLS/socket trouble
                 with contextlib.suppress(Exception):
                     await self.consumer.stop()
-                if self.name not in self.cluster.topics:
-                    self.cluster.drop_member(self)  # the pipe is gone: nothing to join
+                if not self.context.pipe_exists(self.name):
+                    self.context.drop(self)  # the pipe is gone: nothing to join
                     return
                 log.warning("%s: cannot join: %s", self.group_id, e)
                 await asyncio.sleep(1.0)
@@ -211,11 +245,11 @@ class GroupMember(ConsumerRebalanceListener):
     # -- rebalance listener ---------------------------------------------------
     async def on_partitions_revoked(self, revoked) -> None:
         self._generation += 1
-        self._settled.clear()
-        self.cluster.fetcher.remove(self)
+        self._set_settled(False)
+        self.fetcher.remove(self)
         await self._flush(final=True)
-        with self._lock:
-            self._clear()
+        with self.state.lock:
+            self.state.clear_locked()
 
     async def on_partitions_assigned(self, assigned) -> None:
         self._generation += 1
@@ -227,18 +261,19 @@ class GroupMember(ConsumerRebalanceListener):
             if not self.closing:
                 self._loader = asyncio.create_task(self._load(self._generation))
                 return
-        self.cluster.fetcher.remove(self)
-        with self._lock:
-            self.held = False
-            self._clear()
-        self._settled.set()
-        self.cluster.notify(self.name)
+        self.fetcher.remove(self)
+        with self.state.lock:
+            self.state.held = False
+            self.state.clear_locked()
+        self._set_settled(True)
+        self.context.notify(self.name)
 
     async def _load(self, generation: int) -> None:
         """Read the committed cursor of the partition just assigned."""
         while generation == self._generation and not self.closing:
             try:
-                committed = await asyncio.wait_for(self.cluster.committed(self.group_id, self.tp), 5)
+                committed = await asyncio.wait_for(
+                    self.context.committed(self.group_id, self.tp), 5)
                 break
             except (TimeoutError, KafkaError) as e:
                 log.info("%s: reading the committed cursor: %s", self.group_id, e)
@@ -247,32 +282,25 @@ class GroupMember(ConsumerRebalanceListener):
             return
         if generation != self._generation or self.closing:
             return
-        with self._lock:
-            self.cursor = wire.decode_cursor(committed.offset, committed.metadata)
-            self._committed = self.cursor
-            self.held = True
-            self._trim()
-        self.cluster.fetcher.add(self, self.cursor.offset)
-        self._settled.set()
-        log.debug("%s: holds the partition at %s", self.group_id, self.cursor)
-        self.cluster.notify(self.name)
+        cursor = wire.decode_cursor(committed.offset, committed.metadata)
+        with self.state.lock:
+            self.state.cursor = self._committed = cursor
+            self.state.held = True
+            self.state.trim_locked()
+        self.fetcher.add(self, cursor.offset)
+        self._set_settled(True)
+        log.debug("%s: holds the partition at %s", self.group_id, cursor)
+        self.context.notify(self.name)
 
     # -- being a member ------------------------------------------------------
     def _confirm(self, sent: float) -> None:
         """On the loop: the group answered a request of this member sent at *sent*."""
-        self._confirmed_at = max(self._confirmed_at, sent)
+        with self.state.lock:
+            self.state.confirmed_at = max(self.state.confirmed_at, sent)
         if self._cut_off:
             self._cut_off = False
             log.info("%s: the group answers again; handing out records", self.group_id)
-            self.cluster.notify(self.name)  # readers that found nothing may go on
-
-    def _confirmed(self) -> bool:
-        """Still surely the partition's holder?  A member the group has not
-        answered for its session timeout may have been expelled, and another
-        mount may read on from the last commit: it hands out nothing more
-        (at-least-once instead of two mounts serving at once).  Read from the
-        trio thread too."""
-        return time.monotonic() - self._confirmed_at < SESSION_TIMEOUT_MS / 1000
+            self.context.notify(self.name)  # readers that found nothing may go on
 
     def _refuse_cut_off(self) -> None:
         if not self._cut_off:
@@ -283,23 +311,41 @@ class GroupMember(ConsumerRebalanceListener):
     # -- records ---------------------------------------------------------------
     def wants_records(self) -> bool:
         """For the Fetcher: fetch this member's partition now?"""
-        return self.held and not self.closing and not self._paused
+        state = self.state
+        with state.lock:
+            return state.held and not state.closing and not state.paused
 
-    def shed(self, limit: int) -> int | None:
+    def set_share(self, share: int) -> None:
+        """From the Fetcher: the member may buffer about *share* bytes; once
+        paused there, it fetches again below half of it (the next response
+        then arrives before the buffer runs dry)."""
+        with self.state.lock:
+            self.state.resume_below = share // 2
+
+    def shed(self, limit: int, keep_first: bool = True) -> int | None:
         """For the Fetcher: drop the newest buffered records beyond *limit*
-        bytes (never the first: a reader must get on); the offset of the
-        first dropped, or None."""
+        bytes; the offset of the first dropped, or None.
+
+        *keep_first*: never the first, so that a reader gets on (a fetch
+        brings at least a whole batch, whatever it asked for).  Else a record
+        larger than the share goes too, and the member fetches no more until
+        a reader asks (``fetch``): a reader that took part of a record and
+        keeps its file open, idle, does not hold the rest of it beyond the
+        member's share."""
         dropped = None
-        with self._lock:
-            while self._buffered > limit and len(self._buffer) > 1:
-                rec = self._buffer.pop()
-                self._buffered -= len(rec.data)
+        state = self.state
+        with state.lock:
+            while state.buffered > limit and len(state.buffer) > keep_first:
+                rec = state.buffer.pop()
+                state.buffered -= len(rec.data)
                 dropped = rec.offset
+            if not state.buffer and dropped is not None:
+                state.paused = True  # until a reader asks
         return dropped
 
     def buffered(self) -> int:
         """For the Fetcher: bytes fetched and not yet read."""
-        return self._buffered
+        return self.state.buffered
 
     def fetched(self, records) -> None:
         """From the Fetcher: the fetch position moved past *records* (maybe
@@ -312,67 +358,42 @@ class GroupMember(ConsumerRebalanceListener):
         decoded = [StoredRecord(r.offset, Kind.UNREADABLE, None) if isinstance(r, Unreadable)
                    else wire.decode_record(r.offset, r.value, r.headers) for r in records]
         added = False
-        with self._lock:
+        state = self.state
+        with state.lock:
             for rec in decoded:
-                if self._buffer and rec.offset <= self._buffer[-1].offset:
+                if state.buffer and rec.offset <= state.buffer[-1].offset:
                     continue
-                if self.held and rec.offset < self.cursor.offset:
+                if state.held and rec.offset < state.cursor.offset:
                     continue
-                self._buffer.append(rec)
-                self._buffered += len(rec.data)
+                state.buffer.append(rec)
+                state.buffered += len(rec.data)
                 added = True
-        # Stop fetching ahead at the member's share of the mount's fetch
-        # budget; go on at half of it: the next fetch arrives before it runs dry.
-        if self._buffered >= self.cluster.fetcher.share:
-            self._paused = True
+            # Stop fetching ahead at the member's share of the mount's fetch budget.
+            if state.buffered >= self.fetcher.share:
+                state.paused = True
         if added:
-            self.cluster.notify(self.name)
+            self.context.notify(self.name)
 
-    def _trim(self) -> None:
-        """Drop buffered records below the cursor (under ``_lock``)."""
-        while self._buffer and self._buffer[0].offset < self.cursor.offset:
-            self._buffered -= len(self._buffer.popleft().data)
-
-    def _resume_if_drained(self) -> None:
-        """On the loop: fetch again once the buffer ran low."""
-        if self._paused and self._buffered < self.cluster.fetcher.share // 2:
-            self._paused = False
-            self.cluster.fetcher.wake()
-
-    def _moved(self) -> None:
-        """On the loop, after the cursor moved: commit it soon, fetch on."""
+    def moved(self) -> None:
+        """On the loop, after the cursor moved: commit it soon, fetch on once
+        the buffer ran low."""
+        with self.state.lock:
+            self.state.dirty = True
+            resume = self.state.drained_locked()
+            if resume:
+                self.state.paused = False
         self._dirty.set()
-        self._resume_if_drained()
+        if resume:
+            self.fetcher.wake()
 
-    def _clear(self) -> None:
-        self._buffer.clear()
-        self._buffered = 0
-        self._paused = False  # a new assignment starts unpaused
+    def _tell_loop(self) -> None:
+        """From the trio thread, after ``MemberState.try_consume`` moved the cursor."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: so is the member
+            self._loop.call_soon_threadsafe(self.moved)
 
     def _wake(self) -> None:
         self._progress.set()
         self._progress = asyncio.Event()
-
-    def _slice(self, max_bytes: int) -> list[StoredRecord]:
-        """Buffered records from the cursor on, about *max_bytes* (under ``_lock``)."""
-        out: list[StoredRecord] = []
-        budget = max_bytes
-        at, pos = self.cursor.offset, self.cursor.byte_pos
-        for rec in self._buffer:
-            if rec.offset < at:
-                continue
-            out.append(rec)
-            budget -= len(rec.data) - (pos if rec.offset == at else 0)
-            if budget <= 0 or len(out) >= MAX_FETCH_RECORDS:
-                break
-        return out
-
-    def membership(self) -> str:
-        """"reading", "standby" or "joining" (read from the trio thread too:
-        two flags, each changed atomically)."""
-        if self.held:
-            return "reading"
-        return "standby" if self._settled.is_set() and not self.closing else "joining"
 
     # -- what readers call -------------------------------------------------------
     async def fetch(self, max_bytes: int) -> Fetched:
@@ -382,19 +403,28 @@ class GroupMember(ConsumerRebalanceListener):
         if not self._settled.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), SETTLE_WAIT)
-        if not self.held or self.closing:
-            return Fetched(self.cursor, [])
-        if not self._confirmed():
+        state = self.state
+        with state.lock:
+            resume = state.paused and not state.buffer  # shed it all (``shed``)
+            if resume:
+                state.paused = False
+        if resume:
+            self.fetcher.wake()
+        with state.lock:
+            if not state.held or state.closing:
+                return Fetched(state.cursor, [])
+            confirmed = state.confirmed()
+            if confirmed:
+                fetched = Fetched(state.cursor, state.slice_locked(max_bytes))
+        if not confirmed:
             self._refuse_cut_off()
             return Fetched(self.cursor, [])
-        with self._lock:
-            fetched = Fetched(self.cursor, self._slice(max_bytes))
         if fetched.records:
             return fetched
         await self._catch_up()
-        with self._lock:
-            ok = self.held and not self.closing and self._confirmed()
-            return Fetched(self.cursor, self._slice(max_bytes) if ok else [])
+        with state.lock:
+            ok = state.held and not state.closing and state.confirmed()
+            return Fetched(state.cursor, state.slice_locked(max_bytes) if ok else [])
 
     async def _catch_up(self) -> None:
         """Wait until the records below the partition's current end are buffered."""
@@ -406,12 +436,12 @@ class GroupMember(ConsumerRebalanceListener):
             end = await self._end_offset()
             if end is None:
                 return
-        while self.held and not self._buffer and not self.closing:
+        while self.held and not self.state.buffer and not self.closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             progress = self._progress
-            position = self.cluster.fetcher.position(self)
+            position = self.fetcher.position(self)
             if position is not None and position >= end:
                 if asked:
                     return
@@ -425,7 +455,7 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def _end_offset(self) -> int | None:
         try:
-            return await asyncio.wait_for(self.cluster.end_offset(self.name), CATCH_UP_WAIT)
+            return await asyncio.wait_for(self.context.end_offset(self.name), CATCH_UP_WAIT)
         except Exception as e:  # noqa: BLE001 - then deliver what is buffered
             log.debug("%s: end offset: %s", self.group_id, e)
             return None
@@ -435,8 +465,8 @@ class GroupMember(ConsumerRebalanceListener):
         is below it: those records are stored, so asking for the end again
         (a round trip per read that finds the buffer empty while reading a
         backlog) would tell nothing new."""
-        high = self.cluster.fetcher.highwater.get(self.topic)
-        position = self.cluster.fetcher.position(self)
+        high = self.fetcher.highwater.get(self.topic)
+        position = self.fetcher.position(self)
         if high is None or position is None:
             return None
         return high if position < high else None
@@ -452,60 +482,32 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def commit(self, expected: Cursor, new: Cursor) -> bool:
         """Compare-and-swap of the in-memory cursor; Kafka follows in the background."""
-        with self._lock:
-            if self.closing or not self.held or self.cursor != expected:
+        state = self.state
+        with state.lock:
+            if state.closing or not state.held or state.cursor != expected:
                 return False
-            self.cursor = new
-            self._trim()
-        self._moved()
+            state.cursor = new
+            state.trim_locked()
+        self.moved()
         return True
-
-    def try_consume(self, max_bytes: int, decide, blocking: bool = False):
-        """From the trio thread: ``consume`` when the records at the cursor are
-        buffered and nothing is under way (no rebalance, no close); None
-        otherwise, and nothing changed: then ``consume`` on the loop.
-
-        *blocking*: with nothing buffered, decide on no records rather than
-        ask the broker what it holds (``_catch_up``, a round trip per read at
-        4 records/s on 200 pipes was a sixth of all requests): the reader
-        then waits, and ``_add`` or ``_load`` wakes it."""
-        with self._lock:
-            ready = (not self.closing and self.held and self._settled.is_set()
-                     and self._confirmed())
-            records = self._slice(max_bytes) if ready else []
-            if not records:
-                if not blocking:
-                    return None
-                fetched = Fetched(self.cursor, [])
-                new, result = decide(fetched)
-                return (result,) if new == fetched.cursor else None
-            fetched = Fetched(self.cursor, records)
-            new, result = decide(fetched)
-            if new != fetched.cursor:
-                self.cursor = new
-                self._trim()
-                moved = True
-            else:
-                moved = False
-            resume = self._paused and self._buffered < self.cluster.fetcher.share // 2
-        if moved and (resume or not self._dirty.is_set()):
-            with contextlib.suppress(RuntimeError):  # the loop is closed: so is the member
-                self._loop.call_soon_threadsafe(self._moved)
-        return (result,)
 
     # -- committing to Kafka ---------------------------------------------------------
     async def _commit_loop(self) -> None:
         while True:
             await self._dirty.wait()
-            self._dirty.clear()
             # A read moves the cursor before the kernel has its reply, which
             # the trio thread writes meanwhile: commit the cursor as it was
             # one interval ago, so that a daemon killed between a move and
             # its reply leaves those bytes to the next reader (at least
             # once).  Committing at once lost them when the commit won.
-            moved_to = self.cursor
-            await asyncio.sleep(commit_interval(self.cluster.held_groups()))
+            with self.state.lock:
+                self.state.dirty = False
+                moved_to = self.state.cursor
+            self._dirty.clear()
+            await asyncio.sleep(commit_interval(self.context.held_groups()))
             if not await self._flush(upto=moved_to):
+                with self.state.lock:
+                    self.state.dirty = True
                 self._dirty.set()  # try again after the interval
 
     async def _flush(self, final: bool = False, upto: Cursor | None = None) -> bool:
@@ -522,9 +524,9 @@ class GroupMember(ConsumerRebalanceListener):
                 if cursor == self._committed:
                     if not final:
                         break
-                    with self._lock:  # no reader may move the cursor past this commit
-                        if self.cursor == cursor:
-                            self.held = False
+                    with self.state.lock:  # no reader may move the cursor past this commit
+                        if self.state.cursor == cursor:
+                            self.state.held = False
                             break
                     continue
                 meta = wire.encode_cursor(cursor)
@@ -538,6 +540,6 @@ class GroupMember(ConsumerRebalanceListener):
                 self._committed = cursor
                 self._confirm(sent)  # a commit is accepted from the current generation only
             if final:
-                with self._lock:
-                    self.held = False
+                with self.state.lock:
+                    self.state.held = False
         return ok

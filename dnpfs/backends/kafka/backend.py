@@ -13,7 +13,8 @@
 
 aiokafka is asyncio-only: it runs on one asyncio loop in one thread owned by
 this backend (``_bridge``), and every method here hands its work to that loop
-(``_cluster``, ``_member``).  Callers see trio coroutines and dnpfs errors only.
+(``_cluster``), but for what it reads of ``_shared``.  Callers see trio
+coroutines and dnpfs errors only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ...errors import DnpfsError, NoSuchPipe, StoreError
 from ...model import Cursor, Record
 from ..base import Backend, ChangeCallback, Fetched, T
 from . import _aiokafka
+from ._aiokafka.versions import share_version_tables
 from ._bridge import Bridge
 from ._cluster import Cluster, describe_error
 from .config import ClientConfig
@@ -96,6 +98,7 @@ class KafkaBackend(Backend):
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
         self.check()
         _quiet_aiokafka()
+        share_version_tables()
         missing = _aiokafka.codecs_missing()
         if missing:
             log.warning("no codec library (cramjam) for %s: records compressed with them "

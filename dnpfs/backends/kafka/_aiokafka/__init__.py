@@ -10,7 +10,8 @@ hardware", "fetch sessions"):
 - ``produce``: produce requests written in pieces, and a cap on their size;
 - ``batches``: record batches whose CRC the CPU computes;
 - ``fetch_request``: Fetch requests with the fields of a fetch session;
-- ``heartbeats``: which heartbeats of a group member the coordinator answered.
+- ``heartbeats``: which heartbeats of a group member the coordinator answered;
+- ``versions``: one table of API versions shared by every connection.
 
 Internals change without notice, so:
 
@@ -58,13 +59,15 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("aiokafka.protocol.fetch", "FetchRequest_v11", "fetch_request"),
     # heartbeats.py: a member hears of each answered heartbeat
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator._do_heartbeat", "heartbeats"),
+    # versions.py: connections share their table of API versions
+    ("aiokafka.conn", "AIOKafkaConnection._do_version_lookup", "versions"),
 ]
 
 # Instance attributes (set in __init__, so not on the class): checked by the
 # unit test on live objects, listed here so that the boundary is one list.
 INSTANCE_INTERNALS: list[tuple[str, str, str]] = [
     ("AIOKafkaConnection", "_writer _requests _versions _client_id _request_timeout "
-                           "_last_action", "frames, produce"),
+                           "_last_action", "frames, produce, versions"),
     ("AIOKafkaProducer", "_message_accumulator _sender", "batches, produce"),
     ("MessageAccumulator", "_batch_size _compression_type _cluster _batches", "batches, produce"),
     ("MessageBatch", "_builder", "produce"),
