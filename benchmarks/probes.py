@@ -110,7 +110,7 @@ def fanout(args) -> dict:
     Readers open first; the probe prints {"ready": true} and waits for a line
     on stdin (the harness checks that every reader group is joined), then the
     writers start together.  Reports per pipe when its reader got the first
-    and the last byte.
+    and the last byte, and when its writer's last write and close returned.
     """
     pairs = [p.split(":", 1) for p in args.pairs]
     rfds = [os.open(r, os.O_RDONLY) for _, r in pairs]
@@ -118,6 +118,7 @@ def fanout(args) -> dict:
     sys.stdin.readline()
     block = os.urandom(args.record)
     results: list[dict | None] = [None] * len(pairs)
+    writers: list[dict | None] = [None] * len(pairs)
     start = threading.Barrier(len(pairs) * 2 + 1)
 
     def write(i: int, path: str) -> None:
@@ -126,7 +127,9 @@ def fanout(args) -> dict:
         left = args.bytes
         while left > 0:
             left -= os.write(fd, block[: min(left, args.record)])
+        written = time.monotonic()
         os.close(fd)  # waits until everything is stored
+        writers[i] = {"written": written, "closed": time.monotonic()}
 
     def read(i: int) -> None:
         start.wait()
@@ -150,6 +153,9 @@ def fanout(args) -> dict:
     t0 = time.monotonic()
     for t in threads:
         t.join()
+    for result, writer in zip(results, writers):
+        if result is not None and writer is not None:
+            result.update(writer)
     return {"start": t0, "end": time.monotonic(), "pipes": results}
 
 

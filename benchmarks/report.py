@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .rig import GiB, ROOT, size_text
+from .rig import GiB, MiB, ROOT, size_text
 
 # The targets of the issue "As fast as kcat through a plain file".
 WRITE_VS_KCAT = 0.8
@@ -112,12 +112,25 @@ def targets(results: dict) -> list[dict]:
             if phase == "read" and ref is not None:
                 # dnpfs reads fetch responses itself (dnpfs/backends/kafka/_aiokafka/frames.py),
                 # so aiokafka's reader no longer bounds it: the daemon's CPU does.
-                d = s["dnpfs.read"]
+                d, k = s["dnpfs.read"], s["kcat.read"]
                 cpu = _per_gib(d, "daemon_cpu_s")
                 bound = (f"the reading daemon: {cpu:.2f} CPU s/GiB, its two threads sharing one"
                          " GIL (FUSE replies, joining records into them, copying values out of"
                          f" fetch responses); plain aiokafka reaches {ref:.2f}× kcat, dnpfs"
                          f" {mine:.2f}× aiokafka")
+                if d.get("broker_cpu_s") is not None and k.get("broker_cpu_s") is not None:
+                    # With every core busy, MiB/s goes with the inverse of the CPU all
+                    # processes spend per GiB: the ratio of those is the ceiling here.
+                    mine_all = sum(_per_gib(d, f) for f in
+                                   ("daemon_cpu_s", "broker_cpu_s", "client_cpu_s"))
+                    kcat_all = sum(_per_gib(k, f) for f in ("broker_cpu_s", "client_cpu_s"))
+                    bound += (f"; CPU s/GiB of all processes: dnpfs {mine_all:.2f} (daemon"
+                              f" {cpu:.2f}, broker {_per_gib(d, 'broker_cpu_s'):.2f}, cat"
+                              f" {_per_gib(d, 'client_cpu_s'):.2f}), kcat {kcat_all:.2f} (broker"
+                              f" {_per_gib(k, 'broker_cpu_s'):.2f}, kcat"
+                              f" {_per_gib(k, 'client_cpu_s'):.2f}): {kcat_all / mine_all:.2f}×;"
+                              " machine cores busy while dnpfs read"
+                              f" {d['machine_busy_s'] / d['wall_s']:.2f}")
             elif ref is not None and mine is not None:
                 # The client bounds dnpfs only where it misses the target itself.
                 who = "client library" if ref < want else "dnpfs itself"
@@ -186,7 +199,8 @@ def targets(results: dict) -> list[dict]:
             f"machine cores busy (all processes, of {cores}): "
             + ", ".join(f"{s['cores_busy_machine']:.2f}" for s in steps)
             + "; busiest daemon: " + ", ".join(f"{s['cores_busy_max_daemon']:.2f}" for s in steps)
-            + "; broker: " + ", ".join(f"{s['cores_busy_broker']:.2f}" for s in steps),
+            + "; broker: " + ", ".join(f"{s['cores_busy_broker']:.2f}" for s in steps)
+            + "; broker CPU s/GiB: " + ", ".join(_num(_per_gib(s, "broker_cpu_s")) for s in steps),
             _LIFT_SCALING)
     else:
         add(target, None, "not measured")
@@ -242,11 +256,17 @@ _LIFT_WRITE = (
     " bytes), not tried; a broker on a machine of its own (here it shares two cores with the"
     " daemons and dd).")
 _LIFT_READ = (
-    "the reading daemon's Python: every byte is copied out of the fetch response and again"
-    " into a FUSE reply, and its two threads (FUSE, Kafka) take turns on one GIL. Would"
-    " lift it: replying straight from the fetch response's buffer, which needs a FUSE"
-    " binding that takes a list of buffers (pyfuse3 takes one bytes object per reply). Not"
-    " tried.")
+    "CPU per GiB: with the cores busy, dnpfs reads at about kcat's CPU per GiB over its own"
+    " (all processes, bound above), so 0.8× needs dnpfs's whole path within 1.25× of kcat's,"
+    " the daemon at about a third of its CPU per GiB now. Where it goes: the reading daemon's"
+    " Python: CPython's interpreter was about 35 % of its CPU in a perf"
+    " profile, copies in user space 13 % (values out of the fetch response, records joined"
+    " into a reply), the kernel's FUSE reply about 10 % (docs/decisions.md, \"pyfuse3 keeps"
+    " the GIL\"). Tried: pyfuse3 with the GIL released around /dev/fuse I/O, which lets only"
+    " that 10 % run beside the Kafka thread: 0.91-1.09× on read, 0.90-1.21× through (three"
+    " interleaved series; the same build on both sides gave 1.21× through), not kept. Would lift it: fewer Python steps per record and read,"
+    " and replying from the fetch response's buffer (response buffers not reused while"
+    " records view them, and a pyfuse3 reply that takes a list of buffers). Not tried.")
 _LIFT_SMALL = (
     "each write() is one FUSE request, and pyfuse3 alone stays below the target here."
     " Would lift it: taking FUSE requests outside Python (libfuse's own multithreaded"
@@ -267,9 +287,12 @@ _LIFT_EMBEDDED = (
     " it: a store that appends writes to a file as they come, not into B-tree pages (SQLite"
     " alone is the bound shown); not tried, the design names sqlite3.")
 _LIFT_SCALING = (
-    "the broker, both daemons and a writer and a reader per pipe share the machine's cores."
-    " Would lift it: the broker on a machine of its own. Two produce requests in flight per"
-    " broker, tried, lost about 40 % at 16 and 64 pipes here (see bulk write).")
+    "the broker, both daemons and a writer and a reader per pipe share the machine's cores,"
+    " and the broker's CPU per GiB grows with pipes (shown) although its requests get fewer"
+    " and larger (docs/decisions.md, \"what many pipes cost\"). Would lift it: the broker on a"
+    " machine of its own. Tried: two produce requests in flight per broker lost about 40 %"
+    " at 16 and 64 pipes here (see bulk write); a 2 MiB write buffer per pipe halved the"
+    " writing daemon's page faults at 64 pipes, within the noise in MiB/s.")
 
 
 def scaling_verdict(scale: dict, cores: int) -> tuple[bool, str]:
@@ -491,10 +514,18 @@ def _scaling_md(sc: dict, cores: int, pictures: dict, image_dir: str) -> str:
                      f"{a / s['seconds']:.2f}", f"{b / s['seconds']:.2f}",
                      f"{s['cores_busy_broker']:.2f}", f"{s['cores_busy_machine']:.2f}",
                      f"{s['fastest_pipe_s']:.2f}–{s['slowest_pipe_s']:.2f}",
-                     _num(_per_gib(s, "daemon_cpu_s")), _mib(s["daemon_peak_rss_mib"])])
+                     _num(_close_wait(s)),
+                     _num(_per_gib(s, "daemon_cpu_s")), _num(_per_gib(s, "broker_cpu_s")),
+                     _num(_faults_per_mib(s), 0), _mib(s["daemon_peak_rss_mib"])])
     out.append(_table(["pipes", "aggregate MiB/s", "vs 1 pipe", "daemon A cores",
                        "daemon B cores", "broker cores", f"machine cores (of {cores})",
-                       "pipes done after s", "daemons CPU s/GiB", "daemon peak RSS MiB"], rows))
+                       "pipes done after s", "close after last write s", "daemons CPU s/GiB",
+                       "broker CPU s/GiB", "daemon A page faults/MiB", "daemon peak RSS MiB"],
+                      rows))
+    out.append("\n*close after last write*: median over the pipes of how long a writer's"
+               " close() waited for its records to be stored after its last write() returned"
+               " (writes return once buffered). *page faults*: the writing daemon's minor"
+               " faults, pages of fresh memory touched, per MiB written.")
     met, text = scaling_verdict(sc, cores)
     out.append(f"\nVerdict: {text}.")
     return "\n".join(out)
@@ -521,6 +552,20 @@ def _readers_md(rd: dict) -> str:
         " costs (an aiokafka consumer of its own, its coordinator connection, heartbeat and"
         " commit tasks: docs/decisions.md, \"what a reader group costs a reading mount\").\n",
         _table(["reading daemon", "RSS MiB", "peak MiB"], rows)])
+
+
+def _close_wait(step: dict) -> float | None:
+    """Median seconds from a writer's last write to its close returning."""
+    if step.get("median_closed_s") is None or step.get("median_written_s") is None:
+        return None  # results of a run before these were recorded
+    return step["median_closed_s"] - step["median_written_s"]
+
+
+def _faults_per_mib(step: dict) -> float | None:
+    faults = step.get("per_daemon_minor_faults")
+    if not faults or not step.get("bytes"):
+        return None
+    return faults[0] / (step["bytes"] / MiB)
 
 
 def _embedded_md(e: dict, pictures: dict, image_dir: str) -> str:

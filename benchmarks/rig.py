@@ -55,6 +55,18 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_minor_faults(pid: int) -> int:
+    """Minor page faults of *pid*, all threads (0 if it is gone): each is a
+    page of fresh memory touched, a cost that grows with the bytes a daemon
+    holds in flight rather than with the bytes it moves."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(fields[7])
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM of *pid*: its peak resident memory since start or reset_peak."""
     try:
@@ -99,6 +111,7 @@ class Cost:
     machine_busy_s: float = 0.0  # every core, everything: is the box saturated?
     wall_s: float = 0.0  # how long the meter ran (the step may time a part of it)
     per_daemon_cpu_s: list[float] = field(default_factory=list)
+    per_daemon_minor_faults: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: [round(x, 3) for x in v] if isinstance(v, list) else round(v, 3)
@@ -122,6 +135,7 @@ class Meter:
         for pid in self.daemons:
             reset_peak(pid)
         self._cpu0 = [proc_cpu_seconds(p) for p in self.daemons]
+        self._faults0 = [proc_minor_faults(p) for p in self.daemons]
         self._broker0 = proc_cpu_seconds(self.broker) if self.broker else 0.0
         self._busy0 = machine_busy_seconds()
         self._wall0 = time.monotonic()
@@ -130,6 +144,8 @@ class Meter:
     def __exit__(self, *exc) -> None:
         per = [proc_cpu_seconds(p) - c for p, c in zip(self.daemons, self._cpu0)]
         self.cost.per_daemon_cpu_s = per
+        self.cost.per_daemon_minor_faults = [
+            proc_minor_faults(p) - f for p, f in zip(self.daemons, self._faults0)]
         self.cost.daemon_cpu_s = sum(per)
         self.cost.daemon_peak_rss_mib = max((peak_rss_mib(p) for p in self.daemons), default=0.0)
         if self.broker:

@@ -483,6 +483,15 @@ def fanout(bench: Bench, pairs: list[tuple[Path, Path]], pipes: list[str], per_p
     seconds = max(p["last"] for p in out["pipes"]) - out["start"]
     slowest = max(p["last"] - out["start"] for p in out["pipes"])
     fastest = min(p["last"] - out["start"] for p in out["pipes"])
+    # Where a pipe's time goes, from the start (medians over the pipes): its
+    # first byte read, its writer's last write and close returned, its last
+    # byte read.
+    def median_at(key: str) -> float | None:
+        at = sorted(p[key] - out["start"] for p in out["pipes"] if p.get(key) is not None)
+        return round(at[len(at) // 2], 3) if at else None
+
     return _measure(seconds, total, -(-total // record), m.cost, record, pipes=len(pairs),
-                    fastest_pipe_s=round(fastest, 3), slowest_pipe_s=round(slowest, 3))
+                    fastest_pipe_s=round(fastest, 3), slowest_pipe_s=round(slowest, 3),
+                    **{f"median_{k}_s": median_at(k)
+                       for k in ("first", "written", "closed", "last")})
 

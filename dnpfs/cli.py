@@ -20,6 +20,7 @@ from .backends.sqlite import SqliteBackend, default_store_path
 from .config import ConfigError, fstab_argv, load_toml
 from .errors import DnpfsError
 from .mount import MountError, check_fuse_device, check_mountpoint, fuse_options, serve, unmount
+from .notify import notify
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -131,6 +132,7 @@ def _mount(args: argparse.Namespace) -> int:
         def ready(error: str | None) -> None:
             if error:
                 raise MountError(error)
+            notify("READY=1")  # Type=notify units: the mount answers from now on
 
         return _serve(args, mountpoint, malloc, ready, detach=None)
     return _background(args, mountpoint, malloc)

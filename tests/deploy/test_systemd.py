@@ -52,7 +52,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 
 @pytest.mark.parametrize("mistake, expected", [
     (("TimeoutStopSec=", "TimeoutStopSecs="), "Unknown key"),
-    (("Type=simple", "Type=simpel"), "Failed to parse service type"),
+    (("Type=notify", "Type=notfy"), "Failed to parse service type"),
 ])
 def test_verify_catches_mistakes(tmp_path, mistake, expected):
     """The check above means something: these edits of the unit are reported."""
@@ -71,7 +71,7 @@ def _settings() -> dict[str, list[str]]:
 
 def test_unit_supervises_the_daemon_in_the_foreground():
     s = _settings()
-    assert s["Type"] == ["simple"]
+    assert s["Type"] == ["notify"]
     [start] = s["ExecStart"]
     assert start.startswith(f"{DNPFS} mount --foreground ") and start.endswith(" %f")
     [stop] = s["ExecStop"]

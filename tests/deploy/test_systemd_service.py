@@ -1,6 +1,6 @@
 """deploy/systemd/dnpfs@.service run as systemd would run it
 (tests/deploy/unit.py: its ExecStart with %f, Environment= and
-EnvironmentFile= expanded, supervised as Type=simple, stopped as
+EnvironmentFile= expanded, supervised as Type=notify, stopped as
 ExecStop=/KillSignal=/TimeoutStopSec= say) on the clean machine where
 scripts/install put /usr/local/bin/dnpfs, as docs/deploy.md's steps do.
 The mount it makes exchanges exact bytes with a second mount of the same
@@ -58,10 +58,11 @@ def test_unit_serves_a_mount_and_its_stop_stores_held_writes(installed, tmp_path
     assert service.argv[-1] == MOUNTPOINT
     writer = None
     try:
-        wait_for(lambda: service.proc.poll() is not None or _answers(m, MOUNTPOINT), 60,
-                 what="the unit's mount to answer")
+        # Type=notify: the start is over when the daemon said READY=1, and
+        # from then on the mount answers (no waiting: what an After= unit sees).
         assert service.proc.poll() is None, (tmp_path / "journal.log").read_text()
-        # Type=simple: the main process is the daemon itself.
+        assert _answers(m, MOUNTPOINT), "READY=1 came before the mount answered"
+        # The main process is the daemon itself.
         pid = int(m.run(["getfattr", "-n", "user.dnpfs.pid", "--only-values",
                          MOUNTPOINT]).stdout)
         assert pid == service.ns_mainpid()
@@ -120,13 +121,12 @@ def test_unit_comes_back_after_the_daemon_is_killed(installed, tmp_path, setting
     instance = m.run(["systemd-escape", "--path", MOUNTPOINT]).stdout.decode().strip()
     service = Service(m, UNIT.read_text(), instance, tmp_path / "journal.log").start()
     try:
-        wait_for(lambda: _answers(m, MOUNTPOINT), 60, what="the unit's mount to answer")
+        assert _answers(m, MOUNTPOINT)
         m.sh(f"mkfifo {MOUNTPOINT}/kept && printf 'before the crash' > {MOUNTPOINT}/kept")
         os.kill(service.mainpid, signal.SIGKILL)
         assert service.exited(), "Restart=on-failure did not restart after SIGKILL"
-        wait_for(lambda: service.proc.poll() is not None or _answers(m, MOUNTPOINT), 60,
-                 what="the restarted unit's mount to answer")
         assert service.proc.poll() is None, (tmp_path / "journal.log").read_text()
+        assert _answers(m, MOUNTPOINT), "READY=1 came before the restarted mount answered"
         # printf's close() returns once its bytes are stored; the session's
         # END is stored at FUSE_RELEASE, which the kernel sends after close()
         # returned.  A kill -9 in between leaves the session open until the

@@ -16,8 +16,12 @@ fails loudly rather than being ignored:
   becomes the variable's words split at whitespace (none when empty),
   "${NAME}" one word; a "-" prefix ignores the command's failure;
 - StateDirectory= is created under /var/lib; ExecStartPre= runs first;
-- Type=simple: ExecStart= is the main process, started with stdin from
-  /dev/null and its output to the journal (here a log file);
+- Type=simple and Type=notify: ExecStart= is the main process, started with
+  stdin from /dev/null and its output to the journal (here a log file); for
+  notify, $NOTIFY_SOCKET names a datagram socket and the start is done when
+  the main process (NotifyAccess=main, checked by the sender's credentials)
+  sends READY=1 there, failed if it exits first or TimeoutStartSec= (90 s)
+  passes;
 - stop: ExecStop= runs (with $MAINPID) while the main process still runs;
   what is left then gets KillSignal=; whatever has not exited
   TimeoutStopSec= after the stop began is killed with SIGKILL;
@@ -34,8 +38,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import select
 import signal
+import socket
+import struct
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,7 +52,7 @@ from pathlib import Path
 from .machine import Machine
 
 # The [Service] settings this runner knows what to do with.
-_KNOWN = {"Type", "Environment", "EnvironmentFile", "StateDirectory", "ExecStartPre",
+_KNOWN = {"Type", "TimeoutStartSec", "Environment", "EnvironmentFile", "StateDirectory", "ExecStartPre",
           "ExecStart", "ExecStop", "KillSignal", "TimeoutStopSec", "Restart", "RestartSec"}
 
 
@@ -94,8 +102,8 @@ class Service:
         if unknown:
             raise ValueError(f"settings this runner does not emulate: {sorted(unknown)}")
         [self.type] = self.service["Type"]
-        if self.type != "simple":
-            raise ValueError(f"Type={self.type}: only Type=simple is emulated")
+        if self.type not in ("simple", "notify"):
+            raise ValueError(f"Type={self.type}: only Type=simple and notify are emulated")
         self.env = self._environment()
         self.proc: subprocess.Popen | None = None
         self.mainpid: int | None = None  # as this machine sees it
@@ -175,9 +183,43 @@ class Service:
             self._run(cmd, self.env, timeout=90)
         [main] = self.commands("ExecStart")
         self.argv = main.argv
-        self.proc = self.machine.start(main.argv, self.log, env=self.env)
-        self.mainpid = Machine.pid_of(self.proc)
+        if self.type == "simple":
+            self.proc = self.machine.start(main.argv, self.log, env=self.env)
+            self.mainpid = Machine.pid_of(self.proc)
+            return self
+        folder = tempfile.mkdtemp(prefix="dnpfs-notify-")  # short: sun_path has 108 bytes
+        path = os.path.join(folder, "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(path)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            self.proc = self.machine.start(main.argv, self.log,
+                                           env=dict(self.env, NOTIFY_SOCKET=path))
+            self.mainpid = Machine.pid_of(self.proc)
+            self._wait_ready(sock)
+        os.unlink(path)
+        os.rmdir(folder)
         return self
+
+    def _wait_ready(self, sock: socket.socket) -> None:
+        [timeout] = self.service.get("TimeoutStartSec", ["90"])
+        deadline = time.monotonic() + float(timeout)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the main process exited ({self.proc.returncode})"
+                                     " before READY=1")
+            if not select.select([sock], [], [], 0.2)[0]:
+                continue
+            data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            sender = None
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    sender, _, _ = struct.unpack("iII", value[:12])
+            if sender != self.mainpid:
+                continue  # NotifyAccess=main: systemd ignores other senders
+            if "READY=1" in data.decode(errors="replace").splitlines():
+                return
+        self.proc_signal(signal.SIGTERM)
+        raise AssertionError(f"no READY=1 within TimeoutStartSec={timeout}")
 
     def ns_mainpid(self) -> int:
         """The main process's pid inside the namespace ($MAINPID)."""

@@ -10,10 +10,8 @@ import time
 
 import pytest
 
-from ..util import wait_for
 from .conftest import kafka_args, make_plain_mount
-from .test_broker_away import first_read_after
-from .workload import Reader, Writer, stop_all, wait_delivered
+from .workload import streaming, wait_delivered
 
 pytestmark = pytest.mark.kafka
 
@@ -30,29 +28,24 @@ def test_broker_killed_and_started_again_mid_stream(fault_broker, tmp_path, reli
     args = kafka_args(broker.bootstrap)
     a = make_plain_mount(tmp_path, "a", args).start()
     b = make_plain_mount(tmp_path, "b", args).start()
-    agents = []
-    try:
-        os.mkfifo(a / "p")
-        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
-        reader = Reader(b / "p", tmp_path / "r.log", packet=False)
-        agents.append(reader)
-        wait_for(reader.opened, 10, what="reader open")
-        writers = [Writer(a / "p", "w1", tmp_path / "w1.log", fsync_every=20, rate=200),
-                   Writer(a / "p", "w2", tmp_path / "w2.log", session_every=10, rate=100)]
-        agents += writers
-        time.sleep(3)
-        broker.kill()
-        time.sleep(DOWN)
-        broker.start_again()
+    with streaming(a, b, tmp_path) as s:
+        [reader] = s.readers
+        try:
+            time.sleep(3)
+            broker.kill()
+            time.sleep(DOWN)
+            broker.start_again()
+        finally:
+            if not os.path.exists(f"/proc/{broker.pid}"):
+                broker.start_again()
         started = time.time()
-        acked_at_start = sum(len(w.acked()) for w in writers)
+        acked_at_start = sum(len(w.acked()) for w in s.writers)
         time.sleep(15)
-        acked_after = sum(len(w.acked()) for w in writers) - acked_at_start
-        for w in writers:
-            w.stop(timeout=120)
-        d = wait_delivered(writers, [reader], timeout=90)
-        resumed = first_read_after(reader, started)
-        werrs = [f"{e['op']}:{e['err']}" for w in writers for e in w.errors()]
+        acked_after = sum(len(w.acked()) for w in s.writers) - acked_at_start
+        s.stop_writers(timeout=120)
+        d = wait_delivered(s.writers, [reader], timeout=90)
+        resumed = reader.first_read_after(started)
+        werrs = s.writer_errors()
         reliability.measure(
             down_s=DOWN, acked_in_15_s_after_start=acked_after,
             **{k: v for k, v in d.summary().items() if not k.startswith("latency")},
@@ -66,9 +59,3 @@ def test_broker_killed_and_started_again_mid_stream(fault_broker, tmp_path, reli
         assert acked_after > 0, "the writers did not go on after the restart"
         assert resumed is not None
         assert a.proc.poll() is None and b.proc.poll() is None
-    finally:
-        if not os.path.exists(f"/proc/{broker.pid}"):
-            broker.start_again()
-        stop_all(agents)
-        a.stop()
-        b.stop()

@@ -14,8 +14,7 @@ import pytest
 from ..mount import Mount
 from ..util import STRACE, run, spawn, wait_blocked, wait_for
 from .conftest import answers, long_or, make_plain_mount
-from .test_broker_away import first_read_after
-from .workload import Reader, Writer, stop_all, wait_delivered
+from .workload import streaming, wait_delivered
 
 ROUNDS = long_or(1, 5)
 
@@ -31,17 +30,9 @@ def test_kill_9_of_writer_and_reader_daemons_then_remount(backend, backend_args,
                  " Kafka ~200 ms)")
     a = make_plain_mount(tmp_path, "a", backend_args).start()
     b = make_plain_mount(tmp_path, "b", backend_args).start()
-    agents = []
     recover = []
-    try:
-        os.mkfifo(a / "p")
-        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
-        reader = Reader(b / "p", tmp_path / "r.log", packet=False)
-        agents.append(reader)
-        wait_for(reader.opened, 10, what="reader open")
-        writers = [Writer(a / "p", "w1", tmp_path / "w1.log", fsync_every=20, rate=400),
-                   Writer(a / "p", "w2", tmp_path / "w2.log", session_every=10, rate=100)]
-        agents += writers
+    with streaming(a, b, tmp_path, fsync_rate=400) as s:
+        [reader] = s.readers
         time.sleep(2)
         for _ in range(ROUNDS):
             for m in (a, b):
@@ -51,28 +42,22 @@ def test_kill_9_of_writer_and_reader_daemons_then_remount(backend, backend_args,
                 m.start()
                 remount = time.monotonic() - started
                 restarted = time.time()
-                wait_for(lambda: first_read_after(reader, restarted) is not None, 60,
+                wait_for(lambda: reader.first_read_after(restarted) is not None, 60,
                          what="the reader to get data again")
-                recover.append((round(remount, 2), round(first_read_after(reader, restarted), 2)))
+                recover.append((round(remount, 2), round(reader.first_read_after(restarted), 2)))
                 time.sleep(2)
-        for w in writers:
-            w.stop(timeout=60)
-        d = wait_delivered(writers, [reader], timeout=60)
+        s.stop_writers(timeout=60)
+        d = wait_delivered(s.writers, [reader], timeout=60)
         reliability.measure(
             kills=2 * ROUNDS,
             **{k: v for k, v in d.summary().items() if not k.startswith("latency")},
             duplicate_window_bytes=d.duplicate_bytes,
-            writer_errors=sorted({f"{e['op']}:{e['err']}" for w in writers for e in w.errors()}),
+            writer_errors=sorted(set(s.writer_errors())),
             remount_s_and_first_read_s=recover,
         )
         assert not d.lost, f"{len(d.lost)} acknowledged records lost: {d.lost[:10]}"
         assert d.corrupt == 0 and d.phantom == 0 and d.out_of_order == 0, d.summary()
         assert answers(a) and answers(b)
-    finally:
-        stop_all(agents)
-        a.stop()
-        b.stop()
-
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ loses its cable to the broker, then gets it back."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -11,8 +10,7 @@ import pytest
 from ..hosts import Hosts
 from ..util import wait_for
 from .conftest import kafka_args, long_or, make_plain_mount
-from .test_broker_away import first_read_after
-from .workload import Reader, Writer, stop_all, wait_delivered
+from .workload import streaming, wait_delivered
 
 pytestmark = pytest.mark.kafka
 
@@ -44,55 +42,39 @@ def test_split_writer_host_then_reader_host(fault_broker, hosts, tmp_path, relia
     args = kafka_args(fault_broker.hosts_addr)
     a = host_mount(tmp_path, hosts, "a", args).start()
     b = host_mount(tmp_path, hosts, "b", args).start()
-    agents = []
-    try:
-        os.mkfifo(a / "p")
-        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on host b")
-        reader = Reader(b / "p", tmp_path / "r.log", packet=False)
-        agents.append(reader)
-        wait_for(reader.opened, 10, what="reader open")
-        writers = [Writer(a / "p", "w1", tmp_path / "w1.log", fsync_every=20, rate=200),
-                   Writer(a / "p", "w2", tmp_path / "w2.log", session_every=10, rate=50)]
-        agents += writers
+    with streaming(a, b, tmp_path, session_rate=50) as s:
+        [reader] = s.readers
         time.sleep(3)
+        try:
+            hosts.cut("a")
+            time.sleep(WRITER_CUT)
+            hosts.heal("a")
+            healed_a = time.time()
+            wait_for(lambda: reader.first_read_after(healed_a + 0.5) is not None, 60,
+                     what="the reader to get data after host a healed")
+            resumed_a = reader.first_read_after(healed_a)
 
-        hosts.cut("a")
-        time.sleep(WRITER_CUT)
-        hosts.heal("a")
-        healed_a = time.time()
-        wait_for(lambda: first_read_after(reader, healed_a + 0.5) is not None, 60,
-                 what="the reader to get data after host a healed")
-        resumed_a = first_read_after(reader, healed_a)
-
-        hosts.cut("b")
-        time.sleep(READER_CUT)
-        hosts.heal("b")
+            hosts.cut("b")
+            time.sleep(READER_CUT)
+            hosts.heal("b")
+        finally:
+            for h in ("a", "b"):
+                hosts.heal(h)
         healed_b = time.time()
-        wait_for(lambda: first_read_after(reader, healed_b) is not None, 90,
+        wait_for(lambda: reader.first_read_after(healed_b) is not None, 90,
                  what="the reader to get data after host b healed")
-        resumed_b = first_read_after(reader, healed_b)
+        resumed_b = reader.first_read_after(healed_b)
         time.sleep(3)
-        for w in writers:
-            w.stop(timeout=90)
-        d = wait_delivered(writers, [reader], timeout=90)
-        worst = {}
-        for w in writers:
-            for op, s in w.worst().items():
-                worst[op] = max(worst.get(op, 0), s)
+        s.stop_writers(timeout=90)
+        d = wait_delivered(s.writers, [reader], timeout=90)
         reliability.measure(
             writer_host_cut_s=WRITER_CUT, reader_host_cut_s=READER_CUT,
             **{k: v for k, v in d.summary().items() if not k.startswith("latency")},
-            writer_errors=[f"{e['op']}:{e['err']}" for w in writers for e in w.errors()] or 0,
-            longest_syscall_s={k: round(v, 2) for k, v in worst.items()},
+            writer_errors=s.writer_errors() or 0,
+            longest_syscall_s={k: round(v, 2) for k, v in s.worst().items()},
             reader_resumed_after_heal_s=[round(resumed_a, 2), round(resumed_b, 2)],
         )
         assert not d.lost, f"{len(d.lost)} acknowledged records lost: {d.lost[:10]}"
         assert d.corrupt == 0 and d.phantom == 0 and d.out_of_order == 0, d.summary()
         assert reader.alive()
         assert a.proc.poll() is None and b.proc.poll() is None
-    finally:
-        for h in ("a", "b"):
-            hosts.heal(h)
-        stop_all(agents)
-        a.stop()
-        b.stop()

@@ -4,6 +4,7 @@ order, latency from write() to the read() that returned the record."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,10 +13,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..conftest import ROOT
+from ..mount import Mount
+from ..util import wait_for
 from .agent import parse
 
 AGENT = [sys.executable, "-m", "tests.faults.agent"]
@@ -189,6 +193,13 @@ class Reader(Agent):
     def opened(self) -> bool:
         return any(f[0] == "R" for f in self.frames())
 
+    def first_read_after(self, t: float) -> float | None:
+        """Seconds from *t* (time.time()) to the first read() that returned data after it."""
+        for f in self.frames():
+            if f[0] == "D" and f[1] / 1e9 > t:
+                return f[1] / 1e9 - t
+        return None
+
 
 @dataclass
 class Delivery:
@@ -310,3 +321,51 @@ def stop_all(agents) -> None:
             a.proc.wait(30)
         except subprocess.TimeoutExpired:
             pass
+
+
+@dataclass
+class Stream:
+    """The fault tests' standard load on pipe `p`: made on mount *a*, read
+    (whole records, no packets) by one reader per path, written on mount *a*
+    by two writers, one that fsyncs every 20 records and one that closes
+    (ends its session) every 10, so both ways of acknowledging are tried."""
+    readers: list[Reader]
+    writers: list[Writer]
+
+    def stop_writers(self, timeout: float) -> None:
+        for w in self.writers:
+            w.stop(timeout=timeout)
+
+    def writer_errors(self) -> list[str]:
+        return [f"{e['op']}:{e['err']}" for w in self.writers for e in w.errors()]
+
+    def worst(self) -> dict[str, float]:
+        """Longest open/write/fsync/close of any writer, in seconds."""
+        worst: dict[str, float] = {}
+        for w in self.writers:
+            for op, s in w.worst().items():
+                worst[op] = max(worst.get(op, 0), s)
+        return worst
+
+
+@contextlib.contextmanager
+def streaming(a: Mount, b: Mount, logdir: Path, *, readers: list[Path] | None = None,
+              fsync_rate: int = 200, session_rate: int = 100) -> Iterator[Stream]:
+    """Run a Stream from mount *a* to *readers* (default: `p` on mount *b*);
+    every agent is killed and both mounts are stopped at the end."""
+    agents: list[Agent] = []
+    try:
+        os.mkfifo(a / "p")
+        wait_for(lambda: os.path.exists(b / "p"), 5, what="the pipe on mount b")
+        paths = readers or [b / "p"]
+        rs = [Reader(path, logdir / f"r{i}.log", packet=False) for i, path in enumerate(paths)]
+        agents += rs
+        wait_for(lambda: all(r.opened() for r in rs), 10, what="readers open")
+        ws = [Writer(a / "p", "w1", logdir / "w1.log", fsync_every=20, rate=fsync_rate),
+              Writer(a / "p", "w2", logdir / "w2.log", session_every=10, rate=session_rate)]
+        agents += ws
+        yield Stream(rs, ws)
+    finally:
+        stop_all(agents)
+        a.stop()
+        b.stop()
