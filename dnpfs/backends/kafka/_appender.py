@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from ...errors import NoSuchPipe, StoreError
-from ...model import Record
+from ...model import Kind, Record
 from . import wire
 from ._aiokafka.batches import new_batch
 from ._aiokafka.produce import ProduceClient, cap_producer, producer_failed
@@ -35,6 +35,19 @@ BATCH_BYTES = 1_000_000
 # the Java producer's max.request.size, batches beyond this wait for the next
 # request (docs/decisions.md, "produce requests of at most 8 MiB").
 REQUEST_BYTES = 8 << 20
+
+
+def lingers(records: Sequence[Record]) -> bool:
+    """Whether an append's last batch waits out the producer's linger.
+
+    The linger makes a stream of small writes leave in fewer, larger
+    requests (docs/decisions.md, "the producer lingers 1 ms").  A write that
+    found its pipe idle gains nothing from it: the flusher (writer.Outbox)
+    hands over everything queued while the previous append was answered, so
+    an append of one write means no other write was waiting, and the next
+    one will not join this batch anyway (it queues in the outbox).  Such a
+    batch, and a session's markers alone (open, close), go at once."""
+    return sum(record.kind is Kind.DATA for record in records) > 1
 
 
 class Appender:
@@ -158,5 +171,7 @@ class Appender:
             # Larger than a whole batch: the producer sizes a batch for it.
             sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
         if batch is not None and batch.record_count():
+            if not lingers(records):
+                batch.close()  # a closed batch is drained at once (aiokafka's remaining_linger)
             sent.append(await self.producer.send_batch(batch, topic, partition=0))
         return sent
