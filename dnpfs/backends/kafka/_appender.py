@@ -37,17 +37,29 @@ BATCH_BYTES = 1_000_000
 REQUEST_BYTES = 8 << 20
 
 
-def lingers(records: Sequence[Record]) -> bool:
+LINGER = 0.001  # the producer's linger: docs/decisions.md, "the producer lingers 1 ms"
+
+
+def lingers(records: Sequence[Record], idle: float | None) -> bool:
     """Whether an append's last batch waits out the producer's linger.
 
     The linger makes a stream of small writes leave in fewer, larger
-    requests (docs/decisions.md, "the producer lingers 1 ms").  A write that
-    found its pipe idle gains nothing from it: the flusher (writer.Outbox)
-    hands over everything queued while the previous append was answered, so
-    an append of one write means no other write was waiting, and the next
-    one will not join this batch anyway (it queues in the outbox).  Such a
-    batch, and a session's markers alone (open, close), go at once."""
-    return sum(record.kind is Kind.DATA for record in records) > 1
+    requests.  A write to a pipe that was idle gains nothing from it, and
+    pays it in latency: the flusher (writer.Outbox) hands over everything
+    queued while the previous append was answered, so an append of one write
+    means no other write waited behind it; and if the pipe's previous append
+    had been over for longer than a linger (*idle*, None for its first), its
+    writes come too seldom for the next to join this batch within one.
+    Such a batch (or a session's marker alone: open, close) goes at once.
+
+    One write right after the previous append (a stream the daemon keeps
+    up with) still lingers: sending each at once made every write a
+    request of its own, and small writes read at once on another mount
+    fell to about half (docs/decisions.md, "the producer lingers 1 ms").
+    """
+    if sum(record.kind is Kind.DATA for record in records) > 1:
+        return True
+    return idle is not None and idle < LINGER
 
 
 class Appender:
@@ -59,6 +71,7 @@ class Appender:
         self.max_request_size = max_request_size
         self.producer: AIOKafkaProducer | None = None
         self._produced: set[str] = set()  # topics the producer tracks
+        self._appended: dict[str, float] = {}  # topic -> when its last append was over
         self._producer_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -76,6 +89,7 @@ class Appender:
         """The topic is gone: stop the producer asking for its metadata."""
         if topic in self._produced:
             self._produced.discard(topic)
+            self._appended.pop(topic, None)
             self.producer.client.set_topics(self._produced)
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -83,7 +97,7 @@ class Appender:
             **self.client_kwargs(),
             acks="all",
             enable_idempotence=True,
-            linger_ms=1,  # docs/decisions.md, "the producer lingers 1 ms"
+            linger_ms=round(LINGER * 1000),  # but see ``lingers``
             max_batch_size=min(BATCH_BYTES, self.message_max_bytes or BATCH_BYTES),
             max_request_size=self.max_request_size,
             request_timeout_ms=30_000,
@@ -117,23 +131,31 @@ class Appender:
         if not await self.catalog.known(name):
             raise NoSuchPipe(name)
         self._produced.add(topic)
-        for attempt in (1, 2):
-            producer = self.producer
-            try:
-                return await self._append(name, topic, records)
-            except StoreError as e:
-                why = producer_failed(producer)
-                if why is None or attempt == 2:
-                    raise
-                # Sent again through a new producer: records of this append
-                # that the old one had stored are stored twice (the
-                # duplicate window of docs/kafka.md, "Broker restarts").
-                await self._replace_producer(producer, why)
-                log.info("pipe %s: writing %d records again: %s", name, len(records), e)
-
-    async def _append(self, name: str, topic: str, records: Sequence[Record]) -> None:
+        loop = asyncio.get_running_loop()
+        last = self._appended.get(topic)
+        linger = lingers(records, None if last is None else loop.time() - last)
         try:
-            sent = await self._send_batches(topic, records)
+            for attempt in (1, 2):
+                producer = self.producer
+                try:
+                    return await self._append(name, topic, records, linger)
+                except StoreError as e:
+                    why = producer_failed(producer)
+                    if why is None or attempt == 2:
+                        raise
+                    # Sent again through a new producer: records of this append
+                    # that the old one had stored are stored twice (the
+                    # duplicate window of docs/kafka.md, "Broker restarts").
+                    await self._replace_producer(producer, why)
+                    log.info("pipe %s: writing %d records again: %s", name, len(records), e)
+        finally:
+            if topic in self._produced:
+                self._appended[topic] = loop.time()
+
+    async def _append(self, name: str, topic: str, records: Sequence[Record],
+                      linger: bool) -> None:
+        try:
+            sent = await self._send_batches(topic, records, linger)
             acks = asyncio.ensure_future(asyncio.gather(*sent))
             while True:
                 done, _ = await asyncio.wait([acks], timeout=APPEND_CHECK)
@@ -151,10 +173,13 @@ class Appender:
             raise StoreError(f"Kafka did not store the records of {name}: {describe_error(e)}") \
                 from None
 
-    async def _send_batches(self, topic: str, records: Sequence[Record]) -> list[asyncio.Future]:
+    async def _send_batches(self, topic: str, records: Sequence[Record],
+                            linger: bool = True) -> list[asyncio.Future]:
         """Hand *records* to the producer as few record batches: building them
         here costs a fraction of one send() per record (small writes ran
-        several times faster).  Returns the batches' delivery futures."""
+        several times faster).  The last batch waits out the producer's
+        linger only if *linger* (``lingers``); full ones never do.  Returns
+        the batches' delivery futures."""
         sent = []
         batch = None
         for record in records:
@@ -171,7 +196,7 @@ class Appender:
             # Larger than a whole batch: the producer sizes a batch for it.
             sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
         if batch is not None and batch.record_count():
-            if not lingers(records):
-                batch.close()  # a closed batch is drained at once (aiokafka's remaining_linger)
+            if not linger:
+                batch.close()  # drained at once: aiokafka lingers only over open batches
             sent.append(await self.producer.send_batch(batch, topic, partition=0))
         return sent
