@@ -37,7 +37,7 @@ BATCH_BYTES = 1_000_000
 REQUEST_BYTES = 8 << 20
 
 
-LINGER = 0.001  # the producer's linger: docs/decisions.md, "the producer lingers 1 ms"
+LINGER = 0.001  # the producer's linger, in seconds (but see ``lingers``)
 
 
 def lingers(records: Sequence[Record], idle: float | None) -> bool:
@@ -53,9 +53,10 @@ def lingers(records: Sequence[Record], idle: float | None) -> bool:
     Such a batch (or a session's marker alone: open, close) goes at once.
 
     One write right after the previous append (a stream the daemon keeps
-    up with) still lingers: sending each at once made every write a
-    request of its own, and small writes read at once on another mount
-    fell to about half (docs/decisions.md, "the producer lingers 1 ms").
+    up with) still lingers: sending each at once made every write a request
+    of its own, and small writes read at once on another mount fell
+    (docs/decisions.md, "the producer lingers 1 ms, except after an idle
+    spell").
     """
     if sum(record.kind is Kind.DATA for record in records) > 1:
         return True
