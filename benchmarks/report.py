@@ -277,8 +277,8 @@ _LIFT_LATENCY = (
     "FUSE and a hand-over between threads at each end, where the woken thread waits for"
     " the GIL until the other one blocks (0.14 ms on the writing mount, 0.26 ms on the"
     " reading one at p50). The producer's 1 ms linger no longer applies to a write to an"
-    " idle pipe, as these are (docs/decisions.md, \"the producer lingers 1 ms, except after"
-    " an idle spell\"). Would lift it: fewer steps between the threads (a reply sent from the"
+    " idle pipe, as these are, nor to the reference's (docs/decisions.md, \"the producer"
+    " lingers 1 ms, except after an idle spell\"). Would lift it: fewer steps between the threads (a reply sent from the"
     " asyncio thread, the GIL handed over at once). Not tried. The raw aiokafka reference"
     " moves between runs by about as much as the target's margin.")
 _LIFT_EMBEDDED = (
@@ -643,8 +643,9 @@ def _methods(results: dict, image_dir: str) -> str:
   `fetch.wait.max.ms`, 500 ms). For small writes kcat reads lines from stdin (one message
   per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
 - aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
-  linger 1 ms, batches of up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 4 MiB per
-  partition, 16 MiB per response, no CRC check; aiokafka's READER_LIMIT raised to 4 MiB,
+  linger 1 ms, none in the latency scenario as dnpfs for a write to an idle pipe, batches of
+  up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 4 MiB per partition,
+  16 MiB per response, no CRC check; aiokafka's READER_LIMIT raised to 4 MiB,
   while the daemon reads fetch responses without aiokafka's reader: docs/decisions.md,
   "fetch responses read in place"); timed from after it connected (the daemon is
   connected before a step starts too).
