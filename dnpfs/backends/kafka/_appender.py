@@ -43,14 +43,14 @@ LINGER = 0.001  # the producer's linger, in seconds (but see ``lingers``)
 def lingers(records: Sequence[Record], idle: float | None) -> bool:
     """Whether an append's last batch waits out the producer's linger.
 
-    The linger makes a stream of small writes leave in fewer, larger
-    requests.  A write to a pipe that was idle gains nothing from it, and
-    pays it in latency: the flusher (writer.Outbox) hands over everything
-    queued while the previous append was answered, so an append of one write
-    means no other write waited behind it; and if the pipe's previous append
-    had been over for longer than a linger (*idle*, None for its first), its
-    writes come too seldom for the next to join this batch within one.
-    Such a batch (or a session's marker alone: open, close) goes at once.
+    The linger paces a stream of small writes: the writer's outbox hands
+    over everything queued while the previous append was answered, so the
+    longer a round takes, the more writes each request carries.  A write to
+    an idle pipe gains nothing from it: an append of at most one write means
+    none waited behind it, and a pipe whose previous append had been over
+    for longer than a linger (*idle*; None for its first) is not being
+    streamed.  Such a batch (or a session's marker alone: open, close) goes
+    at once (aiokafka lingers only over open batches).
 
     One write right after the previous append (a stream the daemon keeps
     up with) still lingers: sending each at once made every write a request
