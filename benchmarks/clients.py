@@ -5,8 +5,10 @@
     python -m benchmarks.clients latency  BOOTSTRAP TOPIC --count N --size B
 
 The client settings are dnpfs's own: the producer's are copied from
-dnpfs/backends/kafka/_cluster.py (idempotent, acks=all, linger 1 ms, batches of
-its BATCH_BYTES); the consumer fetches as the daemon's fetcher does, with the sizes
+dnpfs/backends/kafka/_appender.py (idempotent, acks=all, linger 1 ms, batches of
+its BATCH_BYTES), except that the latency producer does not linger: dnpfs sends
+a write to an idle pipe at once (``lingers``), and every message of the latency
+scenario is one; the consumer fetches as the daemon's fetcher does, with the sizes
 imported from dnpfs/backends/kafka/_fetcher.py (4 MiB per partition, 16 MiB
 per response, no CRC check) and aiokafka.conn.READER_LIMIT raised to match.
 This consumer assigns the partition itself (no group).  So the difference
@@ -35,10 +37,11 @@ PRODUCER = dict(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size
                 max_request_size=1_064_000, request_timeout_ms=30_000)
 
 
-def _producer(bootstrap: str):
+def _producer(bootstrap: str, **settings):
     from aiokafka import AIOKafkaProducer
 
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-ref", **PRODUCER)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-ref",
+                            **{**PRODUCER, **settings})
 
 
 def _consumer(bootstrap: str):
@@ -158,7 +161,7 @@ async def _latency_consumer(args, got_w: int) -> dict:
 
 async def _latency_producer(args, got_r: int) -> None:
     loop = asyncio.get_running_loop()
-    producer = _producer(args.bootstrap)
+    producer = _producer(args.bootstrap, linger_ms=0)  # as dnpfs for an idle pipe
     await producer.start()
     arrived = asyncio.Queue()
     loop.add_reader(got_r, lambda: arrived.put_nowait(os.read(got_r, 64)))

@@ -274,10 +274,13 @@ _LIFT_SMALL = (
     " merge small writes, but pipes are direct-I/O files (docs/decisions.md), so it does"
     " not apply.")
 _LIFT_LATENCY = (
-    "the producer's 1 ms linger, with FUSE and a hand-over between threads at each end."
-    " Would lift it: no linger, which measured 0.5-0.9 ms lower at p50 but cost a fifth of"
-    " the small writes read at once (docs/decisions.md, \"the producer lingers 1 ms\"). The"
-    " raw aiokafka reference moves between runs by about as much as the target's margin.")
+    "FUSE and a hand-over between threads at each end, where the woken thread waits for"
+    " the GIL until the other one blocks (0.14 ms on the writing mount, 0.26 ms on the"
+    " reading one at p50). The producer's 1 ms linger no longer applies to a write to an"
+    " idle pipe, as these are, nor to the reference's (docs/decisions.md, \"the producer"
+    " lingers 1 ms, except after an idle spell\"). Would lift it: fewer steps between the threads (a reply sent from the"
+    " asyncio thread, the GIL handed over at once). Not tried. The raw aiokafka reference"
+    " moves between runs by about as much as the target's margin.")
 _LIFT_EMBEDDED = (
     "the writing daemon (the daemons used {daemon:.2f} of a core while writing, {cpu:.2f}"
     " CPU s/GiB): pyfuse3 copies each write, SQLite copies it into pages and the pages into"
@@ -640,8 +643,9 @@ def _methods(results: dict, image_dir: str) -> str:
   `fetch.wait.max.ms`, 500 ms). For small writes kcat reads lines from stdin (one message
   per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
 - aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
-  linger 1 ms, batches of up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 4 MiB per
-  partition, 16 MiB per response, no CRC check; aiokafka's READER_LIMIT raised to 4 MiB,
+  linger 1 ms, none in the latency scenario as dnpfs for a write to an idle pipe, batches of
+  up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 4 MiB per partition,
+  16 MiB per response, no CRC check; aiokafka's READER_LIMIT raised to 4 MiB,
   while the daemon reads fetch responses without aiokafka's reader: docs/decisions.md,
   "fetch responses read in place"); timed from after it connected (the daemon is
   connected before a step starts too).

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from ...errors import NoSuchPipe, StoreError
-from ...model import Record
+from ...model import Kind, Record
 from . import wire
 from ._aiokafka.batches import new_batch
 from ._aiokafka.produce import ProduceClient, cap_producer, producer_failed
@@ -37,6 +37,32 @@ BATCH_BYTES = 1_000_000
 REQUEST_BYTES = 8 << 20
 
 
+LINGER = 0.001  # the producer's linger, in seconds (but see ``lingers``)
+
+
+def lingers(records: Sequence[Record], idle: float | None) -> bool:
+    """Whether an append's last batch waits out the producer's linger.
+
+    The linger paces a stream of small writes: the writer's outbox hands
+    over everything queued while the previous append was answered, so the
+    longer a round takes, the more writes each request carries.  A write to
+    an idle pipe gains nothing from it: an append of at most one write means
+    none waited behind it, and a pipe whose previous append had been over
+    for longer than a linger (*idle*; None for its first) is not being
+    streamed.  Such a batch (or a session's marker alone: open, close) goes
+    at once (aiokafka lingers only over open batches).
+
+    One write right after the previous append (a stream the daemon keeps
+    up with) still lingers: sending each at once made every write a request
+    of its own, and small writes read at once on another mount fell
+    (docs/decisions.md, "the producer lingers 1 ms, except after an idle
+    spell").
+    """
+    if sum(record.kind is Kind.DATA for record in records) > 1:
+        return True
+    return idle is not None and idle < LINGER
+
+
 class Appender:
     def __init__(self, catalog: Catalog, client_kwargs: Callable[[], dict[str, Any]], *,
                  message_max_bytes: int | None, max_request_size: int) -> None:
@@ -46,6 +72,7 @@ class Appender:
         self.max_request_size = max_request_size
         self.producer: AIOKafkaProducer | None = None
         self._produced: set[str] = set()  # topics the producer tracks
+        self._appended: dict[str, float] = {}  # topic -> when its last append was over
         self._producer_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -63,6 +90,7 @@ class Appender:
         """The topic is gone: stop the producer asking for its metadata."""
         if topic in self._produced:
             self._produced.discard(topic)
+            self._appended.pop(topic, None)
             self.producer.client.set_topics(self._produced)
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -70,7 +98,7 @@ class Appender:
             **self.client_kwargs(),
             acks="all",
             enable_idempotence=True,
-            linger_ms=1,  # docs/decisions.md, "the producer lingers 1 ms"
+            linger_ms=round(LINGER * 1000),  # but see ``lingers``
             max_batch_size=min(BATCH_BYTES, self.message_max_bytes or BATCH_BYTES),
             max_request_size=self.max_request_size,
             request_timeout_ms=30_000,
@@ -104,23 +132,31 @@ class Appender:
         if not await self.catalog.known(name):
             raise NoSuchPipe(name)
         self._produced.add(topic)
-        for attempt in (1, 2):
-            producer = self.producer
-            try:
-                return await self._append(name, topic, records)
-            except StoreError as e:
-                why = producer_failed(producer)
-                if why is None or attempt == 2:
-                    raise
-                # Sent again through a new producer: records of this append
-                # that the old one had stored are stored twice (the
-                # duplicate window of docs/kafka.md, "Broker restarts").
-                await self._replace_producer(producer, why)
-                log.info("pipe %s: writing %d records again: %s", name, len(records), e)
-
-    async def _append(self, name: str, topic: str, records: Sequence[Record]) -> None:
+        loop = asyncio.get_running_loop()
+        last = self._appended.get(topic)
+        linger = lingers(records, None if last is None else loop.time() - last)
         try:
-            sent = await self._send_batches(topic, records)
+            for attempt in (1, 2):
+                producer = self.producer
+                try:
+                    return await self._append(name, topic, records, linger)
+                except StoreError as e:
+                    why = producer_failed(producer)
+                    if why is None or attempt == 2:
+                        raise
+                    # Sent again through a new producer: records of this append
+                    # that the old one had stored are stored twice (the
+                    # duplicate window of docs/kafka.md, "Broker restarts").
+                    await self._replace_producer(producer, why)
+                    log.info("pipe %s: writing %d records again: %s", name, len(records), e)
+        finally:
+            if topic in self._produced:
+                self._appended[topic] = loop.time()
+
+    async def _append(self, name: str, topic: str, records: Sequence[Record],
+                      linger: bool) -> None:
+        try:
+            sent = await self._send_batches(topic, records, linger)
             acks = asyncio.ensure_future(asyncio.gather(*sent))
             while True:
                 done, _ = await asyncio.wait([acks], timeout=APPEND_CHECK)
@@ -138,10 +174,13 @@ class Appender:
             raise StoreError(f"Kafka did not store the records of {name}: {describe_error(e)}") \
                 from None
 
-    async def _send_batches(self, topic: str, records: Sequence[Record]) -> list[asyncio.Future]:
+    async def _send_batches(self, topic: str, records: Sequence[Record],
+                            linger: bool = True) -> list[asyncio.Future]:
         """Hand *records* to the producer as few record batches: building them
         here costs a fraction of one send() per record (small writes ran
-        several times faster).  Returns the batches' delivery futures."""
+        several times faster).  The last batch waits out the producer's
+        linger only if *linger* (``lingers``); full ones never do.  Returns
+        the batches' delivery futures."""
         sent = []
         batch = None
         for record in records:
@@ -158,5 +197,7 @@ class Appender:
             # Larger than a whole batch: the producer sizes a batch for it.
             sent.append(await self.producer.send(topic, value, partition=0, headers=headers))
         if batch is not None and batch.record_count():
+            if not linger:
+                batch.close()  # drained at once: aiokafka lingers only over open batches
             sent.append(await self.producer.send_batch(batch, topic, partition=0))
         return sent
