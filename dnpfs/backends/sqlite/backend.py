@@ -141,6 +141,7 @@ class SqliteBackend(Backend):
 
         deleted = await self._meta.run(delete)
         if deleted:
+            self._wake.forget(name)
             self._wake.ring()
         self._on_change(name, True)
         return deleted
