@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 _IN_MODIFY = 0x2
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
-_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+_EVENT = struct.Struct("iIII")
+_OPEN_BELLS = 64  # struct inotify_event: wd, mask, cookie, len; then the name
 
 
 def wake_path(store: Path) -> Path:
@@ -76,6 +77,9 @@ class Wake:
         access.create(self.path)
         access.make_dirs(self.bells)
         self._bell = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        # Pipes' bells kept open (ring() runs in one thread at a time: the
+        # writer's; create and delete ring only the catalog's bell).
+        self._pipe_bells: dict[str, int] = {}
         self._inotify = -1
         self._catalog_wd = -1
         try:
@@ -114,18 +118,23 @@ class Wake:
             log.warning("%s: cannot ring: %s", self.path, e)
 
     def _ring_pipe(self, name: str) -> None:
-        # Opened for each ring, not kept: a pipe deleted and made again gets a
-        # new bell file, which a kept descriptor of the old one would miss.
-        path = self.bells / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            self.access.create(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.pwrite(fd, b"\0", 0)
-        finally:
-            os.close(fd)
+        fd = self._pipe_bells.get(name)
+        if fd is not None and not os.fstat(fd).st_nlink:
+            # Removed (the pipe was deleted, perhaps made again with a new
+            # bell file): a ring of the old file would reach no one.
+            os.close(self._pipe_bells.pop(name))
+            fd = None
+        if fd is None:
+            path = self.bells / name
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self.access.create(path)
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            self._pipe_bells[name] = fd
+            while len(self._pipe_bells) > _OPEN_BELLS:
+                os.close(self._pipe_bells.pop(next(iter(self._pipe_bells))))
+        os.pwrite(fd, b"\0", 0)
 
     def forget(self, name: str) -> None:
         """Remove pipe *name*'s bell (the pipe was deleted)."""
@@ -184,3 +193,5 @@ class Wake:
         if self._bell >= 0:
             os.close(self._bell)
             self._bell = -1
+        while self._pipe_bells:
+            os.close(self._pipe_bells.popitem()[1])
