@@ -7,6 +7,7 @@ cursor move is also recorded as in flight (``_inflight``).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from ...errors import NoSuchPipe, StoreError
 from ...model import Cursor, Kind, StoredRecord
 from ..base import Fetched
 from ._batch import Batch
-from ._conn import Conn, pipe_id, transaction
+from ._conn import STREAM_GAP, Conn, pipe_id, transaction
 from ._inflight import InFlight
 from ._schema import KINDS, sessions_set, sessions_text
 from ._segments import SegmentFiles
@@ -26,6 +27,9 @@ from ._segments import SegmentFiles
 T = TypeVar("T")
 _MAX_FETCH_RECORDS = 4096
 _ROWS_AT_ONCE = 64  # index rows read (and their bytes fetched) at a time
+# Reads whose budgets add up to at most this run on the trio loop (Conn.run's
+# inline): one read of a backlog copies at most this much from the page cache.
+INLINE_BYTES = 2 << 20
 
 
 @dataclass(eq=False)
@@ -243,15 +247,25 @@ class Reads:
         daemons and hundreds of readers, left the readers seconds behind:
         SQLite has one write lock, and a transaction held it across every
         GIL hand-off between its statements."""
+        done_at = -math.inf  # when the last batch was done (trio clock)
         try:
             while True:
                 jobs = await self._jobs.take()
                 done, self.inflight.delivered = self.inflight.delivered, []
                 try:
-                    outcomes = await self.conn.run(lambda db: self._consume_jobs(db, jobs, done))
+                    # On the loop after a pause, when the store is free and
+                    # the reads are few: the hop to a worker thread and back
+                    # was a third of a cross-mount read's latency.  Not in a
+                    # stream of reads: the reads that come during the hop
+                    # make the next batch, one write transaction for all.
+                    inline = (trio.current_time() - done_at > STREAM_GAP
+                              and sum(job.max_bytes for job in jobs) <= INLINE_BYTES)
+                    outcomes = await self.conn.run(
+                        lambda db: self._consume_jobs(db, jobs, done), inline=inline)
                 except StoreError as e:
                     self.inflight.delivered[:0] = done
                     outcomes = [(None, None, e)] * len(jobs)
+                done_at = trio.current_time()
                 for job, (row, result, error) in zip(jobs, outcomes):
                     job.row, job.result, job.error = row, result, error
                     job.done.set()
