@@ -221,3 +221,37 @@ def test_without_a_reboot_a_killed_daemons_records_all_stay(tmp_path):
         return got
 
     assert run(second, store) == (b"one, two", 0)
+
+
+def test_removed_segments_are_closed_so_their_disk_space_comes_back(tmp_path, monkeypatch):
+    """The writer and reader keep segments open; once retention removed one,
+    the next segment they open closes it (an open descriptor would keep its
+    disk space as long as the daemon runs)."""
+    monkeypatch.setattr(_appends, "SEGMENT_BYTES", 1000)
+    store = tmp_path / "s.sqlite"
+
+    def held() -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            count += str(segments_path(store)) in target and target.endswith("(deleted)")
+        return count
+
+    async def body(opener):
+        a = await opener()
+        await a.create_pipe("p")
+        for i in range(4):
+            await a.append("p", [data(bytes([65 + i]) * 1000)], durable=False)
+        await read_all(a, "p")
+        await a.apply_retention()
+        for i in range(2):  # into new segments: the writer and reader open them
+            await a.append("p", [data(b"z" * 1000)], durable=False)
+        await read_all(a, "p")
+        still = held()
+        await a.close()
+        return still
+
+    assert run(body, store) == 0

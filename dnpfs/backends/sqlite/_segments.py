@@ -94,6 +94,7 @@ class SegmentFiles:
             # commit failed, made again under the same name): open it anew.
             del self._files[key]
             os.close(fd)
+        self._drop_removed()
         path = self.dir / _name(pipe, seg)
         if write:
             try:
@@ -110,6 +111,14 @@ class SegmentFiles:
         while len(self._files) > _OPEN_FILES:
             os.close(self._files.popitem(last=False)[1])
         return fd
+
+    def _drop_removed(self) -> None:
+        """Close the files removed meanwhile (retention, a deleted pipe, by
+        any daemon): an open descriptor would keep their disk space."""
+        for key, fd in list(self._files.items()):
+            if not os.fstat(fd).st_nlink:
+                del self._files[key]
+                os.close(fd)
 
     def _sync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
