@@ -372,6 +372,14 @@ def embedded(bench: Bench) -> dict:
                 for pipe in _dnpfs_bulk(bench, row, A, B, sub, src, size, record, kafka=False):
                     os.unlink(A / pipe)
 
+            def fuse() -> None:
+                records = -(-size // record)
+                row["fuse.write"] = bench.run("FUSE ceiling: dd -> nullfs", steps.dd_write,
+                                              bench, src, N / "sink", size, record, [N.pid])
+                row["fuse.read"] = bench.run("FUSE ceiling: cat <- nullfs", steps.cat_read,
+                                             bench, N / f"source-{size}", size, records, record,
+                                             [N.pid])
+
             def small() -> None:
                 pipe = sub + "small"
                 os.mkfifo(A / pipe)
@@ -393,7 +401,7 @@ def embedded(bench: Bench) -> dict:
                 row["sqlite.read"] = step.pop("then_read")
                 row["sqlite.write"] = step
 
-            return [fifo, sqlite, dnpfs, small]
+            return [fifo, sqlite, dnpfs, fuse, small]
 
         reps = _repeat(bench, a.reps, "bulk", parts)
         os.mkfifo(A / "lat")
@@ -410,6 +418,8 @@ def embedded(bench: Bench) -> dict:
         "write_vs_sqlite": ratio(reps, "dnpfs.write", "sqlite.write"),
         "read_vs_sqlite": ratio(reps, "dnpfs.read", "sqlite.read"),
         "sqlite_write_vs_fifo": ratio(reps, "sqlite.write", "fifo.through"),
+        "write_vs_fuse": ratio(reps, "dnpfs.write", "fuse.write"),
+        "read_vs_fuse": ratio(reps, "dnpfs.read", "fuse.read"),
         "small_vs_fuse": ratio(reps, "dnpfs.small", "fuse.small", "records_s"),
     }
     out = _scenario("Embedded store", {"bytes": size, "record": record, "reps": a.reps,
