@@ -255,3 +255,34 @@ def test_removed_segments_are_closed_so_their_disk_space_comes_back(tmp_path, mo
         return still
 
     assert run(body, store) == 0
+
+
+def test_segments_are_synced_ahead_so_a_close_waits_for_the_last_bytes_only(tmp_path,
+                                                                           monkeypatch):
+    """Past SYNC_AHEAD bytes written, the segments are synced in the
+    background, before any close or fsync asks (SQLite's checkpoints did
+    that for bytes inside SQLite; without it a close after 256 MiB waited
+    for all of them to reach the disk)."""
+    from dnpfs.backends.sqlite._segments import SegmentFiles
+
+    monkeypatch.setattr(_appends, "SYNC_AHEAD", 1000)
+    synced = []
+    real = SegmentFiles.sync
+    monkeypatch.setattr(SegmentFiles, "sync",
+                        lambda self, pipe, seg: (synced.append(seg), real(self, pipe, seg)))
+    store = tmp_path / "s.sqlite"
+
+    async def body(opener):
+        a = await opener()
+        await a.create_pipe("p")
+        await a.append("p", [data(b"x" * 600)], durable=False)
+        before = list(synced)
+        await a.append("p", [data(b"y" * 600)], durable=False)  # past 1000 bytes
+        with trio.fail_after(5):
+            while not synced:
+                await trio.sleep(0.01)
+        await a.close()
+        return before
+
+    assert run(body, store) == [], "nothing synced below SYNC_AHEAD"
+    assert synced, "synced in the background past SYNC_AHEAD"

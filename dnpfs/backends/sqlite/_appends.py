@@ -9,6 +9,7 @@ writes pay one sync per close instead of one per batch.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -26,7 +27,13 @@ from ._conn import STREAM_GAP, Conn, transaction
 from ._schema import records_path
 from ._segments import SEGMENT_BYTES, SegmentFiles
 
+log = logging.getLogger(__name__)
 
+
+# Once this much was written since the last sync, the segments are synced
+# in the background, so that a close() waits for the last few MiB only (as
+# SQLite's checkpoints synced the records while the bytes were in SQLite).
+SYNC_AHEAD = 32 << 20
 # A batch up to this size is written on the trio loop (Conn.run's inline):
 # copying it into the page cache takes tens of microseconds.
 INLINE_BYTES = 256 << 10
@@ -55,6 +62,8 @@ class Appends:
         self._unsynced: dict[tuple[int, int], int] = {}  # (pipe, segment) -> end written
         self._syncing = trio.Lock()
         self._committed = -math.inf  # when the last batch was done (trio clock)
+        self._ahead = 0  # bytes written since the last sync began
+        self._ahead_running = False
 
     async def append(self, name: str, records: Sequence[Record], durable: bool) -> None:
         if records:
@@ -89,6 +98,21 @@ class Appends:
                 for key, end in unsynced.items():  # the next durable append tries again
                     self._unsynced[key] = max(end, self._unsynced.get(key, 0))
                 raise
+
+    def _sync_ahead(self) -> None:
+        """fdatasync the segments written so far in a thread of its own,
+        waited for by no one: the next durable append syncs them again,
+        then with little left to write (SYNC_AHEAD)."""
+        keys, self._ahead, self._ahead_running = list(self._unsynced), 0, True
+
+        def done(result) -> None:  # in that thread, with the function's Outcome
+            self._ahead_running = False
+            try:
+                result.unwrap()
+            except Exception as e:  # noqa: BLE001 - the durable append syncs again
+                log.warning("syncing segments ahead: %s", e)
+
+        trio.lowlevel.start_thread_soon(lambda: self._sync_segments(keys), done)
 
     def _sync_segments(self, keys: list[tuple[int, int]]) -> None:
         # Not the writer's SegmentFiles: it is the writer thread's alone.
@@ -127,6 +151,9 @@ class Appends:
                 errors = [e] * len(jobs)
             else:
                 self._unsynced.update(written)  # ends only grow
+                self._ahead += sum(len(r.data) for job in jobs for r in job.records)
+                if self._ahead >= SYNC_AHEAD and not self._ahead_running:
+                    self._sync_ahead()
             self._committed = trio.current_time()
             for job, error in zip(jobs, errors):
                 job.error = error
