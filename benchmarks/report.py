@@ -36,7 +36,7 @@ TOOLS = {
     "aiokafka": "plain aiokafka script (dnpfs's client settings)",
     "fifo": "local kernel FIFO (dd | cat)",
     "fuse": "FUSE ceiling: pyfuse3 filesystem that stores nothing",
-    "sqlite": "SQLite alone (dnpfs's schema, no FUSE, no daemon)",
+    "sqlite": "SQLite alone (records as blobs, as the store kept them before segments; no FUSE)",
 }
 
 
@@ -184,9 +184,15 @@ def targets(results: dict) -> list[dict]:
     target = f"embedded small writes ≥ {EMBEDDED_SMALL_VS_FUSE}× FUSE ceiling"
     if r:
         s = emb["summary"]
+        d, n = s["dnpfs.small"], s["fuse.small"]
         add(target, r["median"] >= EMBEDDED_SMALL_VS_FUSE,
-            f"{r['median']:.2f}× (dd bs=100 -> mount A {s['dnpfs.small']['records_s']:,.0f}"
-            f" records/s, nullfs {s['fuse.small']['records_s']:,.0f})")
+            f"{r['median']:.2f}× (dd bs=100 -> mount A {d['records_s']:,.0f}"
+            f" records/s, nullfs {n['records_s']:,.0f})",
+            f"the writing daemon's CPU: {1e6 * d['per_daemon_cpu_s'][0] / d['records']:.0f} µs"
+            f" per write, nullfs {1e6 * n['daemon_cpu_s'] / n['records']:.0f} µs (a batch of a"
+            " few writes is a hop to the writer thread, a transaction, a pwritev and a bell)"
+            if d.get("per_daemon_cpu_s") and d.get("records") and n.get("records") else "",
+            _LIFT_EMBEDDED_SMALL)
     else:
         add(target, None, "not measured")
     lat = emb and emb.get("latency", {}).get("dnpfs")
@@ -195,7 +201,10 @@ def targets(results: dict) -> list[dict]:
         fifo = emb["latency"].get("fifo") or {}
         add(target, lat["p50_us"] / 1000 <= EMBEDDED_P50_MS,
             f"p50 {_ms(lat['p50_us'])} ms, p99 {_ms(lat['p99_us'])} ms (local FIFO p50"
-            f" {_ms(fifo.get('p50_us', 0))} ms)")
+            f" {_ms(fifo.get('p50_us', 0))} ms)",
+            "about a dozen steps of tens of µs each over two daemons (task switches, a commit"
+            " on each side, the bell's wake-up), each stretched by waiting for a core",
+            _LIFT_EMBEDDED_LATENCY)
     else:
         add(target, None, "not measured")
 
@@ -259,12 +268,19 @@ _LIFT_LATENCY = (
     " the small writes read at once (docs/decisions.md, \"the producer lingers 1 ms\"). The"
     " raw aiokafka reference moves between runs by about as much as the target's margin.")
 _LIFT_EMBEDDED = (
-    "the daemons' CPU on a shared 2-core machine (both used {daemon:.2f} of a core while dd"
-    " and cat ran at once, {cpu:.2f} CPU s/GiB), most of it pyfuse3's request handling with"
-    " the GIL held, in each daemon's one loop thread, next to dd, cat and the other"
-    " processes of the machine; the bytes are written once to a segment file and read once"
-    " (docs/decisions.md). Would lift it: replies read straight into the reply buffer"
-    " (readinto) and pyfuse3 releasing the GIL around /dev/fuse (branch fusegil).")
+    "the writes: the bytes are written once, into segment files, but into new page-cache"
+    " pages, which a FIFO never allocates (the same cost bounded SQLite before: docs/"
+    "decisions.md, issue #29); the daemons used {daemon:.2f} of a core while dd and cat ran"
+    " at once ({cpu:.2f} CPU s/GiB) on a machine shared with other work. Would lift it:"
+    " reusing the cached pages of consumed segments, and pyfuse3 copying less with the GIL"
+    " held (branch fusegil).")
+_LIFT_EMBEDDED_SMALL = (
+    "larger batches for streams (a linger) and less Python per write (docs/decisions.md,"
+    " issue #29).")
+_LIFT_EMBEDDED_LATENCY = (
+    "fewer task switches (the flusher appending itself when no batch is in flight) and one"
+    " transaction per read instead of a read snapshot and a write transaction"
+    " (docs/decisions.md, issue #29).")
 _LIFT_SCALING = (
     "the broker, both daemons and a writer and a reader per pipe share the machine's cores."
     " Would lift it: the broker on a machine of its own. Two produce requests in flight per"
@@ -533,6 +549,7 @@ def _embedded_md(e: dict, pictures: dict, image_dir: str) -> str:
             ["dnpfs embedded store", f"{_rate(s['dnpfs.small'], 'records_s'):,.0f}"],
             [TOOLS["fuse"], f"{_rate(s.get('fuse.small'), 'records_s') or 0:,.0f}"],
             ["**dnpfs / FUSE ceiling**", _x(r.get("small_vs_fuse"))]]))
+        out.append("")
     out.append(_cost_table(s, [(f"dnpfs.{ph}", f"embedded {ph}")
                                for ph in ("write", "read", "through", "small")
                                if f"dnpfs.{ph}" in s]))
