@@ -189,8 +189,8 @@ def targets(results: dict) -> list[dict]:
             f"{r['median']:.2f}× (dd bs=100 -> mount A {d['records_s']:,.0f}"
             f" records/s, nullfs {n['records_s']:,.0f})",
             f"the writing daemon's CPU: {1e6 * d['per_daemon_cpu_s'][0] / d['records']:.0f} µs"
-            f" per write, nullfs {1e6 * n['daemon_cpu_s'] / n['records']:.0f} µs (a batch of a"
-            " few writes is a hop to the writer thread, a transaction, a pwritev and a bell)"
+            f" per write, nullfs {1e6 * n['daemon_cpu_s'] / n['records']:.0f} µs (the same"
+            " pyfuse3 work; the rest is dnpfs's Python per write and per 1 ms commit)"
             if d.get("per_daemon_cpu_s") and d.get("records") and n.get("records") else "",
             _LIFT_EMBEDDED_SMALL)
     else:
@@ -275,8 +275,8 @@ _LIFT_EMBEDDED = (
     " reusing the cached pages of consumed segments, and pyfuse3 copying less with the GIL"
     " held (branch fusegil).")
 _LIFT_EMBEDDED_SMALL = (
-    "larger batches for streams (a linger) and less Python per write (docs/decisions.md,"
-    " issue #29).")
+    "less Python per write (no Event and no Record per write until the batch), pyfuse3"
+    " releasing the GIL around /dev/fuse (branch fusegil); docs/decisions.md, issue #29.")
 _LIFT_EMBEDDED_LATENCY = (
     "fewer task switches (the flusher appending itself when no batch is in flight) and one"
     " transaction per read instead of a read snapshot and a write transaction"
