@@ -3,9 +3,12 @@
 Why SQLite: it is in the standard library, its WAL mode lets several processes
 (two containers sharing a volume) append and read concurrently, and a commit
 is atomic, so a group cursor moves by compare-and-swap across processes.
+SQLite holds the catalog and the records' index; the records' bytes are in
+segment files beside it (``_segments``), written once and read with pread.
 
-Four connections, each in its own worker thread: appends (writer), reads and
-cursors (reader), the catalog and upkeep (meta), and change watching (watch).
+Four connections, each in its own worker thread (short work after a pause
+runs on the loop instead: ``_conn``): appends (writer), reads and cursors
+(reader), the catalog and upkeep (meta), and change watching (watch).
 Cursor moves are never synced: after a power cut a few bytes may be
 delivered again, which at-least-once allows.
 """
