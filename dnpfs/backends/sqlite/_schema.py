@@ -10,6 +10,7 @@ from ...access import FileAccess
 from ...errors import StoreError
 from ...model import Kind
 from ._segments import segments_path
+from ._wake import bells_path
 
 # Two files: the index of the records (their bytes are in segment files:
 # _segments), and the catalog (pipes, cursors, reads in flight, heartbeats).
@@ -114,7 +115,9 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
     it forks into the background."""
     try:
         access.make_dirs(path.parent)
-        access.make_dirs(segments_path(path))
+        for folder in (segments_path(path), bells_path(path)):
+            access.make_dirs(folder)
+            access.restrict_folder(folder)  # the bytes themselves are in segments
         for file in (path, records_path(path)):
             # Made here, not by sqlite: says why (read-only, permission)
             # better, and with the mode sqlite then gives -wal and -shm.
