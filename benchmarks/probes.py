@@ -160,20 +160,21 @@ def fanout(args) -> dict:
 
 
 def sqlite_ceiling(args) -> dict:
-    """What the embedded store's SQLite can take at most: dnpfs's own schema and
-    pragmas, *batch* records of *record* bytes per transaction (as the outbox
+    """What SQLite alone takes when it holds the bytes (the embedded store's
+    layout before segment files: records as blobs in 64 KiB pages, dnpfs's
+    pragmas), *batch* records of *record* bytes per transaction (as the outbox
     batches them), the WAL synced at the end (as close() does); then one SELECT
     of everything.  No FUSE, no daemon."""
     import sqlite3
-
-    from dnpfs.backends.sqlite._schema import RECORDS_SCHEMA
 
     path = os.path.join(args.dir, "ceiling.sqlite")
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA page_size=65536")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(RECORDS_SCHEMA)
+    db.execute("CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, pipe INTEGER,"
+               " kind TEXT, session TEXT, ts REAL, data BLOB)")
+    db.execute("CREATE INDEX records_by_pipe ON records (pipe, id)")
     blob = os.urandom(args.record)
     count = args.bytes // args.record
     start = time.monotonic()

@@ -379,20 +379,43 @@ def readers_memory(bench: Bench) -> dict:
 # -- the embedded store --------------------------------------------------------------------------
 
 def embedded(bench: Bench) -> dict:
-    """Bulk and latency between two mounts of one SQLite store, next to a local FIFO."""
+    """Bulk, small writes and latency between two mounts of one SQLite store,
+    next to a local FIFO and the store-nothing pyfuse3 filesystem."""
     a = bench.args
     # dd bs=1M by default: the core issue's measure (the kernel's largest FUSE write).
     size, record = a.embedded_mib * MiB, a.embedded_record_kib << 10
     src = bench.source(size)
+    n_lines, line = a.lines, 100
+    lines = bench.lines(n_lines, line)
     bench.say(f"embedded store: {a.embedded_mib} MiB in {a.embedded_record_kib} KiB records,"
-              f" {a.reps} rep(s); latency {a.latency_count} messages")
-    with store_mounts(bench, "embedded") as (A, B):
+              f" {a.reps} rep(s); small writes {n_lines} lines; latency {a.latency_count}"
+              " messages")
+    with store_mounts(bench, "embedded") as (A, B), null_mount(bench, "embedded") as N:
         daemons = [A.pid, B.pid]
 
         def parts(row: dict, sub: str) -> list[Callable[[], None]]:
             def dnpfs() -> None:
                 for pipe in _dnpfs_bulk(bench, row, A, B, sub, src, size, record, kafka=False):
                     os.unlink(A / pipe)
+
+            def fuse() -> None:
+                records = -(-size // record)
+                row["fuse.write"] = bench.run("FUSE ceiling: dd -> nullfs", steps.dd_write,
+                                              bench, src, N / "sink", size, record, [N.pid])
+                row["fuse.read"] = bench.run("FUSE ceiling: cat <- nullfs", steps.cat_read,
+                                             bench, N / f"source-{size}", size, records, record,
+                                             [N.pid])
+
+            def small() -> None:
+                pipe = sub + "small"
+                os.mkfifo(A / pipe)
+                row["dnpfs.small"] = bench.run("small writes: dd bs=100 -> mount A",
+                                               steps.dd_write, bench, lines, A / pipe,
+                                               n_lines * line, line, daemons)
+                os.unlink(A / pipe)
+                row["fuse.small"] = bench.run("small writes: dd bs=100 -> nullfs",
+                                              steps.dd_write, bench, lines, N / "sink",
+                                              n_lines * line, line, [N.pid])
 
             def fifo() -> None:
                 row["fifo.through"] = bench.run("local FIFO (dd | cat)", steps.fifo_through,
@@ -404,7 +427,7 @@ def embedded(bench: Bench) -> dict:
                 row["sqlite.read"] = step.pop("then_read")
                 row["sqlite.write"] = step
 
-            return [fifo, sqlite, dnpfs]
+            return [fifo, sqlite, dnpfs, fuse, small]
 
         reps = _repeat(bench, a.reps, "bulk", parts)
         os.mkfifo(A / "lat")
@@ -421,8 +444,12 @@ def embedded(bench: Bench) -> dict:
         "write_vs_sqlite": ratio(reps, "dnpfs.write", "sqlite.write"),
         "read_vs_sqlite": ratio(reps, "dnpfs.read", "sqlite.read"),
         "sqlite_write_vs_fifo": ratio(reps, "sqlite.write", "fifo.through"),
+        "write_vs_fuse": ratio(reps, "dnpfs.write", "fuse.write"),
+        "read_vs_fuse": ratio(reps, "dnpfs.read", "fuse.read"),
+        "small_vs_fuse": ratio(reps, "dnpfs.small", "fuse.small", "records_s"),
     }
     out = _scenario("Embedded store", {"bytes": size, "record": record, "reps": a.reps,
+                                       "lines": n_lines, "line": line,
                                        "latency_messages": a.latency_count}, reps, ratios)
     out["latency"] = lat
     return out

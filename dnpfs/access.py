@@ -71,6 +71,14 @@ class FileAccess:
         if path.exists():
             self._own(path, self.mode)
 
+    def restrict_folder(self, path: Path) -> None:
+        """Set a folder of ours and the files in it as make_dirs and create
+        would have made them (a folder left by an earlier, laxer run)."""
+        if path.is_dir():
+            self._own(path, self.dir_mode)
+            for file in path.iterdir():
+                self.restrict(file)
+
     def _own(self, path: Path, mode: int) -> None:
         st = path.stat()
         if (st.st_mode & 0o7777) != mode:

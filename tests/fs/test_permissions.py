@@ -86,7 +86,8 @@ def test_bad_owner_option_is_one_line(open_mount, tmp_path):
 
 
 def _store_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    """Every file of the store, those in its folders too (segments, bells)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 @pytest.fixture
@@ -113,6 +114,7 @@ def test_another_local_user_reads_nothing_from_the_store(open_store):
         files = _store_files(store.parent)
         assert {p.name for p in files} >= {"s.sqlite", "s.sqlite.records", "s.sqlite-wal",
                                            "s.sqlite.records-wal"}
+        assert any(p.parent.name == "s.sqlite.segments" for p in files)
         assert any(b"TOPSECRET" in p.read_bytes() for p in files), "the test reads the wrong files"
         assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o600)}
         assert store.parent.stat().st_mode & 0o777 == 0o700
@@ -135,11 +137,20 @@ def test_a_store_left_readable_by_an_earlier_run_is_made_private(open_store):
     for name in ("s.sqlite", "s.sqlite.records", "s.sqlite-wal"):
         (open_store / name).touch(mode=0o644)
         (open_store / name).chmod(0o644)
+    folders = [open_store / "s.sqlite.segments", open_store / "s.sqlite.bells"]
+    for folder in folders:  # and the files in them (a bell here)
+        folder.mkdir(mode=0o755)
+        folder.chmod(0o755)
+    (folders[1] / "p").touch(mode=0o644)
+    (folders[1] / "p").chmod(0o644)
     m = Mount(open_store / "mnt", ["--store", str(store)], open_store / "mnt.log").start()
     try:
-        modes = {p.name: p.stat().st_mode & 0o777 for p in _store_files(open_store)
-                 if p.name.startswith("s.sqlite")}
+        modes = {str(p.relative_to(open_store)): p.stat().st_mode & 0o777
+                 for p in _store_files(open_store) if p.name != "mnt.log"}
+        assert "s.sqlite.bells/p" in modes
         assert set(modes.values()) == {0o600}, modes
+        assert {f.name: f.stat().st_mode & 0o777 for f in folders} == \
+            {f.name: 0o700 for f in folders}
     finally:
         m.stop()
 

@@ -35,6 +35,36 @@ def test_a_ring_wakes_a_waiter_on_the_same_store_at_once(tmp_path):
     assert trio.run(main) < 1.0, "the waiter slept to its timeout: the ring was not heard"
 
 
+def test_a_pipes_bell_names_the_pipe_and_the_catalogs_does_not(tmp_path):
+    """A waiter learns which pipes got records straight from the event, so it
+    can wake their readers without looking in the store first."""
+    store = tmp_path / "s.sqlite"
+
+    async def main():
+        a, b = Wake(store, FileAccess()), Wake(store, FileAccess())
+        assert b.available, "inotify is missing on this machine"
+        a.ring(["jobs", "logs.app-1"])
+        with trio.fail_after(5):
+            pipes = await b.wait(10.0)
+        a.ring()
+        with trio.fail_after(5):
+            catalog = await b.wait(10.0)
+        a.forget("jobs")  # deleted, then made again: its new bell still rings
+        a.ring(["jobs"])
+        with trio.fail_after(5):
+            again = await b.wait(10.0)
+        idle = await b.wait(0.05)
+        a.close()
+        b.close()
+        return pipes, catalog, again, idle
+
+    pipes, catalog, again, idle = trio.run(main)
+    assert (pipes.pipes, pipes.catalog) == ({"jobs", "logs.app-1"}, False)
+    assert (catalog.pipes, catalog.catalog) == (set(), True)
+    assert again.pipes == {"jobs"}
+    assert not idle, "nothing rang: the wait ends at its timeout, empty"
+
+
 def test_a_second_daemon_hears_of_an_append_before_its_safety_poll(tmp_path):
     """Two backends on one store stand for two daemons: the second learns of
     the first one's append from the bell, well before its 100 ms poll."""

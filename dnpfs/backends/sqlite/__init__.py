@@ -1,14 +1,16 @@
-"""The embedded store: SQLite files that any number of daemons on one host share.
+"""The embedded store: files that any number of daemons on one host share.
 
 One module per job, behind the ``SqliteBackend`` facade (``backend``):
 
-- ``_schema``: the two files, their tables, and making or checking them;
+- ``_schema``: the two SQLite files (catalog, records' index), their tables,
+  and making or checking them;
+- ``_segments``: the files that hold the records' bytes;
 - ``_conn``: a connection, its worker thread, and the retry when busy;
 - ``_appends``: batched appends (group commit) and syncing the WAL;
 - ``_reads``: group cursors and batched reads (fetch, decide, commit);
 - ``_inflight``: reads in flight and their redelivery when a daemon died;
 - ``_watch``: noticing what other daemons sharing the store did;
-- ``_wake``: the bell daemons ring after a commit, so the others look at once;
+- ``_wake``: the bells daemons ring after a commit, so the others wake at once;
 - ``_upkeep``: retention, heartbeats, stats.
 
 Names: ``pipe_id`` is a pipe's row id; ``pid`` is always a process id.

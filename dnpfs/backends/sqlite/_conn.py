@@ -1,14 +1,19 @@
 """A connection, the worker thread it runs in, and waiting out a busy store.
 
-Each connection is used by one thread at a time (a CapacityLimiter of 1), so
-the trio loop never waits on the disk.  Every commit uses WAL with
-synchronous=NORMAL: atomic, and it survives kill -9 of the daemon (the
-frames are in the page cache).
+Each connection is used by one thread at a time (a CapacityLimiter of 1).
+Work runs in a worker thread, so the trio loop never waits on a lock or the
+disk; or, when the caller says it is short (``inline``), on the loop itself
+while the store is free: it never waits there either, since SQLite answers
+busy at once (no busy timeout) and the work then runs again in the thread.
+Every commit uses WAL with synchronous=NORMAL: atomic, and it survives kill
+-9 of the daemon (the frames are in the page cache).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +25,27 @@ from ...errors import NoSuchPipe, StoreError
 from ._schema import records_path
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+# Runs of a connection between two checkpoints (SQLite's automatic ones
+# would run inside a commit, perhaps on the loop).  A transaction here
+# writes a few 4 KiB pages: SQLite's default of 1,000 pages is of that order.
+CHECKPOINT_EVERY = 256
+# Work begun within this long of the same kind of work's end is part of a
+# stream (appends, reads): its callers ask for no ``inline``, so it goes to
+# the thread, and the work arriving during the hop makes one batch.
+STREAM_GAP = 0.001
 _BUSY, _LOCKED = 5, 6  # SQLite's primary result codes
 
 
 def _busy(e: sqlite3.Error) -> bool:
     return (getattr(e, "sqlite_errorcode", 0) & 0xFF) in (_BUSY, _LOCKED)
+
+
+class _Busy(Exception):
+    """The store is busy while work runs on the loop: run it in the thread."""
+
+
+_on_loop = threading.local()  # .active: work runs on the trio loop, it must not wait
 
 
 def retry_busy(fn: Callable[[], T], seconds: float, on_busy: Callable[[], None] = lambda: None) -> T:
@@ -43,6 +64,8 @@ def retry_busy(fn: Callable[[], T], seconds: float, on_busy: Callable[[], None] 
         except sqlite3.Error as e:
             if not _busy(e) or time.monotonic() > deadline:
                 raise
+            if getattr(_on_loop, "active", False):
+                raise _Busy() from e
             on_busy()
         time.sleep(pause)
         pause = min(pause * 2, 0.002)
@@ -59,22 +82,56 @@ class Conn:
         for schema in ("main", "data"):
             self.db.execute(f"PRAGMA {schema}.journal_mode=WAL")
             self.db.execute(f"PRAGMA {schema}.synchronous={synchronous}")
+            # A checkpoint syncs the files: never on the loop.  Conn.run
+            # checkpoints in the thread instead (CHECKPOINT_EVERY).
+            self.db.execute(f"PRAGMA {schema}.wal_autocheckpoint=0")
         self.limiter = trio.CapacityLimiter(1)
+        self._runs = 0  # since the last checkpoint
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], abandon: bool = False) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], abandon: bool = False,
+                  inline: bool = False) -> T:
         """Run *fn* (one transaction: it may run again when the store was
         busy) in a worker thread.  *abandon*: a cancelled caller stops
         waiting while the thread finishes on its own (the connection stays
-        reserved until then) — only for work whose late success harms no one."""
-        def call() -> T:
+        reserved until then) — only for work whose late success harms no one.
+        *inline*: *fn* is short (no large copies); it runs on the loop when
+        the connection and the store are free, in the thread otherwise."""
+        self._runs += 1
+        if inline and self._runs < CHECKPOINT_EVERY:
             try:
-                return retry_busy(lambda: fn(self.db), self.busy_seconds, self._rollback)
-            except sqlite3.Error as e:
-                self._rollback()
-                raise StoreError(f"embedded store: {e}") from e
+                self.limiter.acquire_nowait()
+            except trio.WouldBlock:
+                pass  # the thread has the connection: wait for it there
+            else:
+                try:
+                    _on_loop.active = True
+                    return self._call(fn, self.busy_seconds)
+                except _Busy:
+                    pass  # rolled back: again in the thread, where waiting is allowed
+                finally:
+                    _on_loop.active = False
+                    self.limiter.release()
+        return await trio.to_thread.run_sync(self._call, fn, self.busy_seconds,
+                                             limiter=self.limiter, abandon_on_cancel=abandon)
 
-        return await trio.to_thread.run_sync(call, limiter=self.limiter,
-                                             abandon_on_cancel=abandon)
+    def _call(self, fn: Callable[[sqlite3.Connection], T], seconds: float) -> T:
+        try:
+            result = retry_busy(lambda: fn(self.db), seconds, self._rollback)
+        except _Busy:
+            self._rollback()
+            raise
+        except sqlite3.Error as e:
+            self._rollback()
+            raise StoreError(f"embedded store: {e}") from e
+        if self._runs >= CHECKPOINT_EVERY and not getattr(_on_loop, "active", False):
+            self._runs = 0
+            try:
+                for schema in ("main", "data"):
+                    # PASSIVE: copies what no reader still needs, waits for no one.
+                    self.db.execute(f"PRAGMA {schema}.wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as e:
+                log.debug("checkpoint: %s", e)  # the next one catches up
+        return result
 
     def _rollback(self) -> None:
         try:

@@ -29,6 +29,7 @@ from ...errors import StoreError
 from ...model import Cursor, Kind, StoredRecord
 from ..base import MAX_DELIVERIES, Fetched
 from ._conn import Conn, transaction
+from ._segments import SegmentFiles
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ class InFlight:
         if rows:
             db.executemany("DELETE FROM inflight WHERE id = ?", [(r,) for r in rows])
 
-    def redeliver(self, db: sqlite3.Connection, pipe_id: int, group: str, decide):
+    def redeliver(self, db: sqlite3.Connection, segments: SegmentFiles, pipe_id: int,
+                  group: str, decide):
         """Deliver the data of the oldest in-flight range of a dead owner, if
         any: (new in-flight row, decide's result), else None."""
         orphans = db.execute(
@@ -140,14 +142,16 @@ class InFlight:
             if self.owner_alive(owner, taken):
                 continue
             records = []
-            for rid, session, data in db.execute(
-                "SELECT id, session, data FROM data.records WHERE pipe = ? AND kind = 'data'"
-                " AND id >= ? AND id <= ? ORDER BY id", (pipe_id, first, last)):
+            for rid, session, seg, pos, size in db.execute(
+                "SELECT id, session, seg, pos, size FROM data.records WHERE pipe = ?"
+                " AND kind = 'data' AND id >= ? AND id <= ? ORDER BY id",
+                    (pipe_id, first, last)):
                 start = first_pos if rid == first else 0
-                end = last_pos if rid == last else len(data)
+                end = last_pos if rid == last else size
                 if end > start:
-                    records.append(StoredRecord(rid, Kind.DATA, session, data[start:end],
-                                                start, end))
+                    data = segments.read(pipe_id, seg, pos + start, end - start)
+                    kind = Kind.DATA if data is not None else Kind.UNREADABLE
+                    records.append(StoredRecord(rid, kind, session, data or b"", start, end))
             if not records:
                 self.delete(db, [rowid])
                 continue

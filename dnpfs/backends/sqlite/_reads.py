@@ -7,6 +7,7 @@ cursor move is also recorded as in flight (``_inflight``).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,15 +16,20 @@ from typing import TypeVar
 import trio
 
 from ...errors import NoSuchPipe, StoreError
-from ...model import Cursor, StoredRecord
+from ...model import Cursor, Kind, StoredRecord
 from ..base import Fetched
 from ._batch import Batch
-from ._conn import Conn, pipe_id, transaction
+from ._conn import STREAM_GAP, Conn, pipe_id, transaction
 from ._inflight import InFlight
 from ._schema import KINDS, sessions_set, sessions_text
+from ._segments import SegmentFiles
 
 T = TypeVar("T")
 _MAX_FETCH_RECORDS = 4096
+_ROWS_AT_ONCE = 64  # index rows read (and their bytes fetched) at a time
+# Reads whose budgets add up to at most this run on the trio loop (Conn.run's
+# inline): one read of a backlog copies at most this much from the page cache.
+INLINE_BYTES = 2 << 20
 
 
 @dataclass(eq=False)
@@ -44,42 +50,82 @@ def group_cursor(db: sqlite3.Connection, pipe: int, group: str) -> Cursor | None
     return Cursor(row[0], row[1], sessions_set(row[2])) if row else None
 
 
-def fetch_from(db: sqlite3.Connection, pipe: int, group: str, max_bytes: int,
-               lazy: bool = False) -> Fetched:
+def fetch_from(db: sqlite3.Connection, segments: SegmentFiles, pipe: int, group: str,
+               max_bytes: int, lazy: bool = False) -> Fetched:
     """The group's cursor and the records from it; call inside a transaction."""
     cursor = group_cursor(db, pipe, group) or Cursor()
-    return records_from(db, pipe, cursor, max_bytes, lazy)
+    return records_from(db, segments, pipe, cursor, max_bytes, lazy)
 
 
-def records_from(db: sqlite3.Connection, pipe: int, cursor: Cursor, max_bytes: int,
-                 lazy: bool = False) -> Fetched:
-    """The records from *cursor* on.  *lazy*: records are read from the
-    table only as far as the caller iterates (a packet read of one record
-    in a backlog of thousands reads one row, not thousands); the
-    transaction must outlive the iteration, and the caller must close()
-    the records (see _decide)."""
+def records_from(db: sqlite3.Connection, segments: SegmentFiles, pipe: int, cursor: Cursor,
+                 max_bytes: int, lazy: bool = False) -> Fetched:
+    """The records from *cursor* on.  *lazy*: records are read only as far
+    as the caller iterates, a few index rows at a time (a packet read of one
+    record in a backlog of thousands reads a few rows, not thousands); the
+    transaction must outlive the iteration, and the caller must close() the
+    records (see _decide)."""
     def records():
-        # substr() reads only the part of a large record a read can use.
         rows = db.execute(
-            "SELECT id, kind, session, length(data),"
-            " substr(data, CASE WHEN id = ? THEN ? ELSE 1 END, ?)"
-            " FROM data.records WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
-            (cursor.offset, cursor.byte_pos + 1, max_bytes, pipe, cursor.offset,
-             _MAX_FETCH_RECORDS),
-        )
+            "SELECT id, kind, session, seg, pos, size FROM data.records"
+            " WHERE pipe = ? AND id >= ? ORDER BY id LIMIT ?",
+            (pipe, cursor.offset, _MAX_FETCH_RECORDS))
         try:
             budget = max_bytes
-            for rid, kind, session, size, data in rows:
-                start = cursor.byte_pos if rid == cursor.offset else 0
-                data = data or b""  # substr() of an empty blob is NULL
-                yield StoredRecord(rid, KINDS[kind], session, data, start, size)
-                budget -= len(data)
-                if budget <= 0:
+            while budget > 0:
+                chunk = []
+                # Only the rows the budget reaches: their bytes are read at once.
+                for row in rows.fetchmany(_ROWS_AT_ONCE):
+                    chunk.append(row)
+                    start = cursor.byte_pos if row[0] == cursor.offset else 0
+                    budget -= min(row[5] - start, max_bytes)
+                    if budget <= 0:
+                        break
+                if not chunk:
                     break
+                yield from _read(segments, pipe, cursor, chunk, max_bytes)
         finally:
             rows.close()
 
     return Fetched(cursor, records() if lazy else list(records()))
+
+
+def _read(segments: SegmentFiles, pipe: int, cursor: Cursor, rows: list[tuple],
+          max_bytes: int) -> list[StoredRecord]:
+    """The records of index *rows*, at most *max_bytes* of each (from the
+    cursor's byte position in the first), with one pread per run of records
+    that lie back to back in one segment (the records of one batch)."""
+    spans = []  # (row, start in the record, bytes wanted)
+    for row in rows:
+        rid, size = row[0], row[5]
+        start = cursor.byte_pos if rid == cursor.offset else 0
+        spans.append((row, start, max(0, min(size - start, max_bytes))))
+    out: list[StoredRecord] = []
+    at = 0
+    while at < len(spans):
+        row, start, want = spans[at]
+        seg, first = row[3], row[4] + start
+        end, stop = at + 1, first + want
+        if start + want == row[5]:  # read to its end: the next record may follow on
+            while end < len(spans):
+                (_, _, _, seg2, pos2, size2), start2, want2 = spans[end]
+                if seg2 != seg or pos2 != stop or start2 or want2 != size2:
+                    break
+                stop += want2
+                end += 1
+        data = segments.read(pipe, seg, first, stop - first)
+        offset = 0
+        for (rid, kind, session, _, _, size), start, want in spans[at:end]:
+            if data is None:
+                # Index rows whose bytes are gone (their segment removed by
+                # retention after this read's snapshot, or lost): a read error
+                # for the reader that reaches them, not bytes made up.
+                out.append(StoredRecord(rid, Kind.UNREADABLE, session, b"", start, size))
+                continue
+            piece = data if end - at == 1 else data[offset:offset + want]
+            out.append(StoredRecord(rid, KINDS[kind], session, piece, start, size))
+            offset += want
+        at = end
+    return out
 
 
 def move(db: sqlite3.Connection, pipe: int, group: str, expected: Cursor, new: Cursor) -> bool:
@@ -133,9 +179,10 @@ def _plan(job: _ReadJob, fetched: Fetched):
 class Reads:
     """The reader connection's work: cursors, fetches and batched reads."""
 
-    def __init__(self, conn: Conn, inflight: InFlight) -> None:
+    def __init__(self, conn: Conn, inflight: InFlight, segments: SegmentFiles) -> None:
         self.conn = conn
         self.inflight = inflight
+        self.segments = segments
         self._jobs = Batch()  # _ReadJobs for loop()
 
     async def attach(self, name: str, group: str) -> int:
@@ -158,7 +205,7 @@ class Reads:
         def fetch(db: sqlite3.Connection) -> Fetched:
             db.execute("BEGIN")  # one read snapshot: cursor and records agree
             try:
-                return fetch_from(db, pipe_id(db, name), group, max_bytes)
+                return fetch_from(db, self.segments, pipe_id(db, name), group, max_bytes)
             finally:
                 db.execute("COMMIT")
 
@@ -200,15 +247,25 @@ class Reads:
         daemons and hundreds of readers, left the readers seconds behind:
         SQLite has one write lock, and a transaction held it across every
         GIL hand-off between its statements."""
+        done_at = -math.inf  # when the last batch was done (trio clock)
         try:
             while True:
                 jobs = await self._jobs.take()
                 done, self.inflight.delivered = self.inflight.delivered, []
                 try:
-                    outcomes = await self.conn.run(lambda db: self._consume_jobs(db, jobs, done))
+                    # On the loop after a pause, when the store is free and
+                    # the reads are few: the hop to a worker thread and back
+                    # was a third of a cross-mount read's latency.  Not in a
+                    # stream of reads: the reads that come during the hop
+                    # make the next batch, one write transaction for all.
+                    inline = (trio.current_time() - done_at > STREAM_GAP
+                              and sum(job.max_bytes for job in jobs) <= INLINE_BYTES)
+                    outcomes = await self.conn.run(
+                        lambda db: self._consume_jobs(db, jobs, done), inline=inline)
                 except StoreError as e:
                     self.inflight.delivered[:0] = done
                     outcomes = [(None, None, e)] * len(jobs)
+                done_at = trio.current_time()
                 for job, (row, result, error) in zip(jobs, outcomes):
                     job.row, job.result, job.error = row, result, error
                     job.done.set()
@@ -247,8 +304,8 @@ class Reads:
                 if cursor is not None and (head is None or head < cursor.offset):
                     fetched = Fetched(cursor, [])
                 else:
-                    fetched = records_from(db, pipe, cursor or Cursor(), job.max_bytes,
-                                           lazy=True)
+                    fetched = records_from(db, self.segments, pipe, cursor or Cursor(),
+                                           job.max_bytes, lazy=True)
                 outcomes[i], planned_move = _plan(job, fetched)
                 if planned_move is not None:
                     planned[i] = (pipe, *planned_move)
@@ -268,7 +325,8 @@ class Reads:
             for i in sorted(again):
                 job, pipe = jobs[i], pipes[i]
                 try:
-                    redelivered = inflight.redeliver(db, pipe, job.group, job.decide)
+                    redelivered = inflight.redeliver(db, self.segments, pipe, job.group,
+                                                     job.decide)
                 except sqlite3.Error:
                     raise
                 except Exception as e:  # noqa: BLE001 - decide failed: nothing moved
@@ -278,7 +336,8 @@ class Reads:
                     outcomes[i] = (*redelivered, None)
                     continue
                 outcomes[i], planned_move = _plan(
-                    job, fetch_from(db, pipe, job.group, job.max_bytes, lazy=True))
+                    job, fetch_from(db, self.segments, pipe, job.group, job.max_bytes,
+                                    lazy=True))
                 if planned_move is not None:  # under the lock the cursor is as read: it holds
                     old, new, result = planned_move
                     move(db, pipe, job.group, old, new)

@@ -9,13 +9,15 @@ from pathlib import Path
 from ...access import FileAccess
 from ...errors import StoreError
 from ...model import Kind
+from ._segments import segments_path
+from ._wake import bells_path
 
-# Two files: the records, in large pages (a record is up to 1 MiB: 16 WAL
-# frames instead of 256), and the catalog (pipes, cursors, reads in flight,
-# heartbeats), in small pages, because every read() rewrites a cursor: with
-# 64 KiB pages each small cursor transaction wrote ~256 KiB of WAL.  A
-# transaction that writes one file is atomic; only deleting a pipe writes both
-# (a crash in between leaves unreachable records that retention removes).
+# Two files: the index of the records (their bytes are in segment files:
+# _segments), and the catalog (pipes, cursors, reads in flight, heartbeats).
+# Two, because SQLite has one write lock per file: appends and cursor moves
+# then wait for each other only in the rare transaction that writes both.
+# A transaction that writes one file is atomic; only deleting a pipe writes
+# both (a crash in between leaves unreachable records that retention removes).
 RECORDS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -23,10 +25,21 @@ CREATE TABLE IF NOT EXISTS records (
     kind    TEXT NOT NULL,
     session TEXT,
     ts      REAL NOT NULL,
-    data    BLOB NOT NULL
+    seg     INTEGER NOT NULL,  -- the segment file (_segments) holding its bytes
+    pos     INTEGER NOT NULL,  -- where they start there
+    size    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_pipe ON records (pipe, id);
 CREATE INDEX IF NOT EXISTS records_by_age ON records (ts);
+-- How far each segment is known to be on disk (_segments: a durable append
+-- syncs, then marks); the boot the store was last opened in.
+CREATE TABLE IF NOT EXISTS synced (
+    pipe INTEGER NOT NULL,
+    seg  INTEGER NOT NULL,
+    upto INTEGER NOT NULL,
+    PRIMARY KEY (pipe, seg)
+);
+CREATE TABLE IF NOT EXISTS boot (id TEXT NOT NULL);
 """
 CATALOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pipes (
@@ -84,7 +97,7 @@ def default_store_path() -> Path:
 
 
 def records_path(store: Path) -> Path:
-    """The file beside the catalog that holds a store's records."""
+    """The file beside the catalog that holds the index of a store's records."""
     return store.with_name(store.name + ".records")
 
 
@@ -102,6 +115,9 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
     it forks into the background."""
     try:
         access.make_dirs(path.parent)
+        for folder in (segments_path(path), bells_path(path)):
+            access.make_dirs(folder)
+            access.restrict_folder(folder)  # the bytes themselves are in segments
         for file in (path, records_path(path)):
             # Made here, not by sqlite: says why (read-only, permission)
             # better, and with the mode sqlite then gives -wal and -shm.
@@ -111,12 +127,9 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
     except OSError as e:
         raise StoreError(f"cannot use store {path}: {e.strerror}") from e
     try:
-        for file, schema, page_size in ((path, CATALOG_SCHEMA, 4096),
-                                        (records_path(path), RECORDS_SCHEMA, 65536)):
+        for file, schema in ((path, CATALOG_SCHEMA), (records_path(path), RECORDS_SCHEMA)):
             probe = sqlite3.connect(file, timeout=busy_ms / 1000)
             try:
-                # Takes effect only on a new file, before WAL mode is set.
-                probe.execute(f"PRAGMA page_size={page_size}")
                 probe.execute("PRAGMA journal_mode=WAL")
                 probe.executescript(schema)
                 if file == path and "deliveries" not in {
@@ -129,6 +142,11 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
                     raise StoreError(f"cannot use store {path}: it was made by an"
                                      " earlier dnpfs (records inside the catalog file);"
                                      " start a new store")
+                if file != path and "data" in {
+                        row[1] for row in probe.execute("PRAGMA table_info(records)")}:
+                    raise StoreError(f"cannot use store {path}: it was made by an"
+                                     " earlier dnpfs (record bytes inside SQLite, not in"
+                                     " segment files); start a new store")
             finally:
                 probe.close()
     except (OSError, sqlite3.Error) as e:

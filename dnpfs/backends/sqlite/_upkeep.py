@@ -12,6 +12,7 @@ import trio
 from ...errors import StoreError
 from ..base import GroupStats, PipeStats
 from ._conn import Conn, pipe_id, transaction
+from ._segments import SegmentFiles
 
 log = logging.getLogger(__name__)
 _RETENTION_IDS = 2000  # record ids pruned per transaction
@@ -21,9 +22,10 @@ _RETENTION_PIPES = 10  # pipes pruned per transaction
 class Upkeep:
     """The catalog connection's background and status work."""
 
-    def __init__(self, conn: Conn, retention_seconds: float, retention_interval: float,
-                 closed: Callable[[], bool]) -> None:
+    def __init__(self, conn: Conn, segments: SegmentFiles, retention_seconds: float,
+                 retention_interval: float, closed: Callable[[], bool]) -> None:
         self._meta = conn
+        self.segments = segments
         self.retention_seconds = retention_seconds
         self.retention_interval = retention_interval
         self.closed = closed
@@ -54,14 +56,14 @@ class Upkeep:
             try:
                 pipe = pipe_id(db, name)
                 records, size = db.execute(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM data.records"
+                    "SELECT count(*), coalesce(sum(size), 0) FROM data.records"
                     " WHERE pipe = ? AND kind = 'data'", (pipe,)).fetchone()
                 groups = {}
                 for group, next_id, pos in db.execute(
                     "SELECT name, next, pos FROM groups WHERE pipe = ?", (pipe,)
                 ).fetchall():
                     count, left = db.execute(
-                        "SELECT count(*), coalesce(sum(length(data)), 0) FROM data.records"
+                        "SELECT count(*), coalesce(sum(size), 0) FROM data.records"
                         " WHERE pipe = ? AND id >= ? AND kind = 'data'", (pipe, next_id)).fetchone()
                     redelivered, = db.execute(
                         "SELECT count(*) FROM inflight WHERE pipe = ? AND grp = ?"
@@ -145,6 +147,7 @@ class Upkeep:
 
         floors, oldest, newest, needed = await self._meta.run(plan)
         if oldest is None:
+            await self.tidy()
             return 0
         below = newest + 1 if needed is None else needed
         removed = 0
@@ -155,4 +158,15 @@ class Upkeep:
         for at in range(0, len(rest), _RETENTION_PIPES):
             chunk = rest[at:at + _RETENTION_PIPES]
             removed += await self._meta.run(lambda db: prune_pipes(db, chunk, below))
-        return removed + await self._meta.run(prune_old)
+        removed += await self._meta.run(prune_old)
+        await self.tidy()
+        return removed
+
+    async def tidy(self) -> None:
+        """Remove the segment files no index row names any more, under the
+        write lock (_segments)."""
+        def tidy(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                self.segments.tidy(db)
+
+        await self._meta.run(tidy)

@@ -1,12 +1,13 @@
 """Noticing what other daemons sharing the store did: new records, new or
 deleted pipes, reads left in flight by a daemon that died.
 
-Other daemons' commits are noticed when they ring the store's bell
-(``_wake``): then ``PRAGMA data_version`` tells whether anything changed, at
-the cost of one page-cache read.  Without a bell (no inotify) the watch polls
-every ``poll_interval``; with one, every ``SAFETY_POLL`` in case a ring was
-missed (a daemon of an older dnpfs).  Our own appends notify directly
-(``_appends``).
+A pipe's bell (``_wake``) names the pipe: its readers are woken at once,
+with no look at the store.  The catalog's bell, and the safety poll, make
+the watch look: ``PRAGMA data_version`` tells whether anything changed, at
+the cost of one page-cache read, and then which pipes.  Without bells (no
+inotify) the watch polls every ``poll_interval``; with them, every
+``SAFETY_POLL`` in case a ring was missed (a daemon of an older dnpfs).
+Our own appends notify directly too (``_appends``).
 """
 
 from __future__ import annotations
@@ -92,7 +93,18 @@ class ChangeWatch:
                     return
                 log.warning("change watch: %s", e)
                 await trio.sleep(1)
-            await self.wake.wait(self.poll_interval)
+            await self._listen(on_change)
+
+    async def _listen(self, on_change: ChangeCallback) -> None:
+        """Wake the readers of every pipe whose bell rings, until the
+        catalog's bell rings or the next poll is due."""
+        look_at = time.monotonic() + self.poll_interval
+        while (left := look_at - time.monotonic()) > 0:
+            rung = await self.wake.wait(left)
+            for name in rung.pipes:
+                on_change(name)
+            if rung.catalog:
+                return
 
     async def _wake_for_orphans(self, on_change: ChangeCallback) -> None:
         """Readers already blocked must notice bytes a dead daemon left in flight."""

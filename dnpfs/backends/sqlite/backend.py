@@ -3,9 +3,12 @@
 Why SQLite: it is in the standard library, its WAL mode lets several processes
 (two containers sharing a volume) append and read concurrently, and a commit
 is atomic, so a group cursor moves by compare-and-swap across processes.
+SQLite holds the catalog and the records' index; the records' bytes are in
+segment files beside it (``_segments``), written once and read with pread.
 
-Four connections, each in its own worker thread: appends (writer), reads and
-cursors (reader), the catalog and upkeep (meta), and change watching (watch).
+Four connections, each in its own worker thread (short work after a pause
+runs on the loop instead: ``_conn``): appends (writer), reads and cursors
+(reader), the catalog and upkeep (meta), and change watching (watch).
 Cursor moves are never synced: after a power cut a few bytes may be
 delivered again, which at-least-once allows.
 """
@@ -30,6 +33,7 @@ from ._conn import Conn, pipe_id, transaction
 from ._inflight import InFlight
 from ._reads import Reads
 from ._schema import default_store_path, prepare
+from ._segments import SegmentFiles
 from ._upkeep import Upkeep
 from ._wake import Wake
 from ._watch import ChangeWatch
@@ -77,11 +81,14 @@ class SqliteBackend(Backend):
         self._conns = [Conn(self.path, "NORMAL", self.busy_ms) for _ in range(4)]
         writer, reader, self._meta, watch = self._conns
         self._wake = Wake(self.path, self.access)
-        self._appends = Appends(writer, self.path, lambda name: self._on_change(name),
-                                self._wake.ring)
-        self._reads = Reads(reader, self._inflight)
-        self._upkeep = Upkeep(self._meta, self.retention_seconds, self.retention_interval,
-                              closed)
+        # One set of open segment files per connection: each runs in one thread.
+        self._segments = [SegmentFiles(self.path, self.access) for _ in range(3)]
+        self._appends = Appends(writer, self.path, self._segments[0],
+                                lambda name: self._on_change(name), self._wake.ring)
+        self._reads = Reads(reader, self._inflight, self._segments[1])
+        self._upkeep = Upkeep(self._meta, self._segments[2], self.retention_seconds,
+                              self.retention_interval, closed)
+        await self._upkeep.tidy()  # what a killed daemon wrote and never indexed
         self._watch = ChangeWatch(watch, self._inflight, self._wake, self.poll_interval, closed)
         await self._watch.start()
         nursery.start_soon(self._watch.run, on_change)
@@ -100,8 +107,10 @@ class SqliteBackend(Backend):
         except StoreError as e:
             log.warning("acknowledging reads at close: %s", e)
         self._closed = True  # background loops now end quietly
-        for conn in self._conns:
+        for conn, segments in zip(self._conns, [*self._segments, None]):
             await conn.run(lambda db: db.close())
+            if segments is not None:
+                await conn.run(lambda db: segments.close())
         self._wake.close()
 
     # -- pipes -------------------------------------------------------------
@@ -126,24 +135,29 @@ class SqliteBackend(Backend):
         return created
 
     async def delete_pipe(self, name: str) -> bool:
-        def delete(db: sqlite3.Connection) -> bool:
+        def delete(db: sqlite3.Connection) -> int | None:
             with transaction(db):
                 try:
                     pipe = pipe_id(db, name)
                 except NoSuchPipe:
-                    return False
+                    return None
                 db.execute("DELETE FROM data.records WHERE pipe = ?", (pipe,))
+                db.execute("DELETE FROM data.synced WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM groups WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM inflight WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM aside WHERE pipe = ?", (pipe,))
                 db.execute("DELETE FROM pipes WHERE id = ?", (pipe,))
-                return True
+                return pipe
 
         deleted = await self._meta.run(delete)
-        if deleted:
+        if deleted is not None:
+            # After the commit: no append can find the pipe, and its id is
+            # never given again, so no one writes its segments any more.
+            await self._meta.run(lambda db: self._segments[2].remove_pipe(deleted))
+            self._wake.forget(name)
             self._wake.ring()
         self._on_change(name, True)
-        return deleted
+        return deleted is not None
 
     async def list_pipes(self) -> list[str]:
         return await self._meta.run(
