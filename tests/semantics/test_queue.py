@@ -1,8 +1,8 @@
 """Work queues (issue #28): bash `while read` workers on three daemonized
 mounts of one store compete in the default group.
 
-Kafka does not offer whole records yet (the Holds capability; docs/kafka.md),
-so these run on the embedded store only.
+On both backends: on Kafka (4.2 and later) the default group is a share
+group (dnpfs/backends/kafka/_share.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import time
 import pytest
 
 from ..util import spawn, wait_blocked, wait_for
-
-pytestmark = pytest.mark.parametrize("backend_args", ["sqlite"], indirect=True)
 
 # A worker as users write one; SIGINT/SIGTERM restored (a background job of a
 # non-interactive shell ignores SIGINT).
