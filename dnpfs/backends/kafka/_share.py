@@ -79,7 +79,8 @@ class Acquired:
 
 
 class ShareReader:
-    def __init__(self, cluster, name: str, notify: Callable[[str], None]) -> None:
+    def __init__(self, cluster, name: str, notify: Callable[[str], None],
+                 aside: deque[Held]) -> None:
         self.cluster = cluster
         self.name = name
         self.topic = cluster.topic(name)
@@ -100,7 +101,7 @@ class ShareReader:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
-        self.aside: deque[Held] = deque(maxlen=ASIDE_KEPT)  # rejected here, newest last
+        self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
         self.error: str | None = None
 
     # -- life ------------------------------------------------------------------
@@ -393,6 +394,9 @@ class ShareReaders:
         self.cluster = cluster
         self.notify = notify
         self.readers: dict[str, ShareReader] = {}
+        # Records this mount set aside, per pipe, kept after its readers
+        # close: the broker archives them and lists them nowhere.
+        self.aside: dict[str, deque[Held]] = {}
         self._holders: dict[object, ShareReader] = {}
         self._configured: set[str] = set()
 
@@ -418,7 +422,8 @@ class ShareReaders:
                             " error %d %s", gid, code, response.responses[0][1])
             self._configured.add(topic)
         if name not in self.readers:
-            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify)
+            aside = self.aside.setdefault(name, deque(maxlen=ASIDE_KEPT))
+            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside)
             reader.start()
         return horizon
 

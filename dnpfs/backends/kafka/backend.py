@@ -167,6 +167,8 @@ class KafkaBackend(Backend):
         return await self._call(self._cluster.create, name)
 
     async def delete_pipe(self, name: str) -> bool:
+        if self._shares is not None:  # its set-aside notes go with it
+            self._bridge.loop.call_soon_threadsafe(self._shares.aside.pop, name, None)
         return await self._call(self._cluster.delete, name)
 
     async def list_pipes(self) -> list[str]:
@@ -283,17 +285,20 @@ class KafkaBackend(Backend):
         return reader is not None and reader.ready()
 
     async def set_aside(self, name: str, group: str) -> list[Held]:
-        reader = self._shares.readers.get(name) if self.holds(name, group) else None
-        return [] if reader is None else list(reader.aside)
+        return list(self._shares.aside.get(name, ())) if self.holds(name, group) else []
 
     async def stats(self, name: str) -> PipeStats:
         if not await self.pipe_exists(name):
             raise NoSuchPipe(name)
-        reader = self._shares.readers.get(name) if self._shares is not None else None
-        if reader is None:
+        if self._shares is None:
             return PipeStats()
-        return PipeStats(groups={"": GroupStats(None, None, reader.redelivered(),
-                                                len(reader.aside))})
+        reader = self._shares.readers.get(name)
+        aside = self._shares.aside.get(name)
+        if reader is None and aside is None:
+            return PipeStats()
+        return PipeStats(groups={"": GroupStats(None, None,
+                                                reader.redelivered() if reader else 0,
+                                                len(aside or ()))})
 
     # -- capabilities: Liveness (session leases) and Membership ---------------
 
