@@ -51,6 +51,8 @@ FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
 FETCH_BYTES = 8 << 20
 ACK_DELAY = 0.02  # acknowledgements of a burst of reads go in one request
 RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this often
+# (group.share.record.lock.duration.ms; a job that outlasted it would go to
+# a second worker while the first still works on it)
 STOP_TIMEOUT = 3.0
 ASIDE_KEPT = 1000
 
@@ -59,7 +61,6 @@ COORDINATOR_GONE = {14, 15, 16}  # load in progress, not available, not coordina
 FENCED = {25, 110}  # unknown member id, fenced member epoch
 SESSION_GONE = {122, 123}  # share session not found, invalid share session epoch
 NOT_LEADER = {6, 3, 100}  # not leader or follower, unknown topic, unknown topic id
-RENEW = 4
 
 
 def share_group_id(topic: str) -> str:
@@ -264,10 +265,18 @@ class ShareReader:
 
     async def _fetch_loop(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RENEW_EVERY / 2):
+                    await self._wake.wait()
             self._wake.clear()
             if self.topic_id is None:
                 continue  # the heartbeat wakes us once the partition is assigned
+            try:
+                await self._renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - next round
+                log.info("%s: renewing acquisition locks: %s", self.group_id, e)
             await asyncio.sleep(ACK_DELAY) if self._acks and not self._wants else None
             want = max(0, len(self._wants) - len(self._ready))
             try:
@@ -358,6 +367,25 @@ class ShareReader:
         for offset in counts:  # acquired, but no record there (compaction, a gap)
             self._acks.append((offset, rq.ACCEPT))
         return n
+
+    async def _renew(self) -> None:
+        """Extend the locks of records held longer than ``RENEW_EVERY``."""
+        now = time.monotonic()
+        old = [a for a in (*self._held.values(), *self._ready) if now - a.since >= RENEW_EVERY]
+        if not old or self.session_epoch == 0:
+            return
+        for a in old:
+            a.since = now
+        request = rq.ShareAcknowledgeRequest(self.group_id, self.member_id,
+                                             self._next_session_epoch(), self.topic_id,
+                                             [(a.record.offset, rq.RENEW) for a in old],
+                                             renew=True)
+        response = await self.cluster.client.send(self._leader(), request)
+        if response.error_code in SESSION_GONE:
+            self.session_epoch = 0
+        elif response.error_code:
+            log.info("%s: renewing: error %d %s", self.name, response.error_code,
+                     response.error_message)
 
     async def _send_acks(self, final: bool = False) -> None:
         acks, self._acks = self._acks, []

@@ -22,8 +22,9 @@ from aiokafka.protocol.types import (
 
 HEARTBEAT, FETCH, ACKNOWLEDGE = 76, 78, 79
 
-# Acknowledge types (AcknowledgementBatch.AcknowledgeTypes)
-ACCEPT, RELEASE, REJECT = 1, 2, 3
+# Acknowledge types (AcknowledgementBatch.AcknowledgeTypes); RENEW (v2, KIP-1222)
+# extends a record's acquisition lock, in a request of renewals alone.
+ACCEPT, RELEASE, REJECT, RENEW = 1, 2, 3, 4
 # ShareFetch v2 ShareAcquireMode: 1 = record limit (MaxRecords is strict)
 RECORD_LIMIT = 1
 
@@ -242,8 +243,8 @@ class ShareAcknowledgeRequest(Request[ShareAcknowledgeRequest_v2]):
     API_KEY = ACKNOWLEDGE
 
     def __init__(self, group: str, member: str, epoch: int, topic_id: uuid.UUID,
-                 acks: list[tuple[int, int]]) -> None:
-        self._args = (group, member, epoch, False,
+                 acks: list[tuple[int, int]], renew: bool = False) -> None:
+        self._args = (group, member, epoch, renew,
                       [(topic_id, [(0, ack_batches(acks), {})], {})], {})
 
     def build(self, request_struct_class):
