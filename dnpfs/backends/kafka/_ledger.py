@@ -60,6 +60,14 @@ class Ledger:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._read(), name=f"ledger {self.topic}")
 
+    async def catch_up(self) -> frozenset[str]:
+        """Read to the log's end; the sessions open there."""
+        end = await self.cluster.end_offset(self.name)
+        if end > 0 and (self.next is None or end > self.next):
+            self.want(end - 1, lambda name: None)
+            await asyncio.shield(self._task)
+        return frozenset(self.open)
+
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -47,6 +47,7 @@ from ._records import Unreadable, read_records
 log = logging.getLogger(__name__)
 
 JOIN_POLL = 0.1  # heartbeat this often until the coordinator assigns the partition
+JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
 FETCH_BYTES = 8 << 20
 ACK_DELAY = 0.02  # acknowledgements of a burst of reads go in one request
@@ -54,6 +55,9 @@ RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this oft
 # (group.share.record.lock.duration.ms; a job that outlasted it would go to
 # a second worker while the first still works on it)
 STOP_TIMEOUT = 3.0
+# A record acquired for poll() (``peek``) that no read took this long goes
+# back, so a poller that never reads holds nothing for long.
+READY_IDLE = 5.0
 ASIDE_KEPT = 1000
 
 # Error codes
@@ -96,6 +100,10 @@ class ShareReader:
         self.closing = False
         self.ledger = Ledger(cluster, name)
         self._wants: dict[object, None] = {}  # handles waiting for a record, oldest first
+        self._peek = False  # poll() asked whether a record is there
+        self._eager = 0  # non-blocking reads waiting for one ShareFetch round
+        self._round = asyncio.Event()  # set (and replaced) when a ShareFetch round ends
+        self._joined = asyncio.Event()
         self._ready: deque[Acquired] = deque()  # acquired, not handed out yet
         self._held: dict[object, Acquired] = {}  # handed out, job not done
         self._acks: list[tuple[int, int]] = []  # (offset, type) not sent yet
@@ -159,10 +167,37 @@ class ShareReader:
             if rec.kind is Kind.END:
                 return self._end(acquired, decide)
             acquired.holder = holder
+            acquired.since = time.monotonic()  # its lock was renewed as it waited, if need be
             self._wants.pop(holder, None)
             self._held[holder] = acquired
             fetched = Fetched(Cursor(rec.offset), (rec,))
             return decide(fetched)[1]
+
+    async def take_now(self, holder: object, max_bytes: int, decide):
+        """``take`` for a non-blocking read, which must see what is stored:
+        if nothing is acquired here, one ShareFetch round (without waiting
+        on the broker) asks for a record first."""
+        if not self._ready:
+            self._eager += 1
+            try:
+                async with asyncio.timeout(JOIN_TIMEOUT):
+                    await self._joined.wait()
+                    self._wants[holder] = None
+                    self._wake.set()
+                    # a round that started before the want may not have asked for it
+                    for _ in range(2):
+                        round_ = self._round
+                        await round_.wait()
+                        if self._ready:
+                            break
+            except TimeoutError:
+                pass
+            finally:
+                self._eager -= 1
+        taken = self.take(holder, max_bytes, decide)
+        if holder in self._wants and not self._ready:
+            del self._wants[holder]  # it does not wait: acquire nothing for it later
+        return taken
 
     def _next_ready(self) -> Acquired | None:
         return self._ready.popleft() if self._ready else None
@@ -209,6 +244,15 @@ class ShareReader:
 
     def ready(self) -> bool:
         return bool(self._ready)
+
+    def peek(self) -> bool:
+        """For poll(): is a record acquired for this mount?  If not, acquire
+        one (``notify`` follows), kept for this mount's next read."""
+        if self._ready:
+            return True
+        self._peek = True
+        self._wake.set()
+        return False
 
     def redelivered(self) -> int:
         return sum(a.deliveries > 1 for a in self._held.values())
@@ -261,6 +305,10 @@ class ShareReader:
                 if new_id != self.topic_id:
                     self.topic_id = new_id
                     self._wake.set()
+                if new_id is not None:
+                    self._joined.set()
+                else:
+                    self._joined.clear()
             await asyncio.sleep(JOIN_POLL if self.topic_id is None else self.interval)
 
     async def _fetch_loop(self) -> None:
@@ -278,7 +326,7 @@ class ShareReader:
             except Exception as e:  # noqa: BLE001 - next round
                 log.info("%s: renewing acquisition locks: %s", self.group_id, e)
             await asyncio.sleep(ACK_DELAY) if self._acks and not self._wants else None
-            want = max(0, len(self._wants) - len(self._ready))
+            want = max(0, len(self._wants) + self._peek - len(self._ready))
             try:
                 if want:
                     await self._fetch(want)
@@ -289,11 +337,17 @@ class ShareReader:
             except Exception as e:  # noqa: BLE001 - the broker is away: try again shortly
                 log.info("%s: share fetch: %s", self.group_id, e)
                 self.session_epoch = 0
+                self._end_round()
                 await asyncio.sleep(0.5)
                 self._wake.set()
                 continue
+            self._end_round()
             if self._wants and not self._ready or self._acks:
                 self._wake.set()
+
+    def _end_round(self) -> None:
+        self._round.set()
+        self._round = asyncio.Event()
 
     def _leader(self) -> int:
         leader = self.cluster.leader(self.topic)
@@ -309,8 +363,9 @@ class ShareReader:
 
     async def _fetch(self, want: int) -> None:
         acks, self._acks = self._acks, []
+        wait = 0 if self._eager else FETCH_WAIT_MS
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
-                                       self.topic_id, acks, want, FETCH_WAIT_MS, FETCH_BYTES)
+                                       self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
             response = await self.cluster.client.send(self._leader(), request)
         except BaseException:
@@ -337,6 +392,7 @@ class ShareReader:
                     raise RuntimeError(f"ShareFetch error {code}: {message}")
                 got += self._acquired(raw, acquired_ranges)
         if got:
+            self._peek = False
             self.notify(self.name)
 
     def _acquired(self, raw: bytes | None, ranges) -> int:
@@ -371,7 +427,9 @@ class ShareReader:
     async def _renew(self) -> None:
         """Extend the locks of records held longer than ``RENEW_EVERY``."""
         now = time.monotonic()
-        old = [a for a in (*self._held.values(), *self._ready) if now - a.since >= RENEW_EVERY]
+        while self._ready and not self._wants and now - self._ready[0].since >= READY_IDLE:
+            self._ack(self._ready.popleft().record.offset, rq.RELEASE)
+        old = [a for a in self._held.values() if now - a.since >= RENEW_EVERY]
         if not old or self.session_epoch == 0:
             return
         for a in old:
@@ -467,13 +525,22 @@ class ShareReaders:
         for name in list(self.readers):
             await self.detach(name)
 
-    async def take(self, name: str, holder: object, max_bytes: int, decide):
+    async def take(self, name: str, holder: object, max_bytes: int, decide, blocking: bool):
         reader = self.readers.get(name)
         if reader is None:  # detached by a racing close: join again
             await self.attach(name)
             reader = self.readers[name]
         self._holders[holder] = reader
-        return reader.take(holder, max_bytes, decide)
+        if blocking:
+            return reader.take(holder, max_bytes, decide)
+        return await reader.take_now(holder, max_bytes, decide)
+
+    async def sessions(self, name: str) -> frozenset[str]:
+        """The writer sessions open in the pipe now (for session leases)."""
+        reader = self.readers.get(name)
+        if reader is None:
+            return frozenset()
+        return await reader.ledger.catch_up()
 
     def settle(self, holder: object) -> None:
         reader = self._holders.pop(holder, None)

@@ -239,7 +239,8 @@ class KafkaBackend(Backend):
 
     async def cursor(self, name: str, group: str) -> Cursor:
         if self.holds(name, group):
-            return Cursor()  # no cursor: sessions open are the ledger's (_share, _ledger)
+            # No cursor: the sessions open are the ledger's (_ledger), for leases.
+            return Cursor(0, 0, await self._call(self._shares.sessions, name))
         # The member's cursor, read in this thread: ``fetch`` would also ask
         # the broker for the end of the log when nothing is buffered (a
         # ListOffsets per waiting group and lease round: 10-20 requests/s
@@ -267,7 +268,8 @@ class KafkaBackend(Backend):
         if name not in self._cluster.topics and not await self._call(self._cluster.exists, name):
             raise NoSuchPipe(name)
         # Shielded: a record handed to the handle must reach it (or be settled).
-        return await self._call(self._shares.take, name, holder, max_bytes, decide, shield=True)
+        return await self._call(self._shares.take, name, holder, max_bytes, decide, blocking,
+                                shield=True)
 
     def settle(self, holder: object) -> None:
         if self._shares is not None and not self._closed:
@@ -281,8 +283,14 @@ class KafkaBackend(Backend):
             await self._call(self._shares.give_back, holder, shield=True)
 
     async def given_back(self, name: str, group: str) -> bool:
+        # For poll(): a share group's records are not looked at but acquired;
+        # one acquired here for the poller is kept for this mount's next read.
         reader = self._shares.readers.get(name) if self.holds(name, group) else None
-        return reader is not None and reader.ready()
+        return reader is not None and await self._call(self._shares_peek, reader)
+
+    @staticmethod
+    async def _shares_peek(reader) -> bool:
+        return reader.peek()
 
     async def set_aside(self, name: str, group: str) -> list[Held]:
         return list(self._shares.aside.get(name, ())) if self.holds(name, group) else []
