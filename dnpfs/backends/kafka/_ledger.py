@@ -45,12 +45,14 @@ class Ledger:
         self._waiters: list[Callable[[str], None]] = []
         self._task: asyncio.Task | None = None
 
-    def open_at(self, offset: int) -> frozenset[str] | None:
+    def open_at(self, offset: int, peek: bool = False) -> frozenset[str] | None:
         """The sessions open just before the END marker (its own among them if
         it was open) at *offset*; None
         while the ledger has not read that far (``want`` it)."""
         if self.next is None or offset >= self.next:
             return None
+        if peek:
+            return self._ends.get(offset, frozenset())
         return self._ends.pop(offset, frozenset())
 
     def want(self, offset: int, notify: Callable[[str], None]) -> None:

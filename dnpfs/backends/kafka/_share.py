@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 JOIN_POLL = 0.1  # heartbeat this often until the coordinator assigns the partition
 JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
+# ... for a non-blocking read: the broker answers as soon as a record can be
+# acquired, but a share partition's first fetch after a while may find it
+# still loading its state: a fetch that does not wait at all finds nothing.
+EAGER_WAIT_MS = 200
 FETCH_BYTES = 8 << 20
 ACK_DELAY = 0.02  # acknowledgements of a burst of reads go in one request
 RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this often
@@ -148,72 +152,105 @@ class ShareReader:
 
     # -- the trio side's calls (through the bridge) ------------------------------
     def take(self, holder: object, max_bytes: int, decide):
-        """``Holds.consume_held`` for one handle: the next record acquired for
-        it, through *decide*; or *decide* of nothing (the handle waits for
-        ``notify``)."""
-        while True:
-            acquired = self._next_ready()
-            if acquired is None:
-                self._wants[holder] = None
-                self._wake.set()
-                return decide(Fetched(Cursor(), ()))[1]
-            rec = acquired.record
-            if rec.kind is Kind.UNREADABLE:
-                self._ack(rec.offset, rq.ACCEPT)  # EIO for this read, once (docs/kafka.md)
-                return decide(Fetched(Cursor(rec.offset), (rec,)))[1]
-            if rec.kind is Kind.BEGIN:
-                self._ack(rec.offset, rq.ACCEPT)
-                continue
-            if rec.kind is Kind.END:
-                return self._end(acquired, decide)
-            acquired.holder = holder
-            acquired.since = time.monotonic()  # its lock was renewed as it waited, if need be
-            self._wants.pop(holder, None)
-            self._held[holder] = acquired
-            fetched = Fetched(Cursor(rec.offset), (rec,))
-            return decide(fetched)[1]
+        """``Holds.consume_held`` for one handle: the next records acquired
+        for it, through *decide*; or *decide* of nothing (the handle waits
+        for ``notify``)."""
+        picked = self._pick()
+        if picked is None:
+            self._wants[holder] = None
+            self._wake.set()
+            return decide(Fetched(Cursor(), ()))[1]
+        return self._decide(holder, picked, decide)
 
     async def take_now(self, holder: object, max_bytes: int, decide):
         """``take`` for a non-blocking read, which must see what is stored:
-        if nothing is acquired here, one ShareFetch round (without waiting
-        on the broker) asks for a record first."""
-        if not self._ready:
+        until a record with bytes is acquired here, ShareFetch rounds (which
+        wait ``EAGER_WAIT_MS`` at most) ask for one first."""
+        if not self._has_data():
             self._eager += 1
             try:
                 async with asyncio.timeout(JOIN_TIMEOUT):
                     await self._joined.wait()
-                    self._wants[holder] = None
-                    self._wake.set()
-                    # a round that started before the want may not have asked for it
-                    for _ in range(2):
+                    empty = 0
+                    # Two rounds that found nothing: one may have been under way
+                    # before the want.  Markers do not count.
+                    while not self._has_data() and empty < 2:
+                        self._wants[holder] = None
+                        self._wake.set()
                         round_ = self._round
+                        before = len(self._ready)
                         await round_.wait()
-                        if self._ready:
-                            break
+                        empty += len(self._ready) == before
+                    while self._ready and self._ready[0].record.kind is Kind.END and \
+                            self.ledger.open_at(self._ready[0].record.offset, peek=True) is None:
+                        self.ledger.want(self._ready[0].record.offset, self.notify)
+                        await asyncio.sleep(0.02)  # the ledger reads the markers before it
             except TimeoutError:
                 pass
             finally:
                 self._eager -= 1
-        taken = self.take(holder, max_bytes, decide)
-        if holder in self._wants and not self._ready:
-            del self._wants[holder]  # it does not wait: acquire nothing for it later
-        return taken
-
-    def _next_ready(self) -> Acquired | None:
-        return self._ready.popleft() if self._ready else None
-
-    def _end(self, acquired: Acquired, decide):
-        """An END marker: EOF for the handle if it ends the last session open
-        at that point of the log (the ledger knows which were).  Decided
-        by ``delivery.take`` as on every other path."""
-        rec = acquired.record
-        open_sessions = self.ledger.open_at(rec.offset)
-        if open_sessions is None:  # the ledger has not read that far yet
-            self._ready.appendleft(acquired)
-            self.ledger.want(rec.offset, self.notify)
+                self._wants.pop(holder, None)  # it does not wait: acquire nothing for it
+        picked = self._pick()
+        if picked is None:
             return decide(Fetched(Cursor(), ()))[1]
-        self._ack(rec.offset, rq.ACCEPT)
-        return decide(Fetched(Cursor(rec.offset, 0, open_sessions), (rec,)))[1]
+        return self._decide(holder, picked, decide)
+
+    def _has_data(self) -> bool:
+        return any(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
+
+    def _pick(self) -> tuple[list[Acquired], Fetched] | None:
+        """The next acquired records for a read, as ``delivery.take`` reads
+        them: one record with bytes; or an END marker (the sessions open at
+        it from the ledger), with the record after it if it is here, so that
+        an END that is no EOF for the reader does not end its read empty.
+        BEGIN markers are accepted on the way (the session's data opens it
+        for the reader as well).  None: nothing here yet, or an END the
+        ledger has not reached (``notify`` follows)."""
+        while self._ready:
+            acquired = self._ready[0]
+            rec = acquired.record
+            if rec.kind is Kind.BEGIN:
+                self._ready.popleft()
+                self._ack(rec.offset, rq.ACCEPT)
+                continue
+            if rec.kind is not Kind.END:
+                self._ready.popleft()
+                return [acquired], Fetched(Cursor(rec.offset), (rec,))
+            open_sessions = self.ledger.open_at(rec.offset)
+            if open_sessions is None:
+                self.ledger.want(rec.offset, self.notify)
+                return None
+            self._ready.popleft()
+            self._ack(rec.offset, rq.ACCEPT)
+            run = [acquired]
+            while self._ready and self._ready[0].record.kind is Kind.BEGIN and \
+                    self._ready[0].record.offset > rec.offset:
+                self._ack(self._ready.popleft().record.offset, rq.ACCEPT)
+            if self._ready and self._ready[0].record.kind is Kind.DATA and \
+                    self._ready[0].record.offset > rec.offset:
+                run.append(self._ready.popleft())
+            return run, Fetched(Cursor(rec.offset, 0, open_sessions), [a.record for a in run])
+        return None
+
+    def _decide(self, holder: object, picked, decide):
+        """Run *decide*; the records it consumed are the handle's (until
+        ``settle``), markers are done, the rest waits for the next read."""
+        run, fetched = picked
+        cursor, result = decide(fetched)
+        for acquired in reversed(run):
+            rec = acquired.record
+            if rec.kind is Kind.END:
+                continue
+            if rec.kind is Kind.UNREADABLE:
+                self._ack(rec.offset, rq.ACCEPT)  # EIO for this read, once (docs/kafka.md)
+            elif cursor.offset > rec.offset:
+                acquired.holder = holder
+                acquired.since = time.monotonic()  # renewed from now on
+                self._wants.pop(holder, None)
+                self._held[holder] = acquired
+            else:  # not taken (the END before it was this reader's EOF)
+                self._ready.appendleft(acquired)
+        return result
 
     def settle(self, holder: object) -> None:
         self._wants.pop(holder, None)
@@ -248,8 +285,8 @@ class ShareReader:
     def peek(self) -> bool:
         """For poll(): is a record acquired for this mount?  If not, acquire
         one (``notify`` follows), kept for this mount's next read."""
-        if self._ready:
-            return True
+        if any(a.record.kind is not Kind.BEGIN for a in self._ready):
+            return True  # bytes, an error, or an END (EOF, unless stale)
         self._peek = True
         self._wake.set()
         return False
@@ -326,7 +363,7 @@ class ShareReader:
             except Exception as e:  # noqa: BLE001 - next round
                 log.info("%s: renewing acquisition locks: %s", self.group_id, e)
             await asyncio.sleep(ACK_DELAY) if self._acks and not self._wants else None
-            want = max(0, len(self._wants) + self._peek - len(self._ready))
+            want = self._wanted()
             try:
                 if want:
                     await self._fetch(want)
@@ -342,8 +379,14 @@ class ShareReader:
                 self._wake.set()
                 continue
             self._end_round()
-            if self._wants and not self._ready or self._acks:
+            if self._acks or self._wanted():
                 self._wake.set()
+
+    def _wanted(self) -> int:
+        """How many records to acquire: one per waiting handle (and poller),
+        less those here; markers here serve no reader and do not count."""
+        have = sum(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
+        return max(0, len(self._wants) + self._peek - have)
 
     def _end_round(self) -> None:
         self._round.set()
@@ -363,7 +406,7 @@ class ShareReader:
 
     async def _fetch(self, want: int) -> None:
         acks, self._acks = self._acks, []
-        wait = 0 if self._eager else FETCH_WAIT_MS
+        wait = EAGER_WAIT_MS if self._eager else FETCH_WAIT_MS
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
