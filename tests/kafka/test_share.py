@@ -12,9 +12,16 @@ import uuid
 import pytest
 
 from ..util import spawn, wait_blocked, wait_for
+from .admin import has_share_groups
 from .admin import run as run_async
 
 pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(autouse=True)
+def _share_groups(kafka_bootstrap):
+    if not has_share_groups(kafka_bootstrap):
+        pytest.skip("this broker has no share groups")
 
 SLOW_WORKER = ('trap - INT TERM; while IFS= read -r line; do printf "%s\\n" "$line" >> "$1";'
                ' sleep "$3"; done < "$2"')
