@@ -111,6 +111,8 @@ class ReaderHandle:
                                  "cannot be read; the next read goes on after them")
             if taken.eof:
                 self.eof = True
+                if self.whole:  # it asks for nothing more: a store must not fetch for it
+                    backend.settle(self)
                 break
             self.held = taken.held
             if taken.size:
