@@ -105,12 +105,14 @@ def test_readers_holding_their_files_open_stay_within_the_fetch_budget(make_moun
         holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
         try:
-            holder.stdin.write("\t".join(str(reader / n) for n in names[:FEW]) + "\n")
+            # A named group: the fetch budget is the consumer groups' (the
+            # default group is a share group, which fetches only for a read).
+            holder.stdin.write("\t".join(str(reader / f"{n}@g") for n in names[:FEW]) + "\n")
             holder.stdin.flush()
             assert holder.stdout.readline() == "ready\n"
             few = settled_rss(reader.pid)
             _, few_peak = rss_mib(reader.pid)
-            holder.stdin.write("\t".join(str(reader / n) for n in names[FEW:]) + "\n")
+            holder.stdin.write("\t".join(str(reader / f"{n}@g") for n in names[FEW:]) + "\n")
             holder.stdin.flush()
             assert holder.stdout.readline() == "ready\n"
             many = settled_rss(reader.pid)
