@@ -116,6 +116,7 @@ class ShareReader:
         self._heartbeat: asyncio.Task | None = None
         self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
         self.error: str | None = None
+        self._lost_until = -1  # the last offset of the last unreadable batch met
 
     # -- life ------------------------------------------------------------------
     def start(self) -> None:
@@ -449,14 +450,25 @@ class ShareReader:
         n = 0
         for r in records:
             if isinstance(r, Unreadable):
-                # one UNREADABLE in place of the batch; its other offsets are done
+                # One UNREADABLE (EIO for one read) in place of the batch, also
+                # when its records are acquired one at a time: the others are done.
                 offsets = sorted(o for o in counts if r.first <= o <= r.offset)
                 if not offsets:
                     continue
-                rec = StoredRecord(offsets[0], Kind.UNREADABLE, None)
-                for o in offsets[1:]:
+                if r.offset > self._lost_until:
+                    self._lost_until = r.offset
+                    log.error("%s partition 0: the records at offsets %d-%d cannot be read (%s);"
+                              " readers get EIO there once and go on after them", self.topic,
+                              r.first, r.offset, r.reason)
+                    rec = StoredRecord(offsets[0], Kind.UNREADABLE, None)
+                    offsets = offsets[1:]
+                else:
+                    rec = None
+                for o in offsets:
                     self._acks.append((o, rq.ACCEPT))
                     del counts[o]
+                if rec is None:
+                    continue
             elif r.offset in counts:
                 rec = wire.decode_record(r.offset, r.value, r.headers)
             else:
@@ -539,16 +551,20 @@ class ShareReaders:
         horizon = await self.cluster.end_offset(name)
         topic = self.cluster.topic(name)
         if topic not in self._configured:
-            # A share group starts at the log's end unless told otherwise: a
-            # pipe's readers get what was written before they came.
+            # A share group starts at the log's end and reads uncommitted
+            # transactions unless told otherwise: a pipe's readers get what was
+            # written before they came, and only what was committed, as on
+            # every other path.
             gid = share_group_id(topic)
             response = await self.cluster.client.send(
                 self.cluster.client.get_random_node(),
-                rq.SetGroupConfig(gid, {"share.auto.offset.reset": "earliest"}))
+                rq.SetGroupConfig(gid, {"share.auto.offset.reset": "earliest",
+                                        "share.isolation.level": "read_committed"}))
             code = response.responses[0][0]
             if code:
-                log.warning("%s: cannot make the share group start at the oldest record:"
-                            " error %d %s", gid, code, response.responses[0][1])
+                log.warning("%s: cannot make the share group start at the oldest record"
+                            " and read committed records only: error %d %s", gid, code,
+                            response.responses[0][1])
             self._configured.add(topic)
         if name not in self.readers:
             aside = self.aside.setdefault(name, deque(maxlen=ASIDE_KEPT))
