@@ -54,7 +54,10 @@ FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
 # still loading its state: a fetch that does not wait at all finds nothing.
 EAGER_WAIT_MS = 200
 FETCH_BYTES = 8 << 20
-ACK_DELAY = 0.02  # acknowledgements of a burst of reads go in one request
+# An ACCEPT waits this long for a request to ride on: a worker that finished
+# a job asks for the next one at once, and the ShareFetch for it carries the
+# acknowledgement (a wake-up per ACCEPT cost a request, and 20 ms a job).
+ACK_DELAY = 0.02
 RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this often
 # (group.share.record.lock.duration.ms; a job that outlasted it would go to
 # a second worker while the first still works on it)
@@ -117,6 +120,7 @@ class ShareReader:
         self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
         self.error: str | None = None
         self._lost_until = -1  # the last offset of the last unreadable batch met
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     # -- life ------------------------------------------------------------------
     def start(self) -> None:
@@ -135,6 +139,8 @@ class ShareReader:
             self._acks.append((acquired.record.offset, rq.RELEASE))
         self._ready.clear()
         self._held.clear()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         self._wake.set()
         for task in (self._task, self._heartbeat):
             if task is not None:
@@ -298,7 +304,16 @@ class ShareReader:
     # -- the broker side --------------------------------------------------------------
     def _ack(self, offset: int, kind: int) -> None:
         self._acks.append((offset, kind))
-        self._wake.set()
+        if kind == rq.ACCEPT:
+            if self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
+        else:  # RELEASE, REJECT: another worker waits for it
+            self._wake.set()
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        if self._acks:
+            self._wake.set()
 
     async def _coordinator(self) -> int:
         if self.coordinator is None:
@@ -363,7 +378,6 @@ class ShareReader:
                 raise
             except Exception as e:  # noqa: BLE001 - next round
                 log.info("%s: renewing acquisition locks: %s", self.group_id, e)
-            await asyncio.sleep(ACK_DELAY) if self._acks and not self._wants else None
             want = self._wanted()
             try:
                 if want:
@@ -380,8 +394,10 @@ class ShareReader:
                 self._wake.set()
                 continue
             self._end_round()
-            if self._acks or self._wanted():
+            if self._wanted():
                 self._wake.set()
+            elif self._acks and self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
 
     def _wanted(self) -> int:
         """How many records to acquire: one per waiting handle (and poller),
