@@ -56,7 +56,7 @@ EAGER_WAIT_MS = 200
 FETCH_BYTES = 8 << 20
 # An ACCEPT waits this long for a request to ride on: a worker that finished
 # a job asks for the next one at once, and the ShareFetch for it carries the
-# acknowledgement (a wake-up per ACCEPT cost a request, and 20 ms a job).
+# acknowledgement (docs/decisions.md, "Work queues on Kafka").
 ACK_DELAY = 0.02
 RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this often
 # (group.share.record.lock.duration.ms; a job that outlasted it would go to
