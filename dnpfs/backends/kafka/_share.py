@@ -282,13 +282,6 @@ class ShareReader:
         else:
             self._ack(rec.offset, rq.RELEASE)
 
-    def forget(self, holder: object) -> None:
-        """The handle closed: it waits for nothing any more."""
-        self._wants.pop(holder, None)
-
-    def ready(self) -> bool:
-        return bool(self._ready)
-
     def peek(self) -> bool:
         """For poll(): is a record acquired for this mount?  If not, acquire
         one (``notify`` follows), kept for this mount's next read."""
