@@ -1,12 +1,18 @@
 """Work queues (issue #28): bash `while read` workers on three mounts of one
-embedded store, next to a local FIFO in the same run.
+embedded store, and of one Kafka cluster, next to a local FIFO and a plain
+Kafka share consumer in the same run.
 
-    python -m benchmarks.queue [--jobs 1000] [--workers 1,3,9] [--save]
+    python -m benchmarks.queue [--jobs 1000] [--workers 1,3,9] [--kafka HOST:PORT] [--save]
 
 Prints one JSON object: jobs/s for --jobs short jobs (a job: one line of 11
 bytes, one write(), that a bash `while read` worker appends to its file)
 with each worker count, the workers spread round-robin over the mounts, and
-one worker on a local FIFO.  bash reads a byte per read(), so one worker's
+one worker on a local FIFO.  With --kafka (default: the dev broker if it
+runs), the same over three Kafka mounts (the default group is a share group
+on Kafka 4.2 and later), and a plain share consumer (dnpfs's own requests,
+no FUSE, no bash) taking the same number of records of the topic one
+ShareFetch each, as a mount does, and 500 a ShareFetch, as a consumer
+fetching ahead would.  bash reads a byte per read(), so one worker's
 jobs/s times 11 is its 1-byte read pace.  --save writes it to
 docs/benchmarks/queue.json, which benchmarks/report.py puts in
 docs/benchmarks.md ("Work queues").
@@ -24,6 +30,8 @@ import time
 from pathlib import Path
 
 from tests.mount import Mount
+
+from .share_client import share_consume
 
 SAVED = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "queue.json"
 
@@ -64,10 +72,31 @@ def run_workers(folder: Path, pipes: list[Path], jobs: int, label: str) -> float
             w.wait()
 
 
+def _dev_broker() -> str | None:
+    tool = Path(__file__).resolve().parent.parent / "scripts" / "kafka-dev"
+    done = subprocess.run([str(tool), "bootstrap"], capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout else None
+
+
+def _rows(folder: Path, mounts, args, line: int, prefix: str) -> dict:
+    result = {}
+    for n in map(int, args.workers.split(",")):
+        name = f"q{n}"
+        os.mkfifo(mounts[0] / name)
+        pipes = [mounts[i % 3] / name for i in range(n)]
+        secs = run_workers(folder, pipes, args.jobs, f"{prefix}{name}")
+        result[f"{prefix}_{n}_workers"] = {"seconds": round(secs, 2),
+                                           "jobs_per_s": round(args.jobs / secs),
+                                           "read_bytes_per_s": round(args.jobs * line / secs)}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--workers", default="1,3,9")
+    ap.add_argument("--kafka", default=None, help="bootstrap (default: the dev broker's)")
+    ap.add_argument("--no-kafka", action="store_true")
     ap.add_argument("--save", action="store_true", help="write docs/benchmarks/queue.json")
     args = ap.parse_args()
     line = len("job 000001\n")
@@ -82,14 +111,23 @@ def main() -> None:
             secs = run_workers(folder, [fifo], args.jobs, "fifo")
             result["fifo_1_worker"] = {"seconds": round(secs, 2),
                                        "jobs_per_s": round(args.jobs / secs)}
-            for n in map(int, args.workers.split(",")):
-                name = f"q{n}"
-                os.mkfifo(mounts[0] / name)
-                pipes = [mounts[i % 3] / name for i in range(n)]
-                secs = run_workers(folder, pipes, args.jobs, name)
-                result[f"dnpfs_{n}_workers"] = {"seconds": round(secs, 2),
-                                                "jobs_per_s": round(args.jobs / secs),
-                                                "read_bytes_per_s": round(args.jobs * line / secs)}
+            result.update(_rows(folder, mounts, args, line, "dnpfs"))
+            bootstrap = None if args.no_kafka else (args.kafka or _dev_broker())
+            if bootstrap:
+                prefix = f"bq{os.getpid()}."
+                kafka = ["--kafka", bootstrap, "--topic-prefix", prefix]
+                kmounts = [Mount.under(folder, f"k{i}", kafka).start() for i in range(3)]
+                try:
+                    result.update(_rows(folder, kmounts, args, line, "kafka"))
+                    for batch in (1, 500):
+                        secs = share_consume(bootstrap, f"{prefix}q1", args.jobs, batch)
+                        result[f"share_consumer_{batch}_per_fetch"] = {
+                            "seconds": round(secs, 2), "jobs_per_s": round(args.jobs / secs)}
+                    for n in map(int, args.workers.split(",")):
+                        os.unlink(kmounts[0] / f"q{n}")
+                finally:
+                    for m in kmounts:
+                        m.stop()
             result["loadavg"] = os.getloadavg()[0]
             result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             text = json.dumps(result, indent=1)

@@ -662,18 +662,29 @@ def _queue_md() -> list[str]:
         return []
     q = json.loads(SAVED.read_text())
     rows = [["local FIFO, 1 worker", f"{q['fifo_1_worker']['jobs_per_s']:,}", "–"]]
+    names = {"dnpfs": "dnpfs embedded store", "kafka": "dnpfs on Kafka (share group)"}
     for key, value in q.items():
-        if key.startswith("dnpfs_"):
+        store = key.split("_")[0]
+        if store in names and key.endswith("_workers"):
             n = key.split("_")[1]
-            rows.append([f"dnpfs embedded store, {n} worker(s) over 3 mounts",
+            rows.append([f"{names[store]}, {n} worker(s) over 3 mounts",
                          f"{value['jobs_per_s']:,}", f"{value['read_bytes_per_s']:,}"])
-    return ["## Work queues (embedded store)\n",
+        elif key.startswith("share_consumer_"):
+            per = key.split("_")[2]
+            rows.append([f"plain Kafka share consumer, 1 member, {per} record(s) a ShareFetch",
+                         f"{value['jobs_per_s']:,}", "–"])
+    kafka = any(k.startswith("kafka_") for k in q)
+    return ["## Work queues\n",
             f"{q['jobs']:,} jobs, each one line of {q['line_bytes']} bytes written by one"
             " `echo`, taken by bash `while IFS= read -r` workers that append it to a file"
             " (`python -m benchmarks.queue`, its own run: {date}, load average {load:.1f} on"
             " this shared machine). bash reads a byte per read(), so the bytes/s column is the"
-            " 1-byte read pace. Kafka has no figures here: work queues are not done there"
-            " (docs/kafka.md).\n".format(date=q["date"], load=q["loadavg"]),
+            " 1-byte read pace.".format(date=q["date"], load=q["loadavg"])
+            + (" On Kafka a mount acquires one record per ShareFetch for a worker that asks"
+               " (docs/kafka.md, \"Work queues\"); the plain share consumer (no FUSE, no bash:"
+               " benchmarks/share_client.py) takes as many records of the same topic, one or"
+               " 500 a ShareFetch.\n" if kafka else
+               " Kafka has no figures in this run.\n"),
             _table(["workers", "jobs/s", "1-byte reads/s (all workers)"], rows), ""]
 
 

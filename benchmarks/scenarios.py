@@ -368,7 +368,9 @@ def readers_memory(bench: Bench) -> dict:
         readers.fill([A / p for p in pipes[:few]], big)
         readers.fill([A / p for p in pipes[few:]], small)
         held = bench.run(f"{few} then {many} readers holding files open", readers.hold, B.pid,
-                         [[B / p for p in pipes[:few]], [B / p for p in pipes[few:]]])
+                         # A named group: the budget is the consumer groups' (the default
+                         # group is a share group where the broker has them).
+                         [[B / f"{p}@g" for p in pipes[:few]], [B / f"{p}@g" for p in pipes[few:]]])
         bench.admin.delete_prefix(bench.topic(sub))
     return {"title": "Memory of readers (Kafka)",
             "params": {"few": few, "many": many, "big": big, "small": small,

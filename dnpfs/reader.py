@@ -60,7 +60,7 @@ class ReaderHandle:
         self.eof = False  # once EOF was returned, this handle stays at EOF
         self.blocked = False  # waiting in read() now
         self.poll_handle = None
-        self.whole = isinstance(pipes.backend, Holds)
+        self.whole = isinstance(pipes.backend, Holds) and pipes.backend.holds(state.name, group)
         self.held: Held | None = None  # the rest of a record this handle took part of
         self.killed = False  # its opener died of a signal (fs.Filesystem.flush)
 
@@ -111,6 +111,8 @@ class ReaderHandle:
                                  "cannot be read; the next read goes on after them")
             if taken.eof:
                 self.eof = True
+                if self.whole:  # it asks for nothing more: a store must not fetch for it
+                    backend.settle(self)
                 break
             self.held = taken.held
             if taken.size:

@@ -234,6 +234,11 @@ class Holds(Protocol):
     daemon dies meanwhile, the group's next read gets it again, first.
     """
 
+    def holds(self, name: str, group: str) -> bool:
+        """Does *group* of pipe *name* keep what its handles take (else it is
+        read as by ``Backend.consume``)?  Kafka: only where a share group
+        reads it."""
+
     async def consume_held(self, holder: object, name: str, group: str, max_bytes: int,
                            decide: Callable[[Fetched], tuple[Cursor, T]],
                            blocking: bool = False) -> T:

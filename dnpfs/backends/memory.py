@@ -209,6 +209,9 @@ class MemoryBackend(Backend):
         return pipe.groups.pop(group, None) is not None
 
     # -- holds (the Holds capability) -----------------------------------------
+    def holds(self, name: str, group: str) -> bool:
+        return True  # every group
+
     async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
         moved, result = await self._consume(name, group, max_bytes, decide, blocking)
         if moved is not None:

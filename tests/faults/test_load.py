@@ -25,9 +25,11 @@ MAX_LATENCY = 1.0
 
 
 def settled(*paths) -> bool:
-    """One mount reads the pipe's default group, the other waits (Kafka);
-    no membership to wait for where every mount reads (the embedded store)."""
-    return {membership(path) for path in paths} in ({"reading", "standby"}, {None})
+    """One mount reads the pipe's default group, the other waits (Kafka without
+    share groups); both in the share group (Kafka 4.2 and later); no
+    membership to wait for where every mount reads (the embedded store)."""
+    return {membership(path) for path in paths} in ({"reading", "standby"}, {"share group"},
+                                                    {None})
 
 
 def test_pipes_under_load_with_idle_readers(backend, backend_args, tmp_path, reliability):

@@ -85,15 +85,17 @@ def test_a_cut_off_reader_mount_stops_before_the_other_side_takes_over(
         os.mkfifo(w / "p")
         wait_for(lambda: os.path.exists(a / "p") and os.path.exists(b / "p"), 10, what="pipe")
         procs.append(hosts.popen("w", [sys.executable, "-c", WRITER, str(w / "p"), "200"]))
-        procs.append(hosts.popen("a", [sys.executable, "-c", READER, str(a / "p"),
+        # A named group: one mount at a time reads it (the default group is a
+        # share group on brokers that have them, read by every mount).
+        procs.append(hosts.popen("a", [sys.executable, "-c", READER, str(a / "p@g"),
                                        str(tmp_path / "reads-a.txt"), "50"]))
-        wait_for(lambda: membership(a / "p") == "reading", 30, what="host a to read")
-        procs.append(hosts.popen("b", [sys.executable, "-c", READER, str(b / "p"),
+        wait_for(lambda: membership(a / "p", "g") == "reading", 30, what="host a to read")
+        procs.append(hosts.popen("b", [sys.executable, "-c", READER, str(b / "p@g"),
                                        str(tmp_path / "reads-b.txt"), "50"]))
         # The rebalance as b joins gives the partition to either member (the
         # assignor orders them by member id): the one reading is cut off.
         def settled():
-            roles = {h: membership(mounts[h] / "p") for h in ("a", "b")}
+            roles = {h: membership(mounts[h] / "p", "g") for h in ("a", "b")}
             return roles if set(roles.values()) == {"reading", "standby"} else None
 
         roles = wait_for(settled, 30, what="one host to read and the other to wait")

@@ -53,3 +53,37 @@ async def create_topic_at(bootstrap: str, name: str) -> None:
         await create_topic(admin, name)
     finally:
         await admin.close()
+
+
+_SHARE_GROUPS: dict[str, bool] = {}
+
+
+def has_share_groups(bootstrap: str) -> bool:
+    """Does the broker at *bootstrap* serve share groups as dnpfs speaks them
+    (Kafka 4.2 and later)?  Then a pipe's default group is a share group."""
+    if bootstrap not in _SHARE_GROUPS:
+        from aiokafka import AIOKafkaClient
+        from aiokafka.protocol.admin import ApiVersionRequest
+
+        from dnpfs.backends.kafka._aiokafka.share_requests import supported
+
+        async def ask() -> bool:
+            client = AIOKafkaClient(bootstrap_servers=bootstrap)
+            await client.bootstrap()
+            try:
+                response = await client.send(client.get_random_node(), ApiVersionRequest())
+                return supported({k: (lo, hi) for k, lo, hi, *_ in response.api_versions})
+            finally:
+                await client.close()
+
+        _SHARE_GROUPS[bootstrap] = run(ask())
+    return _SHARE_GROUPS[bootstrap]
+
+
+def whole_records(backend_args: list[str]) -> bool:
+    """Does the default group of a mount with *backend_args* keep records
+    whole and give back what a killed reader took (docs/semantics.md, "Work
+    queues")?  The embedded store: yes; Kafka: where share groups read it."""
+    if "--kafka" not in backend_args:
+        return True
+    return has_share_groups(backend_args[backend_args.index("--kafka") + 1])

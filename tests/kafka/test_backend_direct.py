@@ -3,6 +3,10 @@
 No mount and no mocks: each test starts one or two KafkaBackend instances (two
 instances are two mounts) on the broker of scripts/kafka-dev, with a topic
 prefix of its own, and calls the backend interface as pipes.py would.
+
+Reader groups here are named ("g"): consumer groups with a cursor, what
+fetch/commit/consume are about.  The default group is a share group on this
+broker (tests/kafka/test_share.py, tests/semantics/test_queue.py).
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ async def consume(backend, name, group, size, view):
     return await backend.consume(name, group, size, decide)
 
 
-async def wait_records(backend, name, group="", timeout=10.0):
+async def wait_records(backend, name, group="g", timeout=10.0):
     """Fetch until the records show up (the partition may still be moving here)."""
     with trio.fail_after(timeout):
         while True:
@@ -138,12 +142,12 @@ def test_create_list_exists_delete(kafka_bootstrap):
             with pytest.raises(NoSuchPipe):
                 await b.append("p", [Record(Kind.DATA, None, b"x")])
             with pytest.raises(NoSuchPipe):
-                await b.attach("p", "")
+                await b.attach("p", "g")
             with pytest.raises(NoSuchPipe):
-                await b.fetch("p", "", 100)
+                await b.fetch("p", "g", 100)
             # A pipe of the same name starts empty again.
             assert await b.create_pipe("p") is True
-            assert await b.attach("p", "") == 0
+            assert await b.attach("p", "g") == 0
 
     run(main)
 
@@ -233,21 +237,21 @@ def test_records_and_markers_come_back_as_written(kafka_bootstrap):
     async def main():
         async with mounted(kafka_bootstrap, unique_prefix()) as (b, _):
             await b.create_pipe("p")
-            assert await b.attach("p", "") == 0
+            assert await b.attach("p", "g") == 0
             await b.append("p", RECORDS)
-            fetched = await b.fetch("p", "", 1 << 20)  # no waiting: the records exist
+            fetched = await b.fetch("p", "g", 1 << 20)  # no waiting: the records exist
             assert fetched.cursor == Cursor()
             got = [(r.offset, r.kind, r.session, r.data) for r in fetched.records]
             assert got == [(i, r.kind, r.session, r.data) for i, r in enumerate(RECORDS)]
 
             view = ReaderView(0)
-            first = await consume(b, "p", "", 1 << 20, view)
+            first = await consume(b, "p", "g", 1 << 20, view)
             # The bytes of both sessions and the plain record; EOF comes next.
             assert first.data == b"hello \x00binary\xff\nplain" and not first.eof
-            second = await consume(b, "p", "", 1 << 20, first.view)
+            second = await consume(b, "p", "g", 1 << 20, first.view)
             assert second.data == b"" and second.eof
             assert second.cursor == Cursor(len(RECORDS), 0, frozenset())
-            assert await b.attach("p", "") == len(RECORDS)  # the horizon: the end offset
+            assert await b.attach("p", "g") == len(RECORDS)  # the horizon: the end offset
 
             await b.append("p", [], durable=True)  # sync only: nothing to store
 
@@ -259,18 +263,18 @@ def test_commit_is_compare_and_swap(kafka_bootstrap):
         async with mounted(kafka_bootstrap, unique_prefix()) as (b, _):
             await b.create_pipe("p")
             await b.append("p", RECORDS)
-            horizon = await b.attach("p", "")
-            fetched = await b.fetch("p", "", 1 << 20)
+            horizon = await b.attach("p", "g")
+            fetched = await b.fetch("p", "g", 1 << 20)
             taken = take(fetched.cursor, fetched.records, 8, view=ReaderView(horizon))
             assert taken.data == b"hello \x00b"
             assert taken.cursor == Cursor(2, 2, frozenset({"s1"}))
 
-            assert await b.commit("p", "", fetched.cursor, taken.cursor) is True
+            assert await b.commit("p", "g", fetched.cursor, taken.cursor) is True
             # The same swap again: the cursor is no longer `expected`.
-            assert await b.commit("p", "", fetched.cursor, taken.cursor) is False
+            assert await b.commit("p", "g", fetched.cursor, taken.cursor) is False
             # A group this mount is not a member of holds nothing here.
             assert await b.commit("p", "elsewhere", Cursor(), taken.cursor) is False
-            again = await b.fetch("p", "", 1 << 20)
+            again = await b.fetch("p", "g", 1 << 20)
             assert again.cursor == taken.cursor
             assert again.records[0].offset == 2  # the partly read record is returned whole
             rest = take(again.cursor, again.records, 6, view=taken.view)
@@ -288,20 +292,20 @@ def test_cursor_survives_detach_and_continues_on_another_mount(kafka_bootstrap):
             await b1.create_pipe("p")
             await b1.append("p", [Record(Kind.BEGIN, "w"), Record(Kind.DATA, "w", b"0123456789"),
                                   Record(Kind.DATA, "w", b"abc")])
-            horizon = await b1.attach("p", "")
-            taken = await consume(b1, "p", "", 4, ReaderView(horizon))
+            horizon = await b1.attach("p", "g")
+            taken = await consume(b1, "p", "g", 4, ReaderView(horizon))
             assert taken.data == b"0123"
-            await b1.detach("p", "")  # commits, leaves the group
+            await b1.detach("p", "g")  # commits, leaves the group
 
             start = time.monotonic()
-            await b2.attach("p", "")
+            await b2.attach("p", "g")
             fetched = await wait_records(b2, "p")
             moved = time.monotonic() - start
             assert fetched.cursor == Cursor(1, 4, frozenset({"w"}))
-            rest = await consume(b2, "p", "", 100, ReaderView(horizon))
+            rest = await consume(b2, "p", "g", 100, ReaderView(horizon))
             assert rest.data == b"456789abc"
             await b2.append("p", [Record(Kind.END, "w")])
-            end = await consume(b2, "p", "", 100, rest.view)
+            end = await consume(b2, "p", "g", 100, rest.view)
             assert end.eof  # "w" was open in the cursor that came over from b1
             print(f"second mount delivered {moved * 1000:.0f} ms after attaching")
 
@@ -357,11 +361,11 @@ def test_first_byte_latency_of_a_new_reader(kafka_bootstrap):
             for i in range(12):
                 await writer.append("p", [Record(Kind.DATA, None, b"%d" % i)])
                 start = time.monotonic()
-                horizon = await reader.attach("p", "")
-                taken = await consume(reader, "p", "", 100, ReaderView(horizon))
+                horizon = await reader.attach("p", "g")
+                taken = await consume(reader, "p", "g", 100, ReaderView(horizon))
                 took.append(time.monotonic() - start)
                 assert taken.data == b"%d" % i
-                await reader.detach("p", "")
+                await reader.detach("p", "g")
             p50 = statistics.median(took)
             print(f"first byte: p50 {p50 * 1000:.0f} ms, max {max(took) * 1000:.0f} ms")
             assert p50 < 0.3
@@ -401,14 +405,14 @@ def test_idempotent_producer_keeps_order_without_duplicates(kafka_bootstrap):
             sent = [Record(Kind.DATA, "s", b"%05d" % i + bytes(i % 700)) for i in range(3000)]
             await b.append("p", sent[:1000])
             await b.append("p", sent[1000:])
-            await b.attach("p", "")
+            await b.attach("p", "g")
             got = []
             with trio.fail_after(20):
                 while len(got) < len(sent):
-                    fetched = await b.fetch("p", "", 1 << 20)
+                    fetched = await b.fetch("p", "g", 1 << 20)
                     got.extend(fetched.records)
                     new = Cursor(fetched.records[-1].offset + 1, 0, frozenset({"s"}))
-                    assert await b.commit("p", "", fetched.cursor, new)
+                    assert await b.commit("p", "g", fetched.cursor, new)
             assert [r.offset for r in got] == list(range(len(sent)))
             assert [r.data for r in got] == [r.data for r in sent]
 
@@ -426,8 +430,8 @@ def test_a_record_of_max_record_size_is_accepted(kafka_bootstrap):
             await b.append("p", [Record(Kind.DATA, "0123456789abcdef", big)])
             with pytest.raises(StoreError, match="over the limit"):
                 await b.append("p", [Record(Kind.DATA, "s", big + b"!")])
-            await b.attach("p", "")
-            fetched = await b.fetch("p", "", 1 << 21)
+            await b.attach("p", "g")
+            fetched = await b.fetch("p", "g", 1 << 21)
             assert [len(r.data) for r in fetched.records] == [len(big)]
             assert fetched.records[0].data == big
 
@@ -455,7 +459,7 @@ def test_kcat_records_plain_and_with_markers(kafka_bootstrap):
                 kcat(*produce, "-H", "dnpfs.kind=end", "-H", "dnpfs.session=k1", input=b".\n"),
             ))
             horizon = 0
-            await b.attach("p", "")
+            await b.attach("p", "g")
             fetched = await wait_records(b, "p")
             got = [(r.kind, r.session, r.data) for r in fetched.records]
             assert got == [
@@ -465,9 +469,9 @@ def test_kcat_records_plain_and_with_markers(kafka_bootstrap):
                 (Kind.DATA, None, b"bogus kind"),  # not a dnpfs kind: plain data
                 (Kind.END, "k1", b""),  # a marker's value is ignored
             ]
-            taken = await consume(b, "p", "", 100, ReaderView(horizon))
+            taken = await consume(b, "p", "g", 100, ReaderView(horizon))
             assert taken.data == b"hello from kcatin sessionbogus kind"
-            assert (await consume(b, "p", "", 100, taken.view)).eof
+            assert (await consume(b, "p", "g", 100, taken.view)).eof
 
             # And the other way: kcat reads what dnpfs wrote, headers included.
             await b.append("p", [Record(Kind.DATA, "0123abcd", b"from dnpfs")])
@@ -498,10 +502,10 @@ def test_secured_listeners(kafka_bootstrap, config_name):
         async with mounted(address, unique_prefix(), config_file=path) as (b, _):
             await b.create_pipe("p")
             await b.append("p", [Record(Kind.DATA, "s", b"secret stuff")])
-            await b.attach("p", "")
-            fetched = await b.fetch("p", "", 100)
+            await b.attach("p", "g")
+            fetched = await b.fetch("p", "g", 100)
             assert [r.data for r in fetched.records] == [b"secret stuff"]
-            await b.detach("p", "")
+            await b.detach("p", "g")
             assert await b.delete_pipe("p")
 
     run(main)
@@ -516,7 +520,7 @@ def test_pipe_deleted_by_another_mount(kafka_bootstrap):
             await b1.create_pipe("p")
             await b1.create_pipe("q")
             await b1.append("p", [Record(Kind.BEGIN, "s"), Record(Kind.DATA, "s", b"x")])
-            await b1.attach("p", "")
+            await b1.attach("p", "g")
             await wait_records(b1, "p")
             mark = len(changes.names)
             assert await b2.delete_pipe("p")
@@ -526,10 +530,10 @@ def test_pipe_deleted_by_another_mount(kafka_bootstrap):
                 await changes.wait_for("p", since=mark)
             assert "p" not in b1._cluster.topics
             with pytest.raises(NoSuchPipe):  # ... which learn that the pipe is gone
-                await b1.fetch("p", "", 100)
+                await b1.fetch("p", "g", 100)
             with pytest.raises(NoSuchPipe):
                 await b1.append("p", [Record(Kind.DATA, "s", b"more")])
-            await b1.detach("p", "")
+            await b1.detach("p", "g")
             # The mount goes on with its other pipes.
             start = time.monotonic()
             await b1.append("q", [Record(Kind.DATA, None, b"fine")])
@@ -545,13 +549,13 @@ def test_reader_left_behind_by_a_racing_detach_is_woken_and_joins_again(kafka_bo
     async def main():
         async with mounted(kafka_bootstrap, unique_prefix()) as (b, changes):
             await b.create_pipe("p")
-            horizon = await b.attach("p", "")  # the racing open: attach returned ...
-            assert not (await consume(b, "p", "", 100, ReaderView(horizon))).data
+            horizon = await b.attach("p", "g")  # the racing open: attach returned ...
+            assert not (await consume(b, "p", "g", 100, ReaderView(horizon))).data
             mark = len(changes.names)
-            await b.detach("p", "")  # ... then the previous reader's close detached
+            await b.detach("p", "g")  # ... then the previous reader's close detached
             assert "p" in changes.names[mark:]  # so the waiting reader is woken,
             await b.append("p", [Record(Kind.DATA, None, b"late")])
-            taken = await consume(b, "p", "", 100, ReaderView(horizon))  # and its read joins
+            taken = await consume(b, "p", "g", 100, ReaderView(horizon))  # and its read joins
             assert taken.data == b"late"
 
     run(main)
@@ -566,7 +570,7 @@ def test_a_fetch_session_the_broker_refuses_is_opened_again(kafka_bootstrap, cap
     async def main():
         async with mounted(kafka_bootstrap, unique_prefix()) as (b, _):
             await b.create_pipe("p")
-            await b.attach("p", "")
+            await b.attach("p", "g")
             await b.append("p", [Record(Kind.DATA, None, b"one")])
             await wait_records(b, "p")
             sessions = b._cluster.fetcher.sessions
@@ -585,7 +589,7 @@ def test_a_fetch_session_the_broker_refuses_is_opened_again(kafka_bootstrap, cap
             await b.append("p", [Record(Kind.DATA, None, b"two")])
             with trio.fail_after(10):
                 while True:
-                    fetched = await b.fetch("p", "", 1 << 20)
+                    fetched = await b.fetch("p", "g", 1 << 20)
                     if len(fetched.records) == 2:
                         break
                     await trio.sleep(0.05)
@@ -625,7 +629,7 @@ def test_a_stopping_mount_closes_its_fetch_sessions(kafka_bootstrap):
         prefix = unique_prefix()
         async with mounted(kafka_bootstrap, prefix) as (b, _):
             await b.create_pipe("p")
-            await b.attach("p", "")
+            await b.attach("p", "g")
             await b.append("p", [Record(Kind.DATA, None, b"one")])
             await wait_records(b, "p")
             held = [(node, s.id) for node, s in b._cluster.fetcher.sessions.items() if s.id]
@@ -676,7 +680,7 @@ def test_a_producer_stopped_for_good_is_replaced(kafka_bootstrap):
             with trio.fail_after(10):
                 while len(fetched.records) < 2:
                     await trio.sleep(0.05)
-                    fetched = await b.fetch("p", "", 1 << 20)
+                    fetched = await b.fetch("p", "g", 1 << 20)
             assert [r.data for r in fetched.records] == [b"before", b"after"]
 
     run(main)

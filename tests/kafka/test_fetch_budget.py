@@ -37,8 +37,10 @@ def test_readers_holding_their_files_open_stay_within_the_fetch_budget(make_moun
         fill([writer / n for n in names[FEW:]], SMALL)
         reader = make_mount(args, name="reader")  # --fetch-mib 64, the default
         wait_for(lambda: all(os.path.exists(reader / n) for n in names), 30, what="pipes")
-        held = hold(reader.pid, [[reader / n for n in names[:FEW]],
-                                 [reader / n for n in names[FEW:]]])
+        # A named group: the fetch budget is the consumer groups' (the default
+        # group is a share group, which fetches only for a read).
+        held = hold(reader.pid, [[reader / f"{n}@g" for n in names[:FEW]],
+                                 [reader / f"{n}@g" for n in names[FEW:]]])
         few, many = held["waves"]
         print(f"reading daemon: {held['start']:.0f} MiB at start; {FEW} readers holding their"
               f" files open: {few['rss']:.0f} MiB (peak {few['peak']:.0f}); {MANY}:"

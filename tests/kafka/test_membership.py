@@ -1,4 +1,5 @@
-"""Which mount reads a reader group, as an operator sees it; readers of
+"""Which mount reads a reader group, as an operator sees it (a named group:
+one mount at a time; the default group: a share group, every mount); readers of
 several groups of one pipe on one mount (they share the mount's fetches); and
 a group whose next records were deleted under it (retention, or
 kafka-delete-records), which reads on from the log's first record."""
@@ -14,33 +15,35 @@ import pytest
 
 from ..conftest import DNPFS, ROOT
 from ..util import membership, peek_until, run, spawn, wait_blocked, wait_for
+from .admin import has_share_groups
 from .admin import run as run_async
 
 pytestmark = pytest.mark.kafka
 
 
 def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstrap, make_mount):
+    # A named group: the default one is a share group (next test).
     args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}."]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "jobs")
     wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
-    assert membership(a / "jobs") is None  # no reader here: no part in the group
-    first = spawn(["cat", str(a / "jobs")])
+    assert membership(a / "jobs", "work") is None  # no reader here: no part in the group
+    first = spawn(["cat", str(a / "jobs@work")])
     wait_blocked(first)
-    wait_for(lambda: membership(a / "jobs") == "reading", 20, what="mount a reading")
-    second = spawn(["cat", str(b / "jobs")])
+    wait_for(lambda: membership(a / "jobs", "work") == "reading", 20, what="mount a reading")
+    second = spawn(["cat", str(b / "jobs@work")])
     wait_blocked(second)
     cats = {"a": first, "b": second}
     try:
         # One of the two reads, the other waits: which one is the group's choice.
-        wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")} == {"reading", "standby"},
+        wait_for(lambda: {membership(a / "jobs", "work"), membership(b / "jobs", "work")} == {"reading", "standby"},
                  30, what="one mount reading, the other on standby")
-        reading, standby = (a, b) if membership(a / "jobs") == "reading" else (b, a)
+        reading, standby = (a, b) if membership(a / "jobs", "work") == "reading" else (b, a)
         doc = json.loads(subprocess.run([*DNPFS, "status", str(standby.path), "--json"], cwd=ROOT,
                                         capture_output=True, text=True, timeout=30).stdout)
         [jobs] = doc["pipes"]
-        assert jobs["groups"][""]["membership"] == "standby"
-        assert jobs["groups"][""]["readers_here"] == 1
+        assert jobs["groups"]["work"]["membership"] == "standby"
+        assert jobs["groups"]["work"]["readers_here"] == 1
         table = subprocess.run([*DNPFS, "status", str(reading.path)], cwd=ROOT,
                                capture_output=True, text=True, timeout=30).stdout
         assert "(reading)" in next(l for l in table.splitlines() if l.startswith("jobs"))
@@ -51,7 +54,7 @@ def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstr
         cats[reading.path.name].kill()
         cats[reading.path.name].wait()
         # The reading mount's last reader left: the group moves to the other.
-        wait_for(lambda: membership(standby / "jobs") == "reading", 30,
+        wait_for(lambda: membership(standby / "jobs", "work") == "reading", 30,
                  what="the standby mount reading")
         w.write(b"two\n")
         w.close()
@@ -62,6 +65,32 @@ def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstr
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstrap, make_mount):
+    # (where the broker has share groups; on 3.9 the default group is handed over)
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}."]
+    a, b = make_mount(args, "a"), make_mount(args, "b")
+    os.mkfifo(a / "jobs")
+    wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
+    assert membership(a / "jobs") is None
+    cats = [spawn(["cat", str(m / "jobs")]) for m in (a, b)]
+    try:
+        for cat in cats:
+            wait_blocked(cat)
+        if not has_share_groups(kafka_bootstrap):  # 3.9: the hand-over, as for named groups
+            wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")}
+                     == {"reading", "standby"}, 30, what="one mount reading, one on standby")
+            return
+        wait_for(lambda: membership(a / "jobs") == membership(b / "jobs") == "share group", 20,
+                 what="both mounts in the share group")
+        table = subprocess.run([*DNPFS, "status", str(b.path)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout
+        assert "(share group)" in next(l for l in table.splitlines() if l.startswith("jobs"))
+    finally:
+        for cat in cats:
+            cat.kill()
+            cat.wait()
 
 
 def test_groups_of_one_pipe_read_side_by_side_on_one_mount(kafka_bootstrap, make_mount):
@@ -98,7 +127,9 @@ def test_a_group_whose_records_were_deleted_reads_on_from_the_log_start(kafka_bo
     for i in range(6):
         w.write(b"rec %d\n" % i)
     os.fsync(w.fileno())
-    assert run(["head", "-c", "6", str(m / "old")]).stdout == b"rec 0\n"  # cursor past rec 0
+    # A named group: a consumer group with a cursor (the default group is a
+    # share group, whose start the broker moves past deleted records itself).
+    assert run(["head", "-c", "6", str(m / "old@g")]).stdout == b"rec 0\n"  # cursor past rec 0
 
     async def delete_all_but_the_last_two() -> None:
         tp = TopicPartition(prefix + "old", 0)
@@ -118,7 +149,7 @@ def test_a_group_whose_records_were_deleted_reads_on_from_the_log_start(kafka_bo
     run_async(delete_all_but_the_last_two())
     # The group's cursor (at rec 1) is gone from the log: the next reader gets
     # what the log still holds, then what comes, and does not hang.
-    reader = spawn(["cat", str(m / "old")])
+    reader = spawn(["cat", str(m / "old@g")])
     try:
         assert peek_until(reader, b"rec 4\nrec 5\n", 20) == b"rec 4\nrec 5\n"
         w.write(b"new\n")

@@ -10,6 +10,11 @@
   one to close commits and leaves (``detach``), so the partition moves to a
   mount that still has readers.  The cursor is the committed offset plus
   commit metadata (byte position, open sessions).
+- On a broker with share groups (KIP-932, Kafka 4.2 on), the default group
+  is a share group instead (``_share``): readers on every mount take records
+  at the same time, each record whole to one reader handle, kept until its
+  job is done (the ``Holds`` capability).  ``pipe@group`` groups, and every
+  group on older brokers, are consumer groups as above.
 
 aiokafka is asyncio-only: it runs on one asyncio loop in one thread owned by
 this backend (``_bridge``), and every method here hands its work to that loop
@@ -27,12 +32,13 @@ from pathlib import Path
 import trio
 
 from ...errors import DnpfsError, NoSuchPipe, StoreError
-from ...model import Cursor, Record
-from ..base import Backend, ChangeCallback, Fetched, T
+from ...model import Cursor, Held, Record
+from ..base import Backend, ChangeCallback, Fetched, GroupStats, PipeStats, T
 from . import _aiokafka
 from ._aiokafka.versions import share_version_tables
 from ._bridge import Bridge
 from ._cluster import Cluster, describe_error
+from ._share import ShareReaders
 from .config import ClientConfig
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,7 @@ class KafkaBackend(Backend):
         self._config: ClientConfig | None = None
         self._bridge = Bridge()
         self._cluster: Cluster | None = None
+        self._shares: ShareReaders | None = None  # None: the broker has no share groups
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -119,6 +126,14 @@ class KafkaBackend(Backend):
             with trio.CancelScope(shield=True):
                 await self._bridge.stop()
             raise
+        shares = ShareReaders(self._cluster, self._cluster.notify)
+        try:
+            if await self._call(shares.supported):
+                self._shares = shares
+        except StoreError as e:
+            log.warning("cannot tell whether the broker has share groups (%s): not using them", e)
+        log.info("work queues: %s", "share groups" if self._shares else
+                 "consumer groups (this broker has no share groups: one mount at a time reads)")
         limit = self._cluster.message_max_bytes
         if limit is not None and limit - RECORD_OVERHEAD < self.max_record_size:
             self.max_record_size = max(4096, limit - RECORD_OVERHEAD)
@@ -132,6 +147,8 @@ class KafkaBackend(Backend):
         self._closed = True
         try:
             with trio.CancelScope(shield=True), trio.move_on_after(8):
+                if self._shares is not None:
+                    await self._call(self._shares.close)
                 await self._call(self._cluster.close)
         except DnpfsError as e:
             log.warning("closing the Kafka client: %s", e)
@@ -153,6 +170,8 @@ class KafkaBackend(Backend):
         return await self._call(self._cluster.create, name)
 
     async def delete_pipe(self, name: str) -> bool:
+        if self._shares is not None:  # its set-aside notes go with it
+            self._bridge.loop.call_soon_threadsafe(self._shares.aside.pop, name, None)
         return await self._call(self._cluster.delete, name)
 
     async def list_pipes(self) -> list[str]:
@@ -177,16 +196,25 @@ class KafkaBackend(Backend):
 
     # -- reader groups -----------------------------------------------------
     async def attach(self, name: str, group: str) -> int:
+        if self.holds(name, group):
+            if name not in self._cluster.topics and not await self._call(self._cluster.exists,
+                                                                          name):
+                raise NoSuchPipe(name)
+            return await self._call(self._shares.attach, name, shield=True)
         # Shielded: once the mount joined the group, the caller must learn it
         # (and detach later), or the mount would hold the partition for no reader.
         return await self._call(self._cluster.attach, name, group, shield=True)
 
     async def detach(self, name: str, group: str) -> None:
+        if self.holds(name, group):
+            return await self._call(self._shares.detach, name, shield=True)
         await self._call(self._cluster.detach, name, group, shield=True)
 
     async def fetch(self, name: str, group: str, max_bytes: int) -> Fetched:
         if name not in self._cluster.topics and not await self._call(self._cluster.exists, name):
             raise NoSuchPipe(name)
+        if self.holds(name, group):
+            return Fetched(Cursor(), ())  # a share group's records are acquired, not looked at
         return await self._call(self._cluster.fetch, name, group, max_bytes)
 
     async def consume(self, name: str, group: str, max_bytes: int,
@@ -213,6 +241,9 @@ class KafkaBackend(Backend):
                 return done[0]
 
     async def cursor(self, name: str, group: str) -> Cursor:
+        if self.holds(name, group):
+            # No cursor: the sessions open are the ledger's (_ledger), for leases.
+            return Cursor(0, 0, await self._call(self._shares.sessions, name))
         # The member's cursor, read in this thread: ``fetch`` would also ask
         # the broker for the end of the log when nothing is buffered (a
         # ListOffsets per waiting group and lease round: 10-20 requests/s
@@ -228,6 +259,58 @@ class KafkaBackend(Backend):
             raise NoSuchPipe(name)  # the contract's answer (base.py), as SQLite's
         return await self._call(self._cluster.delete_group, name, group)
 
+    # -- capabilities: Holds (work queues, where share groups read) -------------
+    def holds(self, name: str, group: str) -> bool:
+        return self._shares is not None and group == ""
+
+    async def consume_held(self, holder: object, name: str, group: str, max_bytes: int,
+                           decide: Callable[[Fetched], tuple[Cursor, T]],
+                           blocking: bool = False) -> T:
+        if not self.holds(name, group):
+            return await self.consume(name, group, max_bytes, decide, blocking)
+        if name not in self._cluster.topics and not await self._call(self._cluster.exists, name):
+            raise NoSuchPipe(name)
+        # Shielded: a record handed to the handle must reach it (or be settled).
+        return await self._call(self._shares.take, name, holder, max_bytes, decide, blocking,
+                                shield=True)
+
+    def settle(self, holder: object) -> None:
+        if self._shares is not None and not self._closed:
+            self._bridge.loop.call_soon_threadsafe(self._shares.settle, holder)
+
+    async def give_back(self, name: str, group: str, holder: object,
+                        since: tuple[int, int] | None) -> None:
+        # *since* aside: Kafka acknowledges whole records, so a record a
+        # handle closed part way through goes back whole (docs/semantics.md).
+        if self.holds(name, group):
+            await self._call(self._shares.give_back, holder, shield=True)
+
+    async def given_back(self, name: str, group: str) -> bool:
+        # For poll(): a share group's records are not looked at but acquired;
+        # one acquired here for the poller is kept for this mount's next read.
+        reader = self._shares.readers.get(name) if self.holds(name, group) else None
+        return reader is not None and await self._call(self._shares_peek, reader)
+
+    @staticmethod
+    async def _shares_peek(reader) -> bool:
+        return reader.peek()
+
+    async def set_aside(self, name: str, group: str) -> list[Held]:
+        return list(self._shares.aside.get(name, ())) if self.holds(name, group) else []
+
+    async def stats(self, name: str) -> PipeStats:
+        if not await self.pipe_exists(name):
+            raise NoSuchPipe(name)
+        if self._shares is None:
+            return PipeStats()
+        reader = self._shares.readers.get(name)
+        aside = self._shares.aside.get(name)
+        if reader is None and aside is None:
+            return PipeStats()
+        return PipeStats(groups={"": GroupStats(None, None,
+                                                reader.redelivered() if reader else 0,
+                                                len(aside or ()))})
+
     # -- capabilities: Liveness (session leases) and Membership ---------------
 
     async def heartbeat(self, mount_id: str) -> None:
@@ -237,6 +320,8 @@ class KafkaBackend(Backend):
         return await self._call(self._cluster.liveness.ages)
 
     def membership(self, name: str, group: str) -> str | None:
+        if self.holds(name, group):  # every mount reads: `dnpfs status` says how
+            return "share group" if name in self._shares.readers else None
         return self._cluster.membership(name, group) if self._cluster is not None else None
 
     async def health(self) -> str:

@@ -192,6 +192,9 @@ class SqliteBackend(Backend):
         return await self._reads.commit(name, group, expected, new)
 
     # -- holds (the Holds capability) ---------------------------------------
+    def holds(self, name: str, group: str) -> bool:
+        return True  # every group
+
     async def consume_held(self, holder, name, group, max_bytes, decide, blocking=False):
         return await self._reads.consume(name, group, max_bytes, decide, holder)
 

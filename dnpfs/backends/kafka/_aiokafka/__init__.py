@@ -11,7 +11,9 @@ hardware", "fetch sessions"):
 - ``batches``: record batches whose CRC the CPU computes;
 - ``fetch_request``: Fetch requests with the fields of a fetch session;
 - ``heartbeats``: which heartbeats of a group member the coordinator answered;
-- ``versions``: one table of API versions shared by every connection.
+- ``versions``: one table of API versions shared by every connection;
+- ``share_requests``: the share-group requests (KIP-932) aiokafka lacks, in
+  its public protocol classes only (no internals: nothing in ``INTERNALS``).
 
 Internals change without notice, so:
 

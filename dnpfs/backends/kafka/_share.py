@@ -1,0 +1,621 @@
+"""Work queues on Kafka: a pipe's default group as a share group (KIP-932).
+
+A consumer group hands a one-partition topic to one member at a time, so
+workers on three mounts took turns (``_member``).  A share group hands each
+record to one member of many: the broker *acquires* a record for a member,
+and the member acknowledges it ACCEPT (done), RELEASE (deliver it again,
+to anyone) or REJECT (never again); the broker counts deliveries and
+archives a record released ``group.share.delivery.count.limit`` times (5
+by default, as ``MAX_DELIVERIES``).
+
+``ShareReader`` is this mount's member of pipe NAME's share group
+``dnpfs-share.<topic>`` (a consumer group of that name could not also be a
+share group, so not ``dnpfs.<topic>``).  It acquires a record only for a
+reader handle that asks and has nothing (``take``), one at a time (ShareFetch
+v2 in record-limit mode: a record never waits on one mount while another
+mount's worker is idle), and gives it to that handle alone:
+
+- ``settle``: the handle's job is done (its next read or a normal close): ACCEPT;
+- ``give_back``: its process was killed: RELEASE, or, once the record went
+  out ``MAX_DELIVERIES`` times, REJECT and keep a note of it (``aside``);
+- markers carry no bytes: a BEGIN is accepted at once, an END decides EOF
+  (``_ledger.Ledger`` knows which sessions were open there) and is accepted.
+
+Everything here runs on the backend's asyncio loop; the trio side reaches it
+through ``Bridge.call`` (``KafkaBackend``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+from aiokafka.protocol.admin import ApiVersionRequest
+
+from ...model import Cursor, Held, Kind, StoredRecord
+from ..base import MAX_DELIVERIES, Fetched
+from . import wire
+from ._aiokafka import share_requests as rq
+from ._ledger import Ledger
+from ._records import Unreadable, read_records
+
+log = logging.getLogger(__name__)
+
+JOIN_POLL = 0.1  # heartbeat this often until the coordinator assigns the partition
+JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
+FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
+# ... for a non-blocking read: the broker answers as soon as a record can be
+# acquired, but a share partition's first fetch after a while may find it
+# still loading its state: a fetch that does not wait at all finds nothing.
+EAGER_WAIT_MS = 200
+FETCH_BYTES = 8 << 20
+# An ACCEPT waits this long for a request to ride on: a worker that finished
+# a job asks for the next one at once, and the ShareFetch for it carries the
+# acknowledgement (docs/decisions.md, "Work queues on Kafka").
+ACK_DELAY = 0.02
+RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this often
+# (group.share.record.lock.duration.ms; a job that outlasted it would go to
+# a second worker while the first still works on it)
+STOP_TIMEOUT = 3.0
+# A record acquired for poll() (``peek``) that no read took this long goes
+# back, so a poller that never reads holds nothing for long.
+READY_IDLE = 5.0
+ASIDE_KEPT = 1000
+
+# Error codes
+COORDINATOR_GONE = {14, 15, 16}  # load in progress, not available, not coordinator
+FENCED = {25, 110}  # unknown member id, fenced member epoch
+SESSION_GONE = {122, 123}  # share session not found, invalid share session epoch
+NOT_LEADER = {6, 3, 100}  # not leader or follower, unknown topic, unknown topic id
+
+
+def share_group_id(topic: str) -> str:
+    return f"dnpfs-share.{topic}"
+
+
+class Acquired:
+    """A record acquired for this mount, and which handle has it."""
+
+    __slots__ = ("record", "deliveries", "holder", "since")
+
+    def __init__(self, record: StoredRecord, deliveries: int) -> None:
+        self.record = record
+        self.deliveries = deliveries
+        self.holder: object | None = None
+        self.since = time.monotonic()
+
+
+class ShareReader:
+    def __init__(self, cluster, name: str, notify: Callable[[str], None],
+                 aside: deque[Held]) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.topic = cluster.topic(name)
+        self.group_id = share_group_id(self.topic)
+        self.notify = notify
+        self.member_id = str(uuid.uuid4())
+        self.epoch = 0
+        self.topic_id: uuid.UUID | None = None
+        self.interval = 5.0
+        self.session_epoch = 0
+        self.coordinator: int | None = None
+        self.closing = False
+        self.ledger = Ledger(cluster, name)
+        self._wants: dict[object, None] = {}  # handles waiting for a record, oldest first
+        self._peek = False  # poll() asked whether a record is there
+        self._eager = 0  # non-blocking reads waiting for one ShareFetch round
+        self._round = asyncio.Event()  # set (and replaced) when a ShareFetch round ends
+        self._joined = asyncio.Event()
+        self._ready: deque[Acquired] = deque()  # acquired, not handed out yet
+        self._held: dict[object, Acquired] = {}  # handed out, job not done
+        self._acks: list[tuple[int, int]] = []  # (offset, type) not sent yet
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
+        self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
+        self.error: str | None = None
+        self._lost_until = -1  # the last offset of the last unreadable batch met
+        self._ack_timer: asyncio.TimerHandle | None = None
+
+    # -- life ------------------------------------------------------------------
+    def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"beat {self.group_id}")
+        self._task = asyncio.create_task(self._fetch_loop(), name=f"share {self.group_id}")
+
+    async def close(self) -> None:
+        """Give back what no handle holds, send the last acknowledgements, leave."""
+        if self.closing:
+            return
+        self.closing = True
+        for acquired in self._ready:
+            self._acks.append((acquired.record.offset, rq.RELEASE))
+        for acquired in self._held.values():
+            # a handle still open when the mount stops: its job did not finish
+            self._acks.append((acquired.record.offset, rq.RELEASE))
+        self._ready.clear()
+        self._held.clear()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+        self._wake.set()
+        for task in (self._task, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                if self.topic_id is not None and self.epoch > 0:
+                    await self._send_acks(final=True)
+                if self.coordinator is not None:
+                    await self.cluster.client.send(self.coordinator, rq.ShareGroupHeartbeatRequest(
+                        self.group_id, self.member_id, -1, None))
+        except Exception as e:  # noqa: BLE001 - leaving is best effort: the broker times us out
+            log.info("%s: leaving the share group: %s", self.group_id, e)
+
+    # -- the trio side's calls (through the bridge) ------------------------------
+    def take(self, holder: object, max_bytes: int, decide):
+        """``Holds.consume_held`` for one handle: the next records acquired
+        for it, through *decide*; or *decide* of nothing (the handle waits
+        for ``notify``)."""
+        picked = self._pick()
+        if picked is None:
+            self._wants[holder] = None
+            self._wake.set()
+            return decide(Fetched(Cursor(), ()))[1]
+        return self._decide(holder, picked, decide)
+
+    async def take_now(self, holder: object, max_bytes: int, decide):
+        """``take`` for a non-blocking read, which must see what is stored:
+        until a record with bytes is acquired here, ShareFetch rounds (which
+        wait ``EAGER_WAIT_MS`` at most) ask for one first."""
+        if not self._has_data():
+            self._eager += 1
+            try:
+                async with asyncio.timeout(JOIN_TIMEOUT):
+                    await self._joined.wait()
+                    empty = 0
+                    # Two rounds that found nothing: one may have been under way
+                    # before the want.  Markers do not count.
+                    while not self._has_data() and empty < 2:
+                        self._wants[holder] = None
+                        self._wake.set()
+                        round_ = self._round
+                        before = len(self._ready)
+                        await round_.wait()
+                        empty += len(self._ready) == before
+                    while self._ready and self._ready[0].record.kind is Kind.END and \
+                            self.ledger.open_at(self._ready[0].record.offset, peek=True) is None:
+                        self.ledger.want(self._ready[0].record.offset, self.notify)
+                        await asyncio.sleep(0.02)  # the ledger reads the markers before it
+            except TimeoutError:
+                pass
+            finally:
+                self._eager -= 1
+                self._wants.pop(holder, None)  # it does not wait: acquire nothing for it
+        picked = self._pick()
+        if picked is None:
+            return decide(Fetched(Cursor(), ()))[1]
+        return self._decide(holder, picked, decide)
+
+    def _has_data(self) -> bool:
+        return any(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
+
+    def _pick(self) -> tuple[list[Acquired], Fetched] | None:
+        """The next acquired records for a read, as ``delivery.take`` reads
+        them: one record with bytes; or an END marker (the sessions open at
+        it from the ledger), with the record after it if it is here, so that
+        an END that is no EOF for the reader does not end its read empty.
+        BEGIN markers are accepted on the way (the session's data opens it
+        for the reader as well).  None: nothing here yet, or an END the
+        ledger has not reached (``notify`` follows)."""
+        while self._ready:
+            acquired = self._ready[0]
+            rec = acquired.record
+            if rec.kind is Kind.BEGIN:
+                self._ready.popleft()
+                self._ack(rec.offset, rq.ACCEPT)
+                continue
+            if rec.kind is not Kind.END:
+                self._ready.popleft()
+                return [acquired], Fetched(Cursor(rec.offset), (rec,))
+            open_sessions = self.ledger.open_at(rec.offset)
+            if open_sessions is None:
+                self.ledger.want(rec.offset, self.notify)
+                return None
+            self._ready.popleft()
+            self._ack(rec.offset, rq.ACCEPT)
+            run = [acquired]
+            while self._ready and self._ready[0].record.kind is Kind.BEGIN and \
+                    self._ready[0].record.offset > rec.offset:
+                self._ack(self._ready.popleft().record.offset, rq.ACCEPT)
+            if self._ready and self._ready[0].record.kind is Kind.DATA and \
+                    self._ready[0].record.offset > rec.offset:
+                run.append(self._ready.popleft())
+            return run, Fetched(Cursor(rec.offset, 0, open_sessions), [a.record for a in run])
+        return None
+
+    def _decide(self, holder: object, picked, decide):
+        """Run *decide*; the records it consumed are the handle's (until
+        ``settle``), markers are done, the rest waits for the next read."""
+        run, fetched = picked
+        cursor, result = decide(fetched)
+        for acquired in reversed(run):
+            rec = acquired.record
+            if rec.kind is Kind.END:
+                continue
+            if rec.kind is Kind.UNREADABLE:
+                self._ack(rec.offset, rq.ACCEPT)  # EIO for this read, once (docs/kafka.md)
+            elif cursor.offset > rec.offset:
+                acquired.holder = holder
+                acquired.since = time.monotonic()  # renewed from now on
+                self._wants.pop(holder, None)
+                self._held[holder] = acquired
+            else:  # not taken (the END before it was this reader's EOF)
+                self._ready.appendleft(acquired)
+        return result
+
+    def settle(self, holder: object) -> None:
+        self._wants.pop(holder, None)
+        acquired = self._held.pop(holder, None)
+        if acquired is not None:
+            self._ack(acquired.record.offset, rq.ACCEPT)
+
+    def give_back(self, holder: object) -> None:
+        """The handle's process was killed (or it closed part way through its
+        record: the whole record goes back, Kafka acknowledges records, not
+        bytes)."""
+        self._wants.pop(holder, None)
+        acquired = self._held.pop(holder, None)
+        if acquired is None:
+            return
+        rec = acquired.record
+        if acquired.deliveries >= MAX_DELIVERIES:
+            log.warning("%s: record %d went out %d times: set aside (rejected)", self.name,
+                        rec.offset, acquired.deliveries)
+            self.aside.append(Held(rec.offset, 0, rec.session, rec.data, acquired.deliveries))
+            self._ack(rec.offset, rq.REJECT)
+        else:
+            self._ack(rec.offset, rq.RELEASE)
+
+    def peek(self) -> bool:
+        """For poll(): is a record acquired for this mount?  If not, acquire
+        one (``notify`` follows), kept for this mount's next read."""
+        if any(a.record.kind is not Kind.BEGIN for a in self._ready):
+            return True  # bytes, an error, or an END (EOF, unless stale)
+        self._peek = True
+        self._wake.set()
+        return False
+
+    def redelivered(self) -> int:
+        return sum(a.deliveries > 1 for a in self._held.values())
+
+    # -- the broker side --------------------------------------------------------------
+    def _ack(self, offset: int, kind: int) -> None:
+        self._acks.append((offset, kind))
+        if kind == rq.ACCEPT:
+            if self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
+        else:  # RELEASE, REJECT: another worker waits for it
+            self._wake.set()
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        if self._acks:
+            self._wake.set()
+
+    async def _coordinator(self) -> int:
+        if self.coordinator is None:
+            self.coordinator = await self.cluster.admin.find_coordinator(self.group_id)
+        return self.coordinator
+
+    async def _heartbeat_loop(self) -> None:
+        topics: list[str] | None = [self.topic]
+        while True:
+            try:
+                node = await self._coordinator()
+                response = await self.cluster.client.send(node, rq.ShareGroupHeartbeatRequest(
+                    self.group_id, self.member_id, self.epoch, topics))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the coordinator moved or is away: look again
+                log.info("%s: heartbeat: %s", self.group_id, e)
+                self.coordinator = None
+                await asyncio.sleep(1)
+                continue
+            code = response.error_code
+            if code in COORDINATOR_GONE:
+                self.coordinator = None
+                await asyncio.sleep(0.2)
+                continue
+            if code in FENCED:
+                log.info("%s: fenced (%d): joining again", self.group_id, code)
+                self.epoch, topics, self.topic_id = 0, [self.topic], None
+                continue
+            if code:
+                self.error = f"share group heartbeat: error {code} {response.error_message or ''}"
+                log.warning("%s: %s", self.group_id, self.error)
+                await asyncio.sleep(2)
+                continue
+            self.error = None
+            topics = None
+            self.epoch = response.member_epoch
+            self.interval = max(response.heartbeat_interval_ms, 100) / 1000
+            if response.assignment is not None:
+                parts = response.assignment[0]
+                new_id = parts[0][0] if parts else None
+                if new_id != self.topic_id:
+                    self.topic_id = new_id
+                    self._wake.set()
+                if new_id is not None:
+                    self._joined.set()
+                else:
+                    self._joined.clear()
+            await asyncio.sleep(JOIN_POLL if self.topic_id is None else self.interval)
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RENEW_EVERY / 2):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self.topic_id is None:
+                continue  # the heartbeat wakes us once the partition is assigned
+            try:
+                await self._renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - next round
+                log.info("%s: renewing acquisition locks: %s", self.group_id, e)
+            want = self._wanted()
+            try:
+                if want:
+                    await self._fetch(want)
+                elif self._acks:
+                    await self._send_acks()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the broker is away: try again shortly
+                log.info("%s: share fetch: %s", self.group_id, e)
+                self.session_epoch = 0
+                self._end_round()
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            self._end_round()
+            if self._wanted():
+                self._wake.set()
+            elif self._acks and self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
+
+    def _wanted(self) -> int:
+        """How many records to acquire: one per waiting handle (and poller),
+        less those here; markers here serve no reader and do not count."""
+        have = sum(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
+        return max(0, len(self._wants) + self._peek - have)
+
+    def _end_round(self) -> None:
+        self._round.set()
+        self._round = asyncio.Event()
+
+    def _leader(self) -> int:
+        leader = self.cluster.catalog.leader(self.topic)
+        if leader < 0:
+            self.cluster.catalog.stale_leaders()
+            raise RuntimeError("no leader known")
+        return leader
+
+    def _next_session_epoch(self) -> int:
+        epoch = self.session_epoch
+        self.session_epoch = 1 if epoch >= 2**31 - 1 else epoch + 1
+        return epoch
+
+    async def _fetch(self, want: int) -> None:
+        acks, self._acks = self._acks, []
+        wait = EAGER_WAIT_MS if self._eager else FETCH_WAIT_MS
+        request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
+                                       self.topic_id, acks, want, wait, FETCH_BYTES)
+        try:
+            response = await self.cluster.client.send(self._leader(), request)
+        except BaseException:
+            self._acks[:0] = acks
+            raise
+        if response.error_code in SESSION_GONE:
+            self.session_epoch = 0
+            self._acks[:0] = acks
+            return
+        if response.error_code:
+            raise RuntimeError(f"ShareFetch error {response.error_code}: {response.error_message}")
+        got = 0
+        for _, partitions, _ in response.responses:
+            for part in partitions:
+                _, code, message, ack_code, ack_message, _, raw, acquired_ranges, _ = part
+                if ack_code:
+                    log.info("%s: acknowledgement refused (%d): %s", self.name, ack_code,
+                             ack_message)
+                if code in NOT_LEADER:
+                    self.cluster.catalog.stale_leaders()
+                    self.session_epoch = 0
+                    continue
+                if code:
+                    raise RuntimeError(f"ShareFetch error {code}: {message}")
+                got += self._acquired(raw, acquired_ranges)
+        if got:
+            self._peek = False
+            self.notify(self.name)
+
+    def _acquired(self, raw: bytes | None, ranges) -> int:
+        if not ranges:
+            return 0
+        counts = {}
+        for first, last, count, _ in ranges:
+            for offset in range(first, last + 1):
+                counts[offset] = count
+        records, _ = read_records(memoryview(raw or b""), min(counts))
+        n = 0
+        for r in records:
+            if isinstance(r, Unreadable):
+                # One UNREADABLE (EIO for one read) in place of the batch, also
+                # when its records are acquired one at a time: the others are done.
+                offsets = sorted(o for o in counts if r.first <= o <= r.offset)
+                if not offsets:
+                    continue
+                if r.offset > self._lost_until:
+                    self._lost_until = r.offset
+                    log.error("%s partition 0: the records at offsets %d-%d cannot be read (%s);"
+                              " readers get EIO there once and go on after them", self.topic,
+                              r.first, r.offset, r.reason)
+                    rec = StoredRecord(offsets[0], Kind.UNREADABLE, None)
+                    offsets = offsets[1:]
+                else:
+                    rec = None
+                for o in offsets:
+                    self._acks.append((o, rq.ACCEPT))
+                    del counts[o]
+                if rec is None:
+                    continue
+            elif r.offset in counts:
+                rec = wire.decode_record(r.offset, r.value, r.headers)
+            else:
+                continue
+            self._ready.append(Acquired(rec, counts.pop(rec.offset)))
+            n += 1
+        for offset in counts:  # acquired, but no record there (compaction, a gap)
+            self._acks.append((offset, rq.ACCEPT))
+        return n
+
+    async def _renew(self) -> None:
+        """Extend the locks of records held longer than ``RENEW_EVERY``."""
+        now = time.monotonic()
+        while self._ready and not self._wants and now - self._ready[0].since >= READY_IDLE:
+            self._ack(self._ready.popleft().record.offset, rq.RELEASE)
+        old = [a for a in self._held.values() if now - a.since >= RENEW_EVERY]
+        if not old or self.session_epoch == 0:
+            return
+        for a in old:
+            a.since = now
+        request = rq.ShareAcknowledgeRequest(self.group_id, self.member_id,
+                                             self._next_session_epoch(), self.topic_id,
+                                             [(a.record.offset, rq.RENEW) for a in old],
+                                             renew=True)
+        response = await self.cluster.client.send(self._leader(), request)
+        if response.error_code in SESSION_GONE:
+            self.session_epoch = 0
+        elif response.error_code:
+            log.info("%s: renewing: error %d %s", self.name, response.error_code,
+                     response.error_message)
+
+    async def _send_acks(self, final: bool = False) -> None:
+        acks, self._acks = self._acks, []
+        if not acks:
+            return
+        if self.session_epoch == 0:
+            # No share session (it was lost): the broker released what the old
+            # one held, or will when its locks expire; these are moot.
+            log.info("%s: %d acknowledgements dropped with their share session", self.name,
+                     len(acks))
+            return
+        epoch = -1 if final else self._next_session_epoch()
+        request = rq.ShareAcknowledgeRequest(self.group_id, self.member_id, epoch,
+                                             self.topic_id, acks)
+        try:
+            response = await self.cluster.client.send(self._leader(), request)
+        except BaseException:
+            if not final:
+                self._acks[:0] = acks
+            raise
+        if response.error_code in SESSION_GONE and not final:
+            self.session_epoch = 0
+            self._acks[:0] = acks
+        elif response.error_code:
+            log.info("%s: acknowledgement: error %d %s", self.name, response.error_code,
+                     response.error_message)
+
+
+class ShareReaders:
+    """This mount's share readers, one per pipe whose default group has a
+    reader here (``attach``/``detach``, from the backend)."""
+
+    def __init__(self, cluster, notify: Callable[[str], None]) -> None:
+        self.cluster = cluster
+        self.notify = notify
+        self.readers: dict[str, ShareReader] = {}
+        # Records this mount set aside, per pipe, kept after its readers
+        # close: the broker archives them and lists them nowhere.
+        self.aside: dict[str, deque[Held]] = {}
+        self._holders: dict[object, ShareReader] = {}
+        self._configured: set[str] = set()
+
+    async def supported(self) -> bool:
+        """Does the broker serve share groups as ``_aiokafka.share_requests`` speaks them?"""
+        node = self.cluster.client.get_random_node()
+        response = await self.cluster.client.send(node, ApiVersionRequest())
+        return rq.supported({key: (low, high) for key, low, high, *_ in response.api_versions})
+
+    async def attach(self, name: str) -> int:
+        horizon = await self.cluster.catalog.end_offset(name)
+        topic = self.cluster.topic(name)
+        if topic not in self._configured:
+            # A share group starts at the log's end and reads uncommitted
+            # transactions unless told otherwise: a pipe's readers get what was
+            # written before they came, and only what was committed, as on
+            # every other path.
+            gid = share_group_id(topic)
+            response = await self.cluster.client.send(
+                self.cluster.client.get_random_node(),
+                rq.SetGroupConfig(gid, {"share.auto.offset.reset": "earliest",
+                                        "share.isolation.level": "read_committed"}))
+            code = response.responses[0][0]
+            if code:
+                log.warning("%s: cannot make the share group start at the oldest record"
+                            " and read committed records only: error %d %s", gid, code,
+                            response.responses[0][1])
+            self._configured.add(topic)
+        if name not in self.readers:
+            aside = self.aside.setdefault(name, deque(maxlen=ASIDE_KEPT))
+            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside)
+            reader.start()
+        return horizon
+
+    async def detach(self, name: str) -> None:
+        reader = self.readers.pop(name, None)
+        if reader is not None:
+            for holder in [h for h, r in self._holders.items() if r is reader]:
+                del self._holders[holder]
+            reader.ledger.close()
+            await reader.close()
+
+    async def close(self) -> None:
+        for name in list(self.readers):
+            await self.detach(name)
+
+    async def take(self, name: str, holder: object, max_bytes: int, decide, blocking: bool):
+        reader = self.readers.get(name)
+        if reader is None:  # detached by a racing close: join again
+            await self.attach(name)
+            reader = self.readers[name]
+        self._holders[holder] = reader
+        if blocking:
+            return reader.take(holder, max_bytes, decide)
+        return await reader.take_now(holder, max_bytes, decide)
+
+    async def sessions(self, name: str) -> frozenset[str]:
+        """The writer sessions open in the pipe now (for session leases)."""
+        reader = self.readers.get(name)
+        if reader is None:
+            return frozenset()
+        return await reader.ledger.catch_up()
+
+    def settle(self, holder: object) -> None:
+        reader = self._holders.pop(holder, None)
+        if reader is not None:
+            reader.settle(holder)
+
+    async def give_back(self, holder: object) -> None:
+        reader = self._holders.pop(holder, None)
+        if reader is not None:
+            reader.give_back(holder)

@@ -1,0 +1,77 @@
+"""The default group as a Kafka share group (dnpfs/backends/kafka/_share.py):
+what is Kafka's own beyond tests/semantics/test_queue.py, which runs the
+work-queue behaviour on both backends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from ..util import spawn, wait_blocked, wait_for
+from .admin import has_share_groups
+from .admin import run as run_async
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(autouse=True)
+def _share_groups(kafka_bootstrap):
+    if not has_share_groups(kafka_bootstrap):
+        pytest.skip("this broker has no share groups")
+
+SLOW_WORKER = ('trap - INT TERM; while IFS= read -r line; do printf "%s\\n" "$line" >> "$1";'
+               ' sleep "$3"; done < "$2"')
+
+
+def _set_group_config(bootstrap: str, group: str, configs: dict[str, str]) -> None:
+    from aiokafka import AIOKafkaClient
+
+    from dnpfs.backends.kafka._aiokafka.share_requests import SetGroupConfig
+
+    async def go() -> None:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap)
+        await client.bootstrap()
+        try:
+            response = await client.send(client.get_random_node(), SetGroupConfig(group, configs))
+            assert response.responses[0][0] == 0, response
+        finally:
+            await client.close()
+
+    run_async(go())
+
+
+def test_a_job_longer_than_the_record_lock_stays_with_its_worker(kafka_bootstrap, make_mount,
+                                                                  tmp_path):
+    # The broker takes back a record whose acquisition lock runs out (15 s
+    # here, the shortest it allows; 30 s by default) and hands it to another
+    # member: the mount renews the lock while the job runs.
+    prefix = f"s{uuid.uuid4().hex[:8]}."
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix]
+    a, b = make_mount(args, "a"), make_mount(args, "b")
+    os.mkfifo(a / "jobs")
+    _set_group_config(kafka_bootstrap, f"dnpfs-share.{prefix}jobs",
+                      {"share.record.lock.duration.ms": "15000"})
+    long_out, other_out = tmp_path / "long.out", tmp_path / "other.out"
+    long = spawn(["bash", "-c", SLOW_WORKER, "w", str(long_out), str(a / "jobs"), "600"],
+                 start_new_session=True)
+    procs = [long]
+    try:
+        wait_blocked(long, timeout=30)
+        with open(a / "jobs", "w") as w:
+            w.write("the long job\n")
+        wait_for(lambda: long_out.exists() and long_out.read_text() == "the long job\n",
+                 timeout=30, what="the first worker to take the job")
+        other = spawn(["bash", "-c", SLOW_WORKER, "w", str(other_out), str(b / "jobs"), "0"],
+                      start_new_session=True)
+        procs.append(other)
+        time.sleep(25)  # past the 15 s lock
+        assert not other_out.exists(), "the job went to a second worker while the first had it"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
