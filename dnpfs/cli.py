@@ -56,6 +56,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     m.add_argument("--fetch-mib", type=int, default=64,
                    help="Kafka: records fetched ahead of readers, all pipes of the mount"
                         " together (default 64, like fetch.max.bytes)")
+    m.add_argument("--share-groups", choices=("auto", "never"), default=None,
+                   help="Kafka: auto (default) reads a pipe's default group as a share group"
+                        " where the broker has them, so readers on every mount take records"
+                        " at once; never keeps a consumer group (one mount at a time)")
     m.add_argument("--foreground", "-f", action="store_true",
                    help="stay in the foreground and log to stderr")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
@@ -106,6 +110,7 @@ def _backend(args: argparse.Namespace, access: FileAccess) -> Backend:
             config_file=args.kafka_config,
             replication_factor=args.replication_factor,
             fetch_budget=args.fetch_mib << 20,
+            **({"share_groups": args.share_groups} if args.share_groups else {}),
         )
     return SqliteBackend(
         args.store,

@@ -26,6 +26,7 @@ MOUNT_OPTIONS: dict[str, type] = {
     "kafka-config": Path,
     "replication-factor": int,
     "fetch-mib": int,
+    "share-groups": str,
     "foreground": bool,
     "options": list,
     "log-file": Path,

@@ -86,4 +86,7 @@ def whole_records(backend_args: list[str]) -> bool:
     queues")?  The embedded store: yes; Kafka: where share groups read it."""
     if "--kafka" not in backend_args:
         return True
+    if "--share-groups" in backend_args and \
+            backend_args[backend_args.index("--share-groups") + 1] == "never":
+        return False
     return has_share_groups(backend_args[backend_args.index("--kafka") + 1])

@@ -93,6 +93,37 @@ def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstr
             cat.wait()
 
 
+def test_share_groups_never_keeps_the_default_group_a_consumer_group(kafka_bootstrap,
+                                                                     make_mount):
+    """--share-groups never: the default group is handed over between the
+    mounts (one reads, the other waits), also on a broker with share groups."""
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.",
+            "--share-groups", "never"]
+    a, b = make_mount(args, "a"), make_mount(args, "b")
+    os.mkfifo(a / "jobs")
+    wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
+    cats = [spawn(["cat", str(m / "jobs")]) for m in (a, b)]
+    try:
+        for cat in cats:
+            wait_blocked(cat)
+        wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")}
+                 == {"reading", "standby"}, 30, what="one mount reading, one on standby")
+    finally:
+        for cat in cats:
+            cat.kill()
+            cat.wait()
+
+
+def test_an_unknown_share_groups_value_is_one_line(kafka_bootstrap, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run([*DNPFS, "mount", "--kafka", kafka_bootstrap, "--share-groups", "always",
+                        str(mnt)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
+    assert "--share-groups" in last and "auto" in last, r.stderr
+
+
 def test_groups_of_one_pipe_read_side_by_side_on_one_mount(kafka_bootstrap, make_mount):
     m = make_mount(["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}."])
     os.mkfifo(m / "feed")

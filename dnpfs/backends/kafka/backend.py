@@ -53,6 +53,12 @@ MAX_REQUEST = 1 << 20
 # _fetcher.Fetcher.share): Kafka's consumer bounds a fetch by fetch.max.bytes.
 DEFAULT_FETCH_BUDGET = 64 << 20  # the producer's own limit; a record of MAX_RECORD fits
 
+# --share-groups: "auto" makes a pipe's default group a share group where the
+# broker has them (work queues read on every mount at once); "never" keeps the
+# consumer group, which one mount at a time reads (docs/kafka.md).
+SHARE_GROUPS = ("auto", "never")
+SHARE_GROUPS_DEFAULT = "auto"
+
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
 _PREFIX = re.compile(r"[A-Za-z0-9._-]*")
 
@@ -67,6 +73,7 @@ class KafkaBackend(Backend):
         replication_factor: int = 1,
         max_record_size: int = DEFAULT_MAX_RECORD,
         fetch_budget: int = DEFAULT_FETCH_BUDGET,
+        share_groups: str = SHARE_GROUPS_DEFAULT,
     ) -> None:
         self.bootstrap = bootstrap.strip()
         self.topic_prefix = topic_prefix
@@ -74,6 +81,7 @@ class KafkaBackend(Backend):
         self.replication_factor = replication_factor
         self.max_record_size = max_record_size
         self.fetch_budget = fetch_budget
+        self.share_groups = share_groups
         self.description = f"kafka:{self.bootstrap}" + (f"/{topic_prefix}" if topic_prefix else "")
         self._config: ClientConfig | None = None
         self._bridge = Bridge()
@@ -95,6 +103,9 @@ class KafkaBackend(Backend):
             raise StoreError("the replication factor must be at least 1")
         if self.fetch_budget < 1 << 20:
             raise StoreError("the fetch budget (--fetch-mib) must be at least 1 MiB")
+        if self.share_groups not in SHARE_GROUPS:
+            raise StoreError(f"invalid --share-groups {self.share_groups!r}: use"
+                             f" {' or '.join(SHARE_GROUPS)}")
         self._config = ClientConfig.load(self.config_file)
         if self.config_file is not None:
             log.info("Kafka client settings from %s: %s", self.config_file, self._config.describe())
@@ -126,14 +137,18 @@ class KafkaBackend(Backend):
             with trio.CancelScope(shield=True):
                 await self._bridge.stop()
             raise
-        shares = ShareReaders(self._cluster, self._cluster.notify)
-        try:
-            if await self._call(shares.supported):
-                self._shares = shares
-        except StoreError as e:
-            log.warning("cannot tell whether the broker has share groups (%s): not using them", e)
+        if self.share_groups == "auto":
+            shares = ShareReaders(self._cluster, self._cluster.notify)
+            try:
+                if await self._call(shares.supported):
+                    self._shares = shares
+            except StoreError as e:
+                log.warning("cannot tell whether the broker has share groups (%s): not using"
+                            " them", e)
         log.info("work queues: %s", "share groups" if self._shares else
-                 "consumer groups (this broker has no share groups: one mount at a time reads)")
+                 "consumer groups (one mount at a time reads a group: %s)" % (
+                     "--share-groups never" if self.share_groups == "never"
+                     else "this broker has no share groups"))
         limit = self._cluster.message_max_bytes
         if limit is not None and limit - RECORD_OVERHEAD < self.max_record_size:
             self.max_record_size = max(4096, limit - RECORD_OVERHEAD)
