@@ -8,17 +8,21 @@ checkout's git history and mounted as users mounted it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from dnpfs.backends.base import MAX_DELIVERIES
 from dnpfs.backends.sqlite import records_path
 
 from ..mount import ROOT, Mount
-from ..util import STRACE, run
+from ..semantics.test_queue import SLOW_WORKER
+from ..util import STRACE, run, spawn, wait_for
 
 PREVIOUS = "1142c2b"  # the last release that kept record bytes in the records table
 
@@ -78,6 +82,21 @@ def make_old_store(tmp_path, folder, store) -> bytes:
             got = os.read(fd, 1234)
         finally:
             os.close(fd)
+        # A job that killed its worker MAX_DELIVERIES times: in flight with its
+        # delivery count, set aside at its next delivery.
+        os.mkfifo(old / "jobs")
+        with open(old / "jobs", "w") as w:
+            w.write("poison\n")
+            w.flush()
+            w.write("fine\n")
+        for n in range(MAX_DELIVERIES):
+            out = tmp_path / f"victim{n}.out"
+            victim = spawn(["bash", "-c", SLOW_WORKER, "w", str(out), str(old / "jobs")],
+                           start_new_session=True)
+            wait_for(lambda: out.exists() and out.read_text() == "poison\n", timeout=60,
+                     what=f"delivery {n + 1} of the poison line")
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(10)
         writer = open(old / "p", "wb", buffering=0)
         writer.write(SESSION_2)
         os.fsync(writer.fileno())
@@ -95,7 +114,7 @@ def make_old_store(tmp_path, folder, store) -> bytes:
 def check_upgraded(make_mount, store, got: bytes) -> None:
     new = make_mount(name="new")
     log = new.log_text()
-    assert "moved to segment files: 2 pipes" in log, log
+    assert "moved to segment files: 3 pipes" in log, log
     # The group carries on at its cursor, byte for byte, to the end of session 1.
     assert got == SESSION_1[:len(got)] and got
     assert run(["cat", new / "p@g"]).stdout == SESSION_1[len(got):]
@@ -114,11 +133,18 @@ def check_upgraded(make_mount, store, got: bytes) -> None:
         assert os.read(fd, 1 << 16) == SESSION_2
     finally:
         os.close(fd)
+    # The job's delivery count came along: it is set aside, not delivered a sixth time.
+    assert run(["cat", new / "jobs"]).stdout == b"fine\n"
+    assert os.getxattr(new / "jobs", "user.dnpfs.set_aside.default") == b"1"
+    (aside,) = json.loads(os.getxattr(new / "jobs", "user.dnpfs.stat"))["groups"][""][
+        "set_aside_records"]
+    assert (aside["data"], aside["deliveries"]) == ("poison\n", MAX_DELIVERIES)
     assert "data" not in columns(store) and "seg" in columns(store)
     segments = os.listdir(store.with_name(store.name + ".segments"))
     assert segments and sum(
         os.path.getsize(store.with_name(store.name + ".segments") / s) for s in segments
-    ) == len(SESSION_1) + len(SESSION_2) + len(OTHER) + len(b"after the upgrade\n")
+    ) == len(SESSION_1) + len(SESSION_2) + len(OTHER) + len(b"after the upgrade\n") + len(
+        b"poison\nfine\n")
 
 
 def test_a_store_of_the_previous_release_is_moved_at_the_first_mount(
@@ -157,3 +183,23 @@ def test_a_running_daemon_of_the_previous_release_stops_the_move(
     finally:
         old.stop(signal.SIGTERM)
     assert "data" in columns(store)
+
+
+def test_two_daemons_of_the_new_release_mounting_at_once_move_it_once(
+        previous_release, tmp_path, store):
+    got = make_old_store(tmp_path, previous_release, store)
+    mounts = [Mount.under(tmp_path, name, ["--store", str(store)]) for name in ("x", "y")]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(m.start) for m in mounts]:
+                started.result()
+        moved = [m for m in mounts if "moved to segment files" in m.log_text()]
+        assert len(moved) == 1, [m.log_text() for m in mounts]
+        for m in mounts:
+            assert "cannot use store" not in m.log_text(), m.log_text()
+        x, y = mounts
+        assert run(["cat", x / "p@g"]).stdout == SESSION_1[len(got):]
+        assert run(["cat", y / "p@fresh"]).stdout == SESSION_1
+    finally:
+        for m in mounts:
+            m.stop()
