@@ -140,6 +140,8 @@ def check_upgraded(make_mount, store, got: bytes) -> None:
         "set_aside_records"]
     assert (aside["data"], aside["deliveries"]) == ("poison\n", MAX_DELIVERIES)
     assert "data" not in columns(store) and "seg" in columns(store)
+    with contextlib.closing(sqlite3.connect(records_path(store))) as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (4096,)  # as a new store's
     segments = os.listdir(store.with_name(store.name + ".segments"))
     assert segments and sum(
         os.path.getsize(store.with_name(store.name + ".segments") / s) for s in segments

@@ -10,7 +10,9 @@ and set-aside record (docs/decisions.md, "Upgrades keep the store"):
    that has the store open (an old one would go on writing into ``data``)
    makes the move refuse with one line: SQLite's WAL mode keeps a shared
    lock on a byte of the ``-shm`` file for as long as a connection is open,
-   and F_GETLK names a process holding it.
+   and F_GETLK names a process holding it.  (A daemon that opens the store
+   after that look waits for the write lock below, and its next append after
+   the move fails loudly: the ``data`` column is gone.)
 2. Under the records file's write lock (BEGIN IMMEDIATE): every record's
    bytes are written to its pipe's segments, as appends would have written
    them, and synced with the folder.  Record ids are kept, so the cursors,
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 # (os_unix.c: UNIX_SHM_BASE + SQLITE_SHM_NLOCK): every open WAL connection
 # holds a shared lock on it.
 _SHM_DMS_BYTE = 128
-_FLUSH_BYTES = 8 << 20  # bytes gathered before one write to a segment
+_FLUSH_BYTES = 8 << 20
+PAGE_SIZE = 4096  # SQLite's default, which a new store's records file has  # bytes gathered before one write to a segment
 
 
 def is_old(records: sqlite3.Connection) -> bool:
@@ -112,10 +115,15 @@ def migrate(store: Path, records_file: Path, access: FileAccess, busy_ms: int) -
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        # The old bytes' pages are free now: give the space back (not part
-        # of the move; a kill here leaves a moved store, larger on disk).
+        # The old bytes' pages are free now: give the space back, in the
+        # pages of a new store (the old file's were 64 KiB, and each commit
+        # of the index would write whole pages to the WAL).  Not part of the
+        # move: a kill here leaves a moved store, larger on disk.  SQLite
+        # changes the page size only outside WAL mode.
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         db.execute("VACUUM")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA journal_mode=WAL")
     except (OSError, sqlite3.Error) as e:
         raise StoreError(f"cannot use store {store}: moving it to segment files failed: {e}") from e
     finally:
