@@ -108,21 +108,25 @@ def migrate(store: Path, records_file: Path, access: FileAccess, busy_ms: int) -
             rows, ends, pipes, total = _write_segments(db, segments)
             for pipe, seg in ends:
                 segments.sync(pipe, seg)
-            segments._sync_dir()
+            segments.sync_dir()
             _swap_tables(db, rows, ends)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+                _remove_leftovers(segments)  # a full disk gets its space back
             raise
         # The old bytes' pages are free now: give the space back, in the
         # pages of a new store (the old file's were 64 KiB, and each commit
         # of the index would write whole pages to the WAL).  Not part of the
         # move: a kill here leaves a moved store, larger on disk.  SQLite
         # changes the page size only outside WAL mode.
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        db.execute("VACUUM")
+        try:
+            db.execute("PRAGMA journal_mode=DELETE")
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            db.execute("VACUUM")
+        except sqlite3.Error as e:  # someone opened the store meanwhile: it still works
+            log.warning("store %s: moved to segment files, but not compacted: %s", store, e)
         db.execute("PRAGMA journal_mode=WAL")
     except (OSError, sqlite3.Error) as e:
         raise StoreError(f"cannot use store {store}: moving it to segment files failed: {e}") from e
