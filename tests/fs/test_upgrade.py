@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -205,3 +206,40 @@ def test_two_daemons_of_the_new_release_mounting_at_once_move_it_once(
     finally:
         for m in mounts:
             m.stop()
+
+
+def test_a_move_that_fills_the_disk_leaves_the_old_store_for_the_next_try(
+        previous_release, tmp_path):
+    made = tmp_path / "made" / "dnpfs.sqlite"
+    old = old_mount(tmp_path, previous_release, made).start()
+    big = os.urandom(1 << 20)
+    try:
+        os.mkfifo(old / "big")
+        with open(old / "big", "wb", buffering=0) as w:
+            w.write(big)
+    finally:
+        old.stop()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=8m", "upgrade-test", str(disk)])
+    new = Mount.under(tmp_path, "new", ["--store", str(disk / "store" / "dnpfs.sqlite")])
+    try:
+        shutil.copytree(made.parent, disk / "store")
+        store = disk / "store" / "dnpfs.sqlite"
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        filler = disk / "filler"
+        run(["fallocate", "-l", str(free - (512 << 10)), str(filler)])  # room for half of it
+        with pytest.raises(AssertionError) as refused:
+            new.start()
+        assert "moving it to segment files failed" in str(refused.value) and \
+            "No space left" in str(refused.value), refused.value
+        new.stop()
+        assert os.listdir(store.with_name(store.name + ".segments")) == []  # space given back
+        assert "data" in columns(store)
+        filler.unlink()
+        new.start()
+        assert "moved to segment files: 1 pipes" in new.log_text()
+        assert run(["cat", new / "big"]).stdout == big
+    finally:
+        new.stop()
+        run(["umount", str(disk)])
