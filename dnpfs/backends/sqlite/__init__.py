@@ -5,6 +5,8 @@ One module per job, behind the ``SqliteBackend`` facade (``backend``):
 - ``_schema``: the two SQLite files (catalog, records' index), their tables,
   and making or checking them;
 - ``_segments``: the files that hold the records' bytes;
+- ``_migrate``: moving a store of the previous layout (bytes inside SQLite)
+  to segment files at its first mount;
 - ``_conn``: a connection, its worker thread, and the retry when busy;
 - ``_appends``: batched appends (group commit) and syncing the WAL;
 - ``_reads``: group cursors and batched reads (fetch, decide, commit);

@@ -9,6 +9,7 @@ from pathlib import Path
 from ...access import FileAccess
 from ...errors import StoreError
 from ...model import Kind
+from . import _migrate
 from ._segments import segments_path
 from ._wake import bells_path
 
@@ -109,10 +110,11 @@ def sessions_set(text: str) -> frozenset[str]:
     return frozenset(text.split(",")) if text else frozenset()
 
 
-def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
+def prepare(path: Path, access: FileAccess, busy_ms: int) -> str | None:
     """Create the store if needed, or raise StoreError with one readable
     line.  Synchronous and connection-free, so the CLI can call it before
-    it forks into the background."""
+    it forks into the background.  A store of the previous layout is moved
+    to segment files (_migrate): returns the line to log about it."""
     try:
         access.make_dirs(path.parent)
         for folder in (segments_path(path), bells_path(path)):
@@ -126,7 +128,16 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
                 access.restrict(file.with_name(file.name + suffix))
     except OSError as e:
         raise StoreError(f"cannot use store {path}: {e.strerror}") from e
+    migrated = None
     try:
+        with _migrate.exclusive(path):
+            probe = sqlite3.connect(records_path(path), timeout=busy_ms / 1000)
+            try:
+                old = _migrate.is_old(probe)
+            finally:
+                probe.close()
+            if old:
+                migrated = _migrate.migrate(path, records_path(path), access, busy_ms)
         for file, schema in ((path, CATALOG_SCHEMA), (records_path(path), RECORDS_SCHEMA)):
             probe = sqlite3.connect(file, timeout=busy_ms / 1000)
             try:
@@ -142,12 +153,8 @@ def prepare(path: Path, access: FileAccess, busy_ms: int) -> None:
                     raise StoreError(f"cannot use store {path}: it was made by an"
                                      " earlier dnpfs (records inside the catalog file);"
                                      " start a new store")
-                if file != path and "data" in {
-                        row[1] for row in probe.execute("PRAGMA table_info(records)")}:
-                    raise StoreError(f"cannot use store {path}: it was made by an"
-                                     " earlier dnpfs (record bytes inside SQLite, not in"
-                                     " segment files); start a new store")
             finally:
                 probe.close()
     except (OSError, sqlite3.Error) as e:
         raise StoreError(f"cannot use store {path}: {e}") from e
+    return migrated or None

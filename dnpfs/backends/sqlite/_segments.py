@@ -104,7 +104,7 @@ class SegmentFiles:
                     raise
                 self.access.create(path)  # with the store's mode and owner
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                self._sync_dir()  # the new name survives a power cut with its bytes
+                self.sync_dir()  # the new name survives a power cut with its bytes
         else:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._files[key] = fd
@@ -120,7 +120,7 @@ class SegmentFiles:
                 del self._files[key]
                 os.close(fd)
 
-    def _sync_dir(self) -> None:
+    def sync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)

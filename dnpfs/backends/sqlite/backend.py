@@ -65,16 +65,20 @@ class SqliteBackend(Backend):
         self._on_change: ChangeCallback = lambda name, gone=False: None
         self._inflight = InFlight()
         self._closed = False
+        self._migrated: str | None = None  # the line about a store moved to segments
 
     # -- lifecycle ---------------------------------------------------------
     def check(self) -> None:
         """Create the store if needed, or raise StoreError with one readable
         line.  Synchronous and connection-free, so the CLI can call it before
         it forks into the background."""
-        prepare(self.path, self.access, self.busy_ms)
+        # Logged by start(): the CLI checks before the daemon's log is set up.
+        self._migrated = prepare(self.path, self.access, self.busy_ms) or self._migrated
 
     async def start(self, nursery: trio.Nursery, on_change: ChangeCallback) -> None:
         self.check()
+        if self._migrated:
+            log.info("%s", self._migrated)
         self._inflight.start()
         self._on_change = on_change
         closed = lambda: self._closed  # noqa: E731 - background loops then end quietly
