@@ -20,8 +20,8 @@ fails loudly rather than being ignored:
   stdin from /dev/null and its output to the journal (here a log file); for
   notify, $NOTIFY_SOCKET names a datagram socket and the start is done when
   the main process (NotifyAccess=main, checked by the sender's credentials)
-  sends READY=1 there, failed if it exits first or TimeoutStartSec= (90 s)
-  passes;
+  sends READY=1 there, failed if it exits first or TimeoutStartSec= (90 s
+  by default; time spans as systemd.time(7) writes them) passes;
 - stop: ExecStop= runs (with $MAINPID) while the main process still runs;
   what is left then gets KillSignal=; whatever has not exited
   TimeoutStopSec= after the stop began is killed with SIGKILL;
@@ -52,8 +52,21 @@ from pathlib import Path
 from .machine import Machine
 
 # The [Service] settings this runner knows what to do with.
-_KNOWN = {"Type", "TimeoutStartSec", "Environment", "EnvironmentFile", "StateDirectory", "ExecStartPre",
-          "ExecStart", "ExecStop", "KillSignal", "TimeoutStopSec", "Restart", "RestartSec"}
+_KNOWN = {"Type", "TimeoutStartSec", "Environment", "EnvironmentFile", "StateDirectory",
+          "ExecStartPre", "ExecStart", "ExecStop", "KillSignal", "TimeoutStopSec", "Restart",
+          "RestartSec"}
+
+
+_SPAN_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600,
+               "hr": 3600}
+
+
+def seconds(span: str) -> float:
+    """A systemd time span (systemd.time(7)): "90", "90s", "15min", "1h 30min"."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", span.strip())
+    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s", "", span):
+        raise ValueError(f"a time span this runner does not read: {span!r}")
+    return sum(float(n) * _SPAN_UNITS[u or "s"] for n, u in parts)
 
 
 def settings(text: str, section: str) -> dict[str, list[str]]:
@@ -202,7 +215,7 @@ class Service:
 
     def _wait_ready(self, sock: socket.socket) -> None:
         [timeout] = self.service.get("TimeoutStartSec", ["90"])
-        deadline = time.monotonic() + float(timeout)
+        deadline = time.monotonic() + seconds(timeout)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the main process exited ({self.proc.returncode})"
@@ -231,10 +244,10 @@ class Service:
 
     def stop(self) -> Stopped:
         [timeout] = self.service.get("TimeoutStopSec", ["90"])
-        deadline = time.monotonic() + float(timeout)
+        deadline = time.monotonic() + seconds(timeout)
         started = time.monotonic()
         env = dict(self.env, MAINPID=str(self.ns_mainpid()))
-        done = [self._run(cmd, env, timeout=float(timeout))
+        done = [self._run(cmd, env, timeout=seconds(timeout))
                 for cmd in self.commands("ExecStop", env)]
         killed = False
         if self.proc.poll() is None:
@@ -256,12 +269,12 @@ class Service:
         code = self.proc.wait()
         env = {k: v for k, v in self.env.items() if k != "MAINPID"}
         for cmd in self.commands("ExecStop", env):
-            self._run(cmd, env, timeout=float(self.service.get("TimeoutStopSec", ["90"])[0]))
+            self._run(cmd, env, timeout=seconds(self.service.get("TimeoutStopSec", ["90"])[0]))
         clean = code == 0 or code in (-signal.SIGHUP, -signal.SIGINT, -signal.SIGTERM,
                                       -signal.SIGPIPE)
         if self.service.get("Restart", ["no"]) != ["on-failure"] or clean:
             return False
-        time.sleep(float(self.service.get("RestartSec", ["0.1"])[0]))
+        time.sleep(seconds(self.service.get("RestartSec", ["0.1"])[0]))
         self.start()
         return True
 
