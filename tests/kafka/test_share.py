@@ -111,16 +111,17 @@ def test_idle_pipes_do_not_hold_up_a_busy_one(kafka_bootstrap, make_mount, tmp_p
         since = time.time()
         go.touch()
         assert writer.wait(60) == 0
+        # Before: after a minute some records were still on their way.
         wait_for(lambda: judge([writer], readers).eofs == 1 and not judge([writer], readers).lost,
-                 60, interval=0.2, what="every record and the EOF")
+                 30, interval=0.2, what="every record and the EOF")
         time.sleep(1)  # for a late duplicate or a second EOF
         d = judge([writer], readers, since)
         assert (d.acked, d.delivered, d.duplicates, d.eofs) == (60, 60, 0, 1), d.summary()
         assert d.corrupt + d.phantom + d.out_of_order == 0, d.summary()
         assert all(len(r.frames()) > 10 for r in readers), "one mount did not take its share"
-        # 60 records written over 2 s: each was read within a second of its write
-        # (seconds, and growing, while idle pipes' waits held up the fetches).
-        assert d.max_latency < 1.0, d.summary()
+        # 60 records written over 2 s: each is read within moments of its write
+        # (seconds, and growing, while the idle pipes' waits held up the fetches).
+        assert d.max_latency < 2.0, d.summary()
     finally:
         stop_all(agents)
         for c in cats:
