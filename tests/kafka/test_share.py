@@ -82,9 +82,9 @@ def test_idle_pipes_do_not_hold_up_a_busy_one(kafka_bootstrap, make_mount, tmp_p
     # A broker serves a connection's requests one at a time, and a share
     # member's ShareFetch waits there until a record comes.  On one
     # connection per mount, each fetch for the busy pipe queued behind the
-    # waits of the idle ones: a record every 2.5 s per reader, and
-    # tests/faults/test_load.py ended with acknowledged records not yet
-    # delivered, 14 minutes after the writers stopped.
+    # waits of the idle ones, and tests/faults/test_load.py ended with
+    # acknowledged records still on their way (docs/decisions.md, "Work
+    # queues on Kafka").
     prefix = f"s{uuid.uuid4().hex[:8]}."
     args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix]
     a, b = make_mount(args, "a"), make_mount(args, "b")

@@ -4,12 +4,11 @@ A Kafka broker serves a connection's requests one at a time: it reads the
 next only once it has answered the one before.  A share member's ShareFetch
 waits at the broker (up to ``_share.FETCH_WAIT_MS``) until a record comes,
 so on the cluster's one client every pipe's fetch queued behind every other
-pipe's wait, and so did heartbeats, acknowledgements and metadata: with 30
-pipes read on a mount, 10 of them idle, a record took 2.5 s to reach a
-reader and 30 s of writing took 14 minutes to drain (docs/decisions.md,
-"Work queues on Kafka").  The fetcher does the same for the consumer-group
-path with one fetch for all pipes; a share group's requests name one group,
-so each share member has a connection of its own.
+pipe's wait, and so did heartbeats, acknowledgements and metadata: a few
+idle pipes slowed every busy one to a crawl (docs/decisions.md, "Work queues
+on Kafka").  The fetcher keeps connections of its own for the same reason,
+with one fetch for all of a mount's consumer-group pipes; a share group's
+requests name one group, so each share member has a connection of its own.
 
 Made on first use, to whichever broker the request is for (the partition's
 leader: a new one when the leader moves), again after the broker closed it
