@@ -69,7 +69,8 @@ class Agent:
 class Writer(Agent):
     def __init__(self, path: Path, wid: str, log: Path, *, fsync_every: int = 0,
                  session_every: int = 0, sync: bool = False, rate: float = 0, count: int = 0,
-                 pad: int = 0, stop: Path | None = None, hold: bool = False) -> None:
+                 pad: int = 0, stop: Path | None = None, hold: bool = False,
+                 go: Path | None = None) -> None:
         self.wid = wid
         argv = [*AGENT, "writer", str(path), "--id", wid, "--log", str(log)]
         for flag, value in (("--fsync-every", fsync_every), ("--session-every", session_every),
@@ -82,6 +83,8 @@ class Writer(Agent):
             argv.append("--hold")
         if stop is not None:
             argv += ["--stop", str(stop)]
+        if go is not None:
+            argv += ["--go", str(go)]
         super().__init__(argv, log)
 
     def stop(self, timeout: float = 60) -> int:

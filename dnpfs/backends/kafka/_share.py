@@ -42,6 +42,7 @@ from ..base import MAX_DELIVERIES, Fetched
 from . import wire
 from ._aiokafka import share_requests as rq
 from ._ledger import Ledger
+from ._own_connection import OwnConnection
 from ._records import Unreadable, read_records
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ class ShareReader:
         self.error: str | None = None
         self._lost_until = -1  # the last offset of the last unreadable batch met
         self._ack_timer: asyncio.TimerHandle | None = None
+        # ShareFetch (which waits at the broker) and ShareAcknowledge go on a
+        # connection of the member's own, not the cluster's (_own_connection).
+        self.link = OwnConnection(cluster)
 
     # -- life ------------------------------------------------------------------
     def start(self) -> None:
@@ -156,6 +160,8 @@ class ShareReader:
                         self.group_id, self.member_id, -1, None))
         except Exception as e:  # noqa: BLE001 - leaving is best effort: the broker times us out
             log.info("%s: leaving the share group: %s", self.group_id, e)
+        finally:
+            self.link.close()
 
     # -- the trio side's calls (through the bridge) ------------------------------
     def take(self, holder: object, max_bytes: int, decide):
@@ -420,7 +426,7 @@ class ShareReader:
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
-            response = await self.cluster.client.send(self._leader(), request)
+            response = await self.link.send(self._leader(), request)
         except BaseException:
             self._acks[:0] = acks
             raise
@@ -502,7 +508,7 @@ class ShareReader:
                                              self._next_session_epoch(), self.topic_id,
                                              [(a.record.offset, rq.RENEW) for a in old],
                                              renew=True)
-        response = await self.cluster.client.send(self._leader(), request)
+        response = await self.link.send(self._leader(), request)
         if response.error_code in SESSION_GONE:
             self.session_epoch = 0
         elif response.error_code:
@@ -523,7 +529,7 @@ class ShareReader:
         request = rq.ShareAcknowledgeRequest(self.group_id, self.member_id, epoch,
                                              self.topic_id, acks)
         try:
-            response = await self.cluster.client.send(self._leader(), request)
+            response = await self.link.send(self._leader(), request)
         except BaseException:
             if not final:
                 self._acks[:0] = acks
