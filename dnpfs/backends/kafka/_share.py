@@ -186,8 +186,14 @@ class ShareReader:
         self._asked(holder)
         picked = self._pick(holder)
         if picked is None:
-            self._wants[holder] = None
-            self._wake.set()
+            queue = self._queue(holder)
+            # An END the ledger has not reached: its notify follows.  A ShareFetch
+            # now would wait FETCH_WAIT_MS for nothing, and the ledger's Fetch
+            # behind it on the connection (the broker answers a connection's
+            # requests one at a time) with it.
+            if not (queue and queue[0].record.kind is Kind.END):
+                self._wants[holder] = None
+                self._wake.set()
             return decide(Fetched(Cursor(), ()))[1]
         return self._decide(holder, picked, decide)
 
@@ -561,6 +567,8 @@ class ShareReader:
             else:
                 continue
             self._ready.append(Acquired(rec, counts.pop(rec.offset)))
+            if rec.kind is Kind.END:  # the ledger reads on while the reader gets there
+                self.ledger.want(rec.offset, self.notify)
             n += 1
         for offset in counts:  # acquired, but no record there (compaction, a gap)
             self._acks.append((offset, rq.ACCEPT))
