@@ -128,6 +128,10 @@ class ShareReader:
         self._ahead: dict[object, deque[Acquired]] = {}  # acquired for a handle's next reads
         self._windows: dict[object, Window] = {}
         self._leaving: dict[object, asyncio.TimerHandle] = {}  # settled, not read since
+        # Handles past half of their records ahead: the next window is fetched
+        # while they read the rest (once a window, ``_refilled``).
+        self._refills: set[object] = set()
+        self._refilled: set[object] = set()
         self._acks: list[tuple[int, int]] = []  # (offset, type) not sent yet
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -304,6 +308,12 @@ class ShareReader:
                                                                  len(rec.data or b""))
                 if queue is self._ready:
                     self._claim(holder)
+                elif len(queue) * 2 < self._windows[holder].size and \
+                        holder not in self._refilled and \
+                        not any(a.record.kind is Kind.DATA for a in self._ready):
+                    self._refilled.add(holder)
+                    self._refills.add(holder)
+                    self._wake.set()
             else:  # not taken (the END before it was this reader's EOF)
                 queue.appendleft(acquired)
         if not self._ahead.get(holder, True):
@@ -317,6 +327,7 @@ class ShareReader:
         if n <= 0 or not self._ready:
             return
         queue = self._ahead.setdefault(holder, deque())
+        self._refilled.discard(holder)
         while self._ready and n > 0:
             acquired = self._ready.popleft()
             acquired.holder = holder
@@ -339,6 +350,8 @@ class ShareReader:
         self._leaving.pop(holder, None)
         self._windows.pop(holder, None)
         self._wants.pop(holder, None)
+        self._refills.discard(holder)
+        self._refilled.discard(holder)
         for acquired in self._ahead.pop(holder, ()):
             self._ack(acquired.record.offset, rq.RELEASE)
 
@@ -479,7 +492,8 @@ class ShareReader:
         for a poller), less those here; markers here serve no reader and do
         not count."""
         have = sum(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
-        windows = sum(w.size if (w := self._windows.get(h)) else 1 for h in self._wants)
+        windows = sum(w.size if (w := self._windows.get(h)) else 1
+                      for h in self._wants.keys() | self._refills)
         return max(0, windows + self._peek - have)
 
     def _end_round(self) -> None:
@@ -500,7 +514,11 @@ class ShareReader:
 
     async def _fetch(self, want: int) -> None:
         acks, self._acks = self._acks, []
-        wait = EAGER_WAIT_MS if self._eager else FETCH_WAIT_MS
+        # A refill alone does not wait: the handle has records to read, and a
+        # long poll would hold up the ledger's Fetch on the same connection.
+        wait = EAGER_WAIT_MS if self._eager else FETCH_WAIT_MS if self._wants or self._peek \
+            else 0
+        self._refills.clear()
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
