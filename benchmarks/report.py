@@ -681,6 +681,7 @@ def _queue_md() -> list[str]:
             " this shared machine). bash reads a byte per read(), so the bytes/s column is the"
             " 1-byte read pace.".format(date=q["date"], load=q["loadavg"])
             + (" On Kafka a mount acquires one record per ShareFetch for a worker that asks"
+               " after working on its last one, more for a reader that asks right away"
                " (docs/kafka.md, \"Work queues\"); the plain share consumer (no FUSE, no bash:"
                " benchmarks/share_client.py) takes as many records of the same topic, one or"
                " 500 a ShareFetch.\n" if kafka else

@@ -394,6 +394,33 @@ class Admin:
 
         return self._run(describe)
 
+    def shares(self) -> bool:
+        """Does the broker serve share groups as dnpfs speaks them?  Then a
+        pipe's default group is a share group (as ``ShareReaders.supported``)."""
+        from aiokafka.protocol.admin import ApiVersionRequest
+
+        from dnpfs.backends.kafka._aiokafka import share_requests as rq
+
+        async def ask(admin):
+            client = admin._client
+            response = await client.send(client.get_random_node(), ApiVersionRequest())
+            return rq.supported({k: (lo, hi) for k, lo, hi, *_ in response.api_versions})
+
+        return self._run(ask)
+
+    def share_groups_assigned(self, group_ids: list[str]) -> bool:
+        """Every share group has a member that was assigned its partition."""
+        from .share_groups import ShareGroupDescribe, assigned
+
+        async def describe(admin):
+            for gid in group_ids:
+                node = await admin.find_coordinator(gid)
+                if not assigned(await admin._client.send(node, ShareGroupDescribe([gid]))):
+                    return False
+            return True
+
+        return self._run(describe)
+
 
 def _tp(topic: str):
     from aiokafka.structs import TopicPartition
@@ -402,8 +429,16 @@ def _tp(topic: str):
 
 
 def group_of(topic: str) -> str:
-    """dnpfs's default reader group of a pipe's topic (docs/wire-format.md)."""
+    """dnpfs's default reader group of a pipe's topic (docs/wire-format.md)
+    where the broker has no share groups."""
     return f"dnpfs.{topic}"
+
+
+def share_group_of(topic: str) -> str:
+    """... and where it has them (docs/kafka.md, "Work queues")."""
+    from dnpfs.backends.kafka._share import share_group_id
+
+    return share_group_id(topic)
 
 
 # -- the machine ----------------------------------------------------------------------

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .rig import (PYTHON, Admin, Child, Cost, Meter, MiB, RigError, broker_pid, group_of,
-                  proc_state, wait_until)
+                  proc_state, share_group_of, wait_until)
 
 CLIENTS = [PYTHON, "-m", "benchmarks.clients"]
 PROBES = [PYTHON, "-m", "benchmarks.probes"]
@@ -43,6 +43,7 @@ class Bench:
         self.prefix = prefix
         self.broker = broker_pid() if bootstrap else None
         self.admin = Admin(bootstrap) if bootstrap else None
+        self._shares: bool | None = None  # is a pipe's default group a share group?
         self.started = time.monotonic()
         self._ready_n = 0
 
@@ -114,7 +115,15 @@ class Bench:
         return self.prefix + name
 
     def wait_joined(self, pipes: list[str], timeout: float = 60) -> None:
-        """dnpfs readers of these pipes hold their partitions (group stable)."""
+        """dnpfs readers of these pipes hold their partitions (consumer group
+        stable; share group: a member assigned)."""
+        if self._shares is None:
+            self._shares = self.admin.shares()
+        if self._shares:
+            groups = [share_group_of(self.topic(p)) for p in pipes]
+            wait_until(lambda: self.admin.share_groups_assigned(groups), timeout,
+                       f"{len(groups)} share group(s) to have an assigned member", interval=0.1)
+            return  # a share group starts at the oldest record: no cursor to read
         groups = [group_of(self.topic(p)) for p in pipes]
         wait_until(lambda: self.admin.groups_stable(groups), timeout,
                    f"{len(groups)} reader group(s) to be stable", interval=0.1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -127,3 +129,50 @@ def test_idle_pipes_do_not_hold_up_a_busy_one(kafka_bootstrap, make_mount, tmp_p
         for c in cats:
             c.kill()
             c.wait()
+
+
+READ_SOME = """
+import os, sys, time
+idle = os.open(sys.argv[1], os.O_RDONLY)  # keeps the mount in the share group
+fd = os.open(sys.argv[1], os.O_RDONLY)
+got = b"".join(os.read(fd, 1 << 20) for _ in range(int(sys.argv[2])))
+os.close(fd)
+sys.stdout.buffer.write(got)
+sys.stdout.flush()
+time.sleep(60)  # alive: what it held ahead goes back at its close, not at its exit
+"""
+
+
+def test_records_a_reader_held_ahead_go_back_when_it_closes(kafka_bootstrap, make_mount):
+    # A reader that reads back to back acquires records ahead of its reads
+    # (_window.py); those it did not reach go back at its close, at once:
+    # another mount's reader gets every other record well within the 30 s
+    # acquisition lock that would otherwise hold them.  (A second handle stays
+    # open on that mount: when a mount's last reader of a pipe closes, the
+    # mount leaves the share group, and the broker takes back all it held.)
+    prefix = f"s{uuid.uuid4().hex[:8]}."
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix]
+    a, b = make_mount(args, "a"), make_mount(args, "b")
+    os.mkfifo(a / "p")
+    records = [(b"%06d" % i) * (65536 // 6) + b"x" * (65536 % 6) for i in range(200)]
+    with open(a / "p", "wb") as w:  # one write(), one record
+        for rec in records:
+            w.write(rec)
+            w.flush()
+    first = spawn([sys.executable, "-c", READ_SOME, str(b / "p"), "16"])
+    try:
+        taken = first.stdout.read(16 * 65536)
+        assert len(taken) == 16 * 65536
+        # Its close gives them back 0.1 s later (LEAVE_GRACE); a reader that
+        # came first would meet the END (EOF) before them.
+        time.sleep(1)
+        start = time.monotonic()
+        rest = subprocess.run(["cat", str(a / "p")], stdout=subprocess.PIPE, timeout=25,
+                              check=True).stdout
+        assert time.monotonic() - start < 10, "the records held ahead came back only by timeout"
+    finally:
+        first.kill()
+        first.wait(10)
+    got = [taken[i:i + 65536] for i in range(0, len(taken), 65536)] + \
+        [rest[i:i + 65536] for i in range(0, len(rest), 65536)]
+    assert sorted(got) == records  # each record once, whole

@@ -13,9 +13,15 @@ by default, as ``MAX_DELIVERIES``).
 share group, so not ``dnpfs.<topic>``).  It acquires a record only for a
 reader handle that asks and has nothing (``take``), one at a time (ShareFetch
 v2 in record-limit mode: a record never waits on one mount while another
-mount's worker is idle), and gives it to that handle alone:
+mount's worker is idle) unless the handle streams: then as many as its
+``_window.Window`` says, the first for the read that asked and the rest
+ahead for that handle alone (in order), renewed as held records are and
+released as soon as the handle is gone.  A handle's records:
 
 - ``settle``: the handle's job is done (its next read or a normal close): ACCEPT;
+  records acquired ahead for it go back (RELEASE) unless it reads again
+  within ``LEAVE_GRACE`` (the store hears the same ``settle`` at a read and
+  at a close);
 - ``give_back``: its process was killed: RELEASE, or, once the record went
   out ``MAX_DELIVERIES`` times, REJECT and keep a note of it (``aside``);
 - markers carry no bytes: a BEGIN is accepted at once, an END decides EOF
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -44,12 +51,14 @@ from ._aiokafka import share_requests as rq
 from ._ledger import Ledger
 from ._own_connection import OwnConnection
 from ._records import Unreadable, read_records
+from ._window import Window
 
 log = logging.getLogger(__name__)
 
 JOIN_POLL = 0.1  # heartbeat this often until the coordinator assigns the partition
 JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
+MIN_WAIT_MS = 5  # ... shared by the mount's share readers, but never less than this
 # ... for a non-blocking read: the broker answers as soon as a record can be
 # acquired, but a share partition's first fetch after a while may find it
 # still loading its state: a fetch that does not wait at all finds nothing.
@@ -67,6 +76,10 @@ STOP_TIMEOUT = 3.0
 # back, so a poller that never reads holds nothing for long.
 READY_IDLE = 5.0
 ASIDE_KEPT = 1000
+# A read settles the handle's last record and takes the next at once (two
+# calls a loop tick apart); a close settles it alone: a handle that took
+# nothing this long after its settle has gone, and its records ahead go back.
+LEAVE_GRACE = 0.1
 
 # Error codes
 COORDINATOR_GONE = {14, 15, 16}  # load in progress, not available, not coordinator
@@ -93,7 +106,7 @@ class Acquired:
 
 class ShareReader:
     def __init__(self, cluster, name: str, notify: Callable[[str], None],
-                 aside: deque[Held]) -> None:
+                 aside: deque[Held], peers: Callable[[], int] = lambda: 1) -> None:
         self.cluster = cluster
         self.name = name
         self.topic = cluster.topic(name)
@@ -114,11 +127,19 @@ class ShareReader:
         self._joined = asyncio.Event()
         self._ready: deque[Acquired] = deque()  # acquired, not handed out yet
         self._held: dict[object, Acquired] = {}  # handed out, job not done
+        self._ahead: dict[object, deque[Acquired]] = {}  # acquired for a handle's next reads
+        self._windows: dict[object, Window] = {}
+        self._leaving: dict[object, asyncio.TimerHandle] = {}  # settled, not read since
+        # Handles past half of their records ahead: the next window is fetched
+        # while they read the rest (once a window, ``_refilled``).
+        self._refills: set[object] = set()
+        self._refilled: set[object] = set()
         self._acks: list[tuple[int, int]] = []  # (offset, type) not sent yet
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
+        self.peers = peers  # how many share readers this mount has (``_fetch``)
         self.error: str | None = None
         self._lost_until = -1  # the last offset of the last unreadable batch met
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -141,8 +162,14 @@ class ShareReader:
         for acquired in self._held.values():
             # a handle still open when the mount stops: its job did not finish
             self._acks.append((acquired.record.offset, rq.RELEASE))
+        for queue in self._ahead.values():
+            self._acks.extend((acquired.record.offset, rq.RELEASE) for acquired in queue)
+        for timer in self._leaving.values():
+            timer.cancel()
         self._ready.clear()
         self._held.clear()
+        self._ahead.clear()
+        self._leaving.clear()
         if self._ack_timer is not None:
             self._ack_timer.cancel()
         self._wake.set()
@@ -168,10 +195,17 @@ class ShareReader:
         """``Holds.consume_held`` for one handle: the next records acquired
         for it, through *decide*; or *decide* of nothing (the handle waits
         for ``notify``)."""
-        picked = self._pick()
+        self._asked(holder)
+        picked = self._pick(holder)
         if picked is None:
-            self._wants[holder] = None
-            self._wake.set()
+            queue = self._queue(holder)
+            # An END the ledger has not reached: its notify follows.  A ShareFetch
+            # now would wait FETCH_WAIT_MS for nothing, and the ledger's Fetch
+            # behind it on the connection (the broker answers a connection's
+            # requests one at a time) with it.
+            if not (queue and queue[0].record.kind is Kind.END):
+                self._wants[holder] = None
+                self._wake.set()
             return decide(Fetched(Cursor(), ()))[1]
         return self._decide(holder, picked, decide)
 
@@ -179,7 +213,8 @@ class ShareReader:
         """``take`` for a non-blocking read, which must see what is stored:
         until a record with bytes is acquired here, ShareFetch rounds (which
         wait ``EAGER_WAIT_MS`` at most) ask for one first."""
-        if not self._has_data():
+        self._asked(holder)
+        if not self._has_data(holder):
             self._eager += 1
             try:
                 async with asyncio.timeout(JOIN_TIMEOUT):
@@ -187,31 +222,47 @@ class ShareReader:
                     empty = 0
                     # Two rounds that found nothing: one may have been under way
                     # before the want.  Markers do not count.
-                    while not self._has_data() and empty < 2:
+                    while not self._has_data(holder) and empty < 2:
                         self._wants[holder] = None
                         self._wake.set()
                         round_ = self._round
                         before = len(self._ready)
                         await round_.wait()
                         empty += len(self._ready) == before
-                    while self._ready and self._ready[0].record.kind is Kind.END and \
-                            self.ledger.open_at(self._ready[0].record.offset, peek=True) is None:
-                        self.ledger.want(self._ready[0].record.offset, self.notify)
+                    while (queue := self._queue(holder)) and queue[0].record.kind is Kind.END \
+                            and self.ledger.open_at(queue[0].record.offset, peek=True) is None:
+                        self.ledger.want(queue[0].record.offset, self.notify)
                         await asyncio.sleep(0.02)  # the ledger reads the markers before it
             except TimeoutError:
                 pass
             finally:
                 self._eager -= 1
                 self._wants.pop(holder, None)  # it does not wait: acquire nothing for it
-        picked = self._pick()
+        picked = self._pick(holder)
         if picked is None:
             return decide(Fetched(Cursor(), ()))[1]
         return self._decide(holder, picked, decide)
 
-    def _has_data(self) -> bool:
-        return any(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
+    def _has_data(self, holder: object) -> bool:
+        return any(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._queue(holder))
 
-    def _pick(self) -> tuple[list[Acquired], Fetched] | None:
+    def _queue(self, holder: object) -> deque[Acquired]:
+        """Where the handle's next record comes from: those acquired ahead
+        for it, or, once they are gone, the mount's."""
+        return self._ahead.get(holder) or self._ready
+
+    def _asked(self, holder: object) -> None:
+        timer = self._leaving.pop(holder, None)
+        if timer is not None:
+            timer.cancel()
+        self._windows.setdefault(holder, Window()).asked(time.monotonic())
+
+    def _pick(self, holder: object):
+        queue = self._queue(holder)
+        picked = self._pick_from(queue)
+        return None if picked is None else (*picked, queue)
+
+    def _pick_from(self, queue: deque[Acquired]) -> tuple[list[Acquired], Fetched] | None:
         """The next acquired records for a read, as ``delivery.take`` reads
         them: one record with bytes; or an END marker (the sessions open at
         it from the ledger), with the record after it if it is here, so that
@@ -219,36 +270,36 @@ class ShareReader:
         BEGIN markers are accepted on the way (the session's data opens it
         for the reader as well).  None: nothing here yet, or an END the
         ledger has not reached (``notify`` follows)."""
-        while self._ready:
-            acquired = self._ready[0]
+        while queue:
+            acquired = queue[0]
             rec = acquired.record
             if rec.kind is Kind.BEGIN:
-                self._ready.popleft()
+                queue.popleft()
                 self._ack(rec.offset, rq.ACCEPT)
                 continue
             if rec.kind is not Kind.END:
-                self._ready.popleft()
+                queue.popleft()
                 return [acquired], Fetched(Cursor(rec.offset), (rec,))
             open_sessions = self.ledger.open_at(rec.offset)
             if open_sessions is None:
                 self.ledger.want(rec.offset, self.notify)
                 return None
-            self._ready.popleft()
+            queue.popleft()
             self._ack(rec.offset, rq.ACCEPT)
             run = [acquired]
-            while self._ready and self._ready[0].record.kind is Kind.BEGIN and \
-                    self._ready[0].record.offset > rec.offset:
-                self._ack(self._ready.popleft().record.offset, rq.ACCEPT)
-            if self._ready and self._ready[0].record.kind is Kind.DATA and \
-                    self._ready[0].record.offset > rec.offset:
-                run.append(self._ready.popleft())
+            while queue and queue[0].record.kind is Kind.BEGIN and \
+                    queue[0].record.offset > rec.offset:
+                self._ack(queue.popleft().record.offset, rq.ACCEPT)
+            if queue and queue[0].record.kind is Kind.DATA and \
+                    queue[0].record.offset > rec.offset:
+                run.append(queue.popleft())
             return run, Fetched(Cursor(rec.offset, 0, open_sessions), [a.record for a in run])
         return None
 
     def _decide(self, holder: object, picked, decide):
         """Run *decide*; the records it consumed are the handle's (until
         ``settle``), markers are done, the rest waits for the next read."""
-        run, fetched = picked
+        run, fetched, queue = picked
         cursor, result = decide(fetched)
         for acquired in reversed(run):
             rec = acquired.record
@@ -261,21 +312,70 @@ class ShareReader:
                 acquired.since = time.monotonic()  # renewed from now on
                 self._wants.pop(holder, None)
                 self._held[holder] = acquired
+                self._windows.setdefault(holder, Window()).given(acquired.since,
+                                                                 len(rec.data or b""))
+                if queue is self._ready:
+                    self._claim(holder)
+                elif len(queue) * 2 < self._windows[holder].size and \
+                        holder not in self._refilled and \
+                        not any(a.record.kind is Kind.DATA for a in self._ready):
+                    self._refilled.add(holder)
+                    self._refills.add(holder)
+                    self._wake.set()
             else:  # not taken (the END before it was this reader's EOF)
-                self._ready.appendleft(acquired)
+                queue.appendleft(acquired)
+        if not self._ahead.get(holder, True):
+            del self._ahead[holder]
         return result
+
+    def _claim(self, holder: object) -> None:
+        """The mount's records after the one the handle took, up to its
+        window, are the handle's next ones."""
+        n = self._windows.setdefault(holder, Window()).size - 1
+        if n <= 0 or not self._ready:
+            return
+        queue = self._ahead.setdefault(holder, deque())
+        self._refilled.discard(holder)
+        while self._ready and n > 0:
+            acquired = self._ready.popleft()
+            acquired.holder = holder
+            queue.append(acquired)
+            n -= acquired.record.kind in (Kind.DATA, Kind.UNREADABLE)
 
     def settle(self, holder: object) -> None:
         self._wants.pop(holder, None)
         acquired = self._held.pop(holder, None)
         if acquired is not None:
             self._ack(acquired.record.offset, rq.ACCEPT)
+        if holder in self._windows and holder not in self._leaving:
+            self._leaving[holder] = asyncio.get_running_loop().call_later(
+                LEAVE_GRACE, self._leave, holder)
+
+    def _leave(self, holder: object) -> None:
+        """The handle is gone: what was acquired ahead for it goes back now.
+        Each went out once more (acquiring counts a delivery, Kafka 4.4 has
+        no release that does not): docs/semantics.md."""
+        self._leaving.pop(holder, None)
+        self._windows.pop(holder, None)
+        self._wants.pop(holder, None)
+        self._refills.discard(holder)
+        self._refilled.discard(holder)
+        for acquired in self._ahead.pop(holder, ()):
+            self._ack(acquired.record.offset, rq.RELEASE)
+        if not self._windows and not self._peek and not self._eager:
+            # the last handle here: what was fetched for its next window goes too
+            while self._ready:
+                self._ack(self._ready.popleft().record.offset, rq.RELEASE)
 
     def give_back(self, holder: object) -> None:
         """The handle's process was killed (or it closed part way through its
         record: the whole record goes back, Kafka acknowledges records, not
         bytes)."""
         self._wants.pop(holder, None)
+        timer = self._leaving.get(holder)
+        if timer is not None:
+            timer.cancel()
+        self._leave(holder)
         acquired = self._held.pop(holder, None)
         if acquired is None:
             return
@@ -291,7 +391,8 @@ class ShareReader:
     def peek(self) -> bool:
         """For poll(): is a record acquired for this mount?  If not, acquire
         one (``notify`` follows), kept for this mount's next read."""
-        if any(a.record.kind is not Kind.BEGIN for a in self._ready):
+        if any(a.record.kind is not Kind.BEGIN
+               for queue in (self._ready, *self._ahead.values()) for a in queue):
             return True  # bytes, an error, or an END (EOF, unless stale)
         self._peek = True
         self._wake.set()
@@ -399,10 +500,13 @@ class ShareReader:
                 self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
 
     def _wanted(self) -> int:
-        """How many records to acquire: one per waiting handle (and poller),
-        less those here; markers here serve no reader and do not count."""
+        """How many records to acquire: a window per waiting handle (and one
+        for a poller), less those here; markers here serve no reader and do
+        not count."""
         have = sum(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
-        return max(0, len(self._wants) + self._peek - have)
+        windows = sum(w.size if (w := self._windows.get(h)) else 1
+                      for h in self._wants.keys() | self._refills)
+        return max(0, windows + self._peek - have)
 
     def _end_round(self) -> None:
         self._round.set()
@@ -422,7 +526,14 @@ class ShareReader:
 
     async def _fetch(self, want: int) -> None:
         acks, self._acks = self._acks, []
-        wait = EAGER_WAIT_MS if self._eager else FETCH_WAIT_MS
+        # A refill alone does not wait: the handle has records to read, and a
+        # long poll would hold up the ledger's Fetch on the same connection.
+        # The broker answers a connection's requests one at a time and the
+        # mount has one connection per broker: the share readers of many pipes
+        # share FETCH_WAIT_MS, or each would wait out the others' long polls.
+        wait = EAGER_WAIT_MS if self._eager else \
+            max(MIN_WAIT_MS, FETCH_WAIT_MS // self.peers()) if self._wants or self._peek else 0
+        self._refills.clear()
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
@@ -489,6 +600,8 @@ class ShareReader:
             else:
                 continue
             self._ready.append(Acquired(rec, counts.pop(rec.offset)))
+            if rec.kind is Kind.END:  # the ledger reads on while the reader gets there
+                self.ledger.want(rec.offset, self.notify)
             n += 1
         for offset in counts:  # acquired, but no record there (compaction, a gap)
             self._acks.append((offset, rq.ACCEPT))
@@ -499,7 +612,8 @@ class ShareReader:
         now = time.monotonic()
         while self._ready and not self._wants and now - self._ready[0].since >= READY_IDLE:
             self._ack(self._ready.popleft().record.offset, rq.RELEASE)
-        old = [a for a in self._held.values() if now - a.since >= RENEW_EVERY]
+        old = [a for a in itertools.chain(self._held.values(), *self._ahead.values())
+               if now - a.since >= RENEW_EVERY]
         if not old or self.session_epoch == 0:
             return
         for a in old:
@@ -583,7 +697,8 @@ class ShareReaders:
             self._configured.add(topic)
         if name not in self.readers:
             aside = self.aside.setdefault(name, deque(maxlen=ASIDE_KEPT))
-            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside)
+            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside,
+                                                         lambda: len(self.readers))
             reader.start()
         return horizon
 

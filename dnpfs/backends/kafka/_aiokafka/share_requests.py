@@ -175,9 +175,16 @@ class ShareFetchRequest_v2(RequestStruct):
 
 
 def ack_batches(acks: list[tuple[int, int]]) -> list[tuple]:
-    """AcknowledgementBatches for (offset, type) pairs: one batch per offset
-    (records of a pipe are acknowledged one by one, as their jobs end)."""
-    return [(offset, offset, [kind], {}) for offset, kind in sorted(acks)]
+    """AcknowledgementBatches for (offset, type) pairs: a batch per run of
+    consecutive offsets of one type (a streaming reader's records end in
+    runs), each with that one type for all of its offsets."""
+    batches: list[tuple] = []
+    for offset, kind in sorted(set(acks)):
+        if batches and batches[-1][1] == offset - 1 and batches[-1][2] == [kind]:
+            batches[-1] = (batches[-1][0], offset, [kind], {})
+        else:
+            batches.append((offset, offset, [kind], {}))
+    return batches
 
 
 class ShareFetchRequest(Request[ShareFetchRequest_v2]):
