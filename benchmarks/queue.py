@@ -115,7 +115,8 @@ def main() -> None:
             bootstrap = None if args.no_kafka else (args.kafka or _dev_broker())
             if bootstrap:
                 prefix = f"bq{os.getpid()}."
-                kafka = ["--kafka", bootstrap, "--topic-prefix", prefix]
+                # Work queues on Kafka are share groups (docs/kafka.md).
+                kafka = ["--kafka", bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
                 kmounts = [Mount.under(folder, f"k{i}", kafka).start() for i in range(3)]
                 try:
                     result.update(_rows(folder, kmounts, args, line, "kafka"))

@@ -32,6 +32,8 @@ RATE_KEYS = ("mib_s", "records_s")
 def kafka_mounts(bench: Bench, tag: str) -> Iterator[tuple[Mount, Mount]]:
     """Two fresh daemons on the broker, with the run's topic prefix."""
     args = ["--kafka", bench.bootstrap, "--topic-prefix", bench.prefix]
+    if getattr(bench.args, "share_groups", False):
+        args += ["--share-groups", "auto"]
     with _pair(bench, tag, args) as pair:
         yield pair
 

@@ -43,7 +43,9 @@ class Bench:
         self.prefix = prefix
         self.broker = broker_pid() if bootstrap else None
         self.admin = Admin(bootstrap) if bootstrap else None
-        self._shares: bool | None = None  # is a pipe's default group a share group?
+        # Is a pipe's default group a share group?  Only with --share-groups (the
+        # mounts' --share-groups auto) on a broker that has them.
+        self._shares: bool | None = None if getattr(args, "share_groups", False) else False
         self.started = time.monotonic()
         self._ready_n = 0
 

@@ -40,6 +40,9 @@ QUICK = dict(bulk_mib=128, record_kib=128, reps=1, reps_small=1, lines=20_000,
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition (~1 min)")
+    p.add_argument("--share-groups", action="store_true",
+                   help="Kafka mounts with --share-groups auto: the default group read as a"
+                        " share group where the broker has them (default: a consumer group)")
     p.add_argument("--only", default=",".join(SCENARIOS),
                    help=f"comma-separated scenarios (default all: {','.join(SCENARIOS)})")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results",

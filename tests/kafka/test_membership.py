@@ -68,8 +68,10 @@ def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstr
 
 
 def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstrap, make_mount):
-    # (where the broker has share groups; on 3.9 the default group is handed over)
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}."]
+    # With --share-groups auto, where the broker has share groups; on 3.9 the
+    # default group is handed over.
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.",
+            "--share-groups", "auto"]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "jobs")
     wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
@@ -93,12 +95,12 @@ def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstr
             cat.wait()
 
 
-def test_share_groups_never_keeps_the_default_group_a_consumer_group(kafka_bootstrap,
-                                                                     make_mount):
-    """--share-groups never: the default group is handed over between the
-    mounts (one reads, the other waits), also on a broker with share groups."""
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.",
-            "--share-groups", "never"]
+@pytest.mark.parametrize("option", [[], ["--share-groups", "never"]], ids=["default", "never"])
+def test_by_default_the_default_group_stays_a_consumer_group(kafka_bootstrap, make_mount,
+                                                             option):
+    """Without --share-groups auto the default group is handed over between
+    the mounts (one reads, the other waits), also on a broker with share groups."""
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.", *option]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "jobs")
     wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")

@@ -53,7 +53,7 @@ def test_a_job_longer_than_the_record_lock_stays_with_its_worker(kafka_bootstrap
     # here, the shortest it allows; 30 s by default) and hands it to another
     # member: the mount renews the lock while the job runs.
     prefix = f"s{uuid.uuid4().hex[:8]}."
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix]
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "jobs")
     _set_group_config(kafka_bootstrap, f"dnpfs-share.{prefix}jobs",
@@ -88,7 +88,7 @@ def test_idle_pipes_do_not_hold_up_a_busy_one(kafka_bootstrap, make_mount, tmp_p
     # acknowledged records still on their way (docs/decisions.md, "Work
     # queues on Kafka").
     prefix = f"s{uuid.uuid4().hex[:8]}."
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix]
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     idle = [f"idle{i}" for i in range(10)]
     for name in ["jobs", *idle]:
@@ -151,7 +151,7 @@ def test_records_a_reader_held_ahead_go_back_when_it_closes(kafka_bootstrap, mak
     # open on that mount: when a mount's last reader of a pipe closes, the
     # mount leaves the share group, and the broker takes back all it held.)
     prefix = f"s{uuid.uuid4().hex[:8]}."
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix]
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "p")
     records = [(b"%06d" % i) * (65536 // 6) + b"x" * (65536 % 6) for i in range(200)]

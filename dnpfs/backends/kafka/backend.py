@@ -55,9 +55,11 @@ DEFAULT_FETCH_BUDGET = 64 << 20  # the producer's own limit; a record of MAX_REC
 
 # --share-groups: "auto" makes a pipe's default group a share group where the
 # broker has them (work queues read on every mount at once); "never" keeps the
-# consumer group, which one mount at a time reads (docs/kafka.md).
+# consumer group, which one mount at a time reads (docs/kafka.md).  Never by
+# default: a single reader streams ~10x slower through a share group today
+# (docs/decisions.md, "Work queues on Kafka").
 SHARE_GROUPS = ("auto", "never")
-SHARE_GROUPS_DEFAULT = "auto"
+SHARE_GROUPS_DEFAULT = "never"
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
 _PREFIX = re.compile(r"[A-Za-z0-9._-]*")
@@ -147,7 +149,7 @@ class KafkaBackend(Backend):
                             " them", e)
         log.info("work queues: %s", "share groups" if self._shares else
                  "consumer groups (one mount at a time reads a group: %s)" % (
-                     "--share-groups never" if self.share_groups == "never"
+                     "--share-groups never, the default" if self.share_groups == "never"
                      else "this broker has no share groups"))
         limit = self._cluster.message_max_bytes
         if limit is not None and limit - RECORD_OVERHEAD < self.max_record_size:
