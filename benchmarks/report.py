@@ -236,6 +236,13 @@ def targets(results: dict) -> list[dict]:
             + "; broker: " + ", ".join(f"{s['cores_busy_broker']:.2f}" for s in steps)
             + "; broker CPU s/GiB: " + ", ".join(_num(_per_gib(s, "broker_cpu_s")) for s in steps),
             _LIFT_SCALING)
+        # Issue #29's form: the most pipes move at least as much as one.
+        few, most = steps[0], steps[-1]
+        counts = [n for n in scale["params"]["pipes"] if f"pipes.{n}" in scale["reps"][0]]
+        add(f"aggregate throughput at {counts[-1]} pipes ≥ at {counts[0]} pipe",
+            most["mib_s"] >= few["mib_s"],
+            f"{most['mib_s']:,.0f} MiB/s at {counts[-1]} pipes, {few['mib_s']:,.0f} at"
+            f" {counts[0]} ({most['mib_s'] / few['mib_s']:.2f}×)")
     else:
         add(target, None, "not measured")
 
@@ -247,7 +254,7 @@ def targets(results: dict) -> list[dict]:
         add(f"reading daemon: RSS under {READERS_MAX_RSS} MiB with {few:,} readers",
             peak < READERS_MAX_RSS, f"peak {peak:.0f} MiB")
         add(target.replace("100", f"{few:,}").replace("1,000", f"{many:,}"), growth <= budget,
-            f"+{growth:.0f} MiB (budget {budget} MiB)",
+            f"{growth:+.0f} MiB (budget {budget} MiB)",
             "each reader group is a consumer-group member with an aiokafka consumer of its own"
             " (objects, tasks, its coordinator connection): see Memory of readers")
     else:
@@ -582,7 +589,7 @@ def _readers_md(rd: dict) -> str:
     rows = [["at start", f"{held['start']:.0f}", "–"]]
     rows += [[f"{w['readers']:,} readers holding their files open", f"{w['rss']:.0f}",
               f"{w['peak']:.0f}"] for w in held["waves"]]
-    rows.append([f"**growth from {few:,} to {many:,} readers**", f"**+{growth:.0f}**",
+    rows.append([f"**growth from {few:,} to {many:,} readers**", f"**{growth:+.0f}**",
                  f"budget {budget}"])
     return "\n".join([
         "## Memory of readers (Kafka)\n",
