@@ -69,6 +69,12 @@ _ENDPOINTS = CompactArray(("node_id", Int32), ("host", _STR), ("port", Int32),
                           ("rack", _STR), _TAGS)
 _ACK_BATCHES = CompactArray(("first_offset", Int64), ("last_offset", Int64),
                             ("acknowledge_types", CompactArray(Int8)), _TAGS)
+# The topics of a ShareFetch or ShareAcknowledge: their acknowledgements.
+_ACK_TOPICS = CompactArray(
+    ("topic_id", Uuid),
+    ("partitions", CompactArray(("partition_index", Int32),
+                                ("acknowledgement_batches", _ACK_BATCHES), _TAGS)),
+    _TAGS)
 
 
 # -- ShareGroupHeartbeat v1 ------------------------------------------------------
@@ -163,11 +169,7 @@ class ShareFetchRequest_v2(RequestStruct):
         ("batch_size", Int32),
         ("share_acquire_mode", Int8),
         ("is_renew_ack", Boolean),
-        ("topics", CompactArray(
-            ("topic_id", Uuid),
-            ("partitions", CompactArray(("partition_index", Int32),
-                                        ("acknowledgement_batches", _ACK_BATCHES), _TAGS)),
-            _TAGS)),
+        ("topics", _ACK_TOPICS),
         ("forgotten_topics_data", CompactArray(("topic_id", Uuid),
                                                ("partitions", CompactArray(Int32)), _TAGS)),
         _TAGS,
@@ -237,11 +239,7 @@ class ShareAcknowledgeRequest_v2(RequestStruct):
         ("member_id", _STR),
         ("share_session_epoch", Int32),
         ("is_renew_ack", Boolean),
-        ("topics", CompactArray(
-            ("topic_id", Uuid),
-            ("partitions", CompactArray(("partition_index", Int32),
-                                        ("acknowledgement_batches", _ACK_BATCHES), _TAGS)),
-            _TAGS)),
+        ("topics", _ACK_TOPICS),
         _TAGS,
     )
 
