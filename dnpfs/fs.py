@@ -138,14 +138,20 @@ def _fail(code: int):
 
 def _program(pid: int) -> str | None:
     """The name of the program process *pid* runs, or None (pid 0: a caller
-    outside our PID namespace; or already gone)."""
+    outside our PID namespace; or already gone).  Asked at every lookup, so
+    with os.open and one read, cheaper than open() (docs/decisions.md)."""
     if pid <= 0:
         return None
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode(errors="replace")
+        fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        return os.read(fd, 64).rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 @dataclass
