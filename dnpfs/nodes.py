@@ -72,6 +72,3 @@ class Nodes:
         if tool.lookups <= 0:
             del self._tools[ino]
             del self._tool_ids[tool.path, tool.pid]
-
-    def tool_count(self) -> int:
-        return len(self._tools)
