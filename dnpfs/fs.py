@@ -10,7 +10,8 @@ name over to the real, regular-file node.
 
 Tools that take a pipe for a regular file: what a pipe answers in stat and
 lseek is decided here, for GNU head and tail (see ``SEEKING_TOOLS`` and
-``Filesystem._size_for``; docs/semantics.md lists each tool).
+``Filesystem._size_for``; docs/semantics.md lists each tool), on a node of
+their own (dnpfs/nodes.py says why).
 
 The page-cache trap: the kernel serves splice(2) and sendfile(2) of a
 direct-I/O file from its page cache, filled by reads that no process asked
@@ -52,6 +53,7 @@ from .errors import (
 )
 from .interrupts import dying_of_signal
 from .names import MAX_NAME, decode, split_path
+from .nodes import Nodes
 from .pipes import Pipes
 from .reader import ReaderHandle
 from .writer import WriterSession
@@ -76,9 +78,10 @@ STAT_XATTR = b"user.dnpfs.stat"  # one pipe, as JSON
 # us, so the bytes bash's `read` builtin gives back with lseek() (it reads
 # 4 KiB at a time from a seekable file, one byte at a time from a pipe) would
 # be gone, and sendfile() readers (Python's shutil.copyfile) would copy
-# nothing.  The opener is known by /proc/PID/comm, the name of the program
-# it runs; a shell running `head < pipe` opened the pipe, so head gets a
-# non-seekable handle there.  docs/decisions.md has the alternatives tried.
+# nothing.  The tool is known at lookup by /proc/PID/comm, the name of the
+# program the process runs, and gets a node of its own (dnpfs/nodes.py); a
+# shell running `head < pipe` opened the pipe, so head gets a non-seekable
+# handle there.  docs/decisions.md has the alternatives tried.
 SEEKING_TOOLS = frozenset({"head", "tail"})
 
 # The one place where dnpfs errors become errno values.
@@ -135,14 +138,20 @@ def _fail(code: int):
 
 def _program(pid: int) -> str | None:
     """The name of the program process *pid* runs, or None (pid 0: a caller
-    outside our PID namespace; or already gone)."""
+    outside our PID namespace; or already gone).  Asked at every lookup, so
+    with os.open and one read, cheaper than open() (docs/decisions.md)."""
     if pid <= 0:
         return None
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode(errors="replace")
+        fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        return os.read(fd, 64).rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -150,8 +159,7 @@ class ReadOffset:
     """Where the kernel's file offset of a reading handle stands: every read
     brings it (``off``), and our answer moves it by the bytes returned."""
 
-    path: str
-    pid: int  # the opener
+    ino: int  # the node it was opened on
     seekable: bool
     at: int = 0
 
@@ -215,10 +223,9 @@ class Filesystem(pyfuse3.Operations):
         self.owner = owner or Ownership()
         self.cache_seconds = cache_seconds
         self.mounted_ns = time.time_ns()
-        # Inode numbers per path ("jobs" or "jobs@audit"), stable while mounted.
-        self._inos = itertools.count(pyfuse3.ROOT_INODE + 1)
-        self._ino_of: dict[str, int] = {}
-        self._path_of: dict[int, str] = {}
+        # Inode numbers per path ("jobs" or "jobs@audit"), stable while
+        # mounted, and per seeking tool and path.
+        self._nodes = Nodes(pyfuse3.ROOT_INODE + 1)
         self._fifo_alias: dict[int, str] = {}  # mknod replies, see module doc
         self._fhs = itertools.count(1)
         self._handles: dict[int, ReaderHandle | WriterSession] = {}
@@ -234,13 +241,6 @@ class Filesystem(pyfuse3.Operations):
         self.read_lock_owner = pyfuse3.read_lock_owner
 
     # -- inodes and attributes ---------------------------------------------
-    def _ino(self, path: str) -> int:
-        ino = self._ino_of.get(path)
-        if ino is None:
-            ino = self._ino_of[path] = next(self._inos)
-            self._path_of[ino] = path
-        return ino
-
     def _attr(self, ino: int, mode: int, size: int = 0) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
@@ -256,32 +256,39 @@ class Filesystem(pyfuse3.Operations):
         a.entry_timeout = a.attr_timeout = self.cache_seconds
         return a
 
-    def _pipe_attr(self, path: str, pid: int = 0) -> pyfuse3.EntryAttributes:
-        a = self._attr(self._ino(path), stat.S_IFREG | self.owner.mode, self._size_for(path, pid))
-        # The size depends on who asks: the kernel must not cache it, neither
-        # as attributes nor with the name (each open then looks the name up,
-        # with the opener's pid).  The kernel keeps one size per file, and a
-        # sendfile() reader such as busybox cat opens and reads without a
-        # stat: the size it meets must be the one looked up for it, not a
-        # seeking tool's of a moment before.
+    def _pipe_attr(self, path: str, ino: int | None = None) -> pyfuse3.EntryAttributes:
+        """A pipe's attributes on node *ino* (by default its shared node)."""
+        if ino is None:
+            ino = self._nodes.shared(path)
+        a = self._attr(ino, stat.S_IFREG | self.owner.mode, self._size_for(ino))
+        # A seeking tool's size changes with every read, and the name leads
+        # each process to its own node: the kernel must cache neither (each
+        # open then looks the name up, with the opener's pid).
         a.attr_timeout = a.entry_timeout = 0
         return a
 
-    def _size_for(self, path: str, pid: int) -> int:
-        """A pipe's size, as process *pid* sees it.  For a seeking tool
-        (SEEKING_TOOLS) that reads the pipe: how far its handles have read.
-        `tail -f` polls the size and takes one below what it read for a
-        truncated file ("file truncated", then a seek to 0), and starting at
-        0 makes tail -n/-c and head -n -N read the pipe to EOF instead of
-        seeking to its end.  For everyone else one page, PIPE_SIZE: above 0,
-        so that splice and sendfile reach us (module doc); their handles
-        cannot seek, so no tool takes it for the pipe's length."""
-        mine = [o.at for o in self._offsets.values()
-                if o.seekable and o.pid == pid and o.path == path] if pid > 0 else []
-        return max(mine) if mine else PIPE_SIZE
+    def _entry(self, path: str, pid: int) -> pyfuse3.EntryAttributes:
+        """The reply to a lookup of *path* by process *pid*: a seeking tool
+        (SEEKING_TOOLS) gets its own node of the pipe (dnpfs/nodes.py)."""
+        if _program(pid) in SEEKING_TOOLS:
+            return self._pipe_attr(path, self._nodes.looked_up_by_tool(path, pid))
+        return self._pipe_attr(path)
+
+    def _size_for(self, ino: int) -> int:
+        """A pipe's size on node *ino*.  On a seeking tool's node: how far its
+        handles have read, 0 before.  `tail -f` polls the size and takes one
+        below what it read for a truncated file ("file truncated", then a
+        seek to 0), and starting at 0 makes tail -n/-c and head -n -N read
+        the pipe to EOF instead of seeking to its end.  On the shared node
+        one page, PIPE_SIZE: above 0, so that splice and sendfile reach us
+        (module doc); its handles cannot seek, so no tool takes it for the
+        pipe's length."""
+        if not self._nodes.is_tool(ino):
+            return PIPE_SIZE
+        return max((o.at for o in self._offsets.values() if o.ino == ino), default=0)
 
     def _path(self, ino: int) -> str:
-        path = self._path_of.get(ino) or self._fifo_alias.get(ino)
+        path = self._nodes.path(ino) or self._fifo_alias.get(ino)
         if path is None:
             _fail(errno.ENOENT)
         return path
@@ -301,7 +308,7 @@ class Filesystem(pyfuse3.Operations):
             _fail(errno.ENOENT)
         if not await self.pipes.exists(pipe):
             _fail(errno.ENOENT)
-        return self._pipe_attr(path, ctx.pid)
+        return self._entry(path, ctx.pid)
 
     @syscall
     async def getattr(self, inode, ctx):
@@ -311,11 +318,12 @@ class Filesystem(pyfuse3.Operations):
             a = self._attr(inode, stat.S_IFIFO | self.owner.mode)
             a.attr_timeout = 0
             return a
-        return self._pipe_attr(self._path(inode), ctx.pid)
+        return self._pipe_attr(self._path(inode), inode)
 
     async def forget(self, inode_list):
-        for ino, _ in inode_list:
+        for ino, lookups in inode_list:
             self._fifo_alias.pop(ino, None)
+            self._nodes.forget(ino, lookups)
 
     @syscall
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -374,7 +382,7 @@ class Filesystem(pyfuse3.Operations):
         path = await self._create(name)
         if stat.S_ISREG(mode):
             return self._pipe_attr(path)
-        alias = next(self._inos)
+        alias = self._nodes.new_id()
         self._fifo_alias[alias] = path
         attr = self._attr(alias, stat.S_IFIFO | self.owner.mode)
         attr.entry_timeout = attr.attr_timeout = 0
@@ -384,8 +392,8 @@ class Filesystem(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         self._check_parent(parent_inode)
         path = await self._create(name)
-        fi = await self._open_path(path, flags, ctx)
-        return fi, self._pipe_attr(path, ctx.pid)
+        fi = await self._open_path(path, self._nodes.shared(path), flags, ctx)
+        return fi, self._pipe_attr(path)
 
     @syscall
     async def unlink(self, parent_inode, name, ctx):
@@ -424,9 +432,9 @@ class Filesystem(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if inode == pyfuse3.ROOT_INODE:
             _fail(errno.EISDIR)
-        return await self._open_path(self._path(inode), flags, ctx)
+        return await self._open_path(self._path(inode), inode, flags, ctx)
 
-    async def _open_path(self, path: str, flags: int, ctx) -> pyfuse3.FileInfo:
+    async def _open_path(self, path: str, ino: int, flags: int, ctx) -> pyfuse3.FileInfo:
         pipe, group = split_path(path)
         mode = flags & os.O_ACCMODE
         seekable = False
@@ -434,7 +442,7 @@ class Filesystem(pyfuse3.Operations):
             handle = await self.pipes.open_reader(
                 pipe, group, ctx.pid, bool(flags & os.O_NONBLOCK), bool(flags & os.O_DIRECT)
             )
-            seekable = _program(ctx.pid) in SEEKING_TOOLS
+            seekable = self._nodes.is_tool(ino)
         elif mode == os.O_WRONLY:
             handle = await self.pipes.open_writer(
                 pipe, ctx.pid, bool(flags & (os.O_SYNC | os.O_DSYNC))
@@ -444,7 +452,7 @@ class Filesystem(pyfuse3.Operations):
         fh = next(self._fhs)
         self._handles[fh] = handle
         if mode == os.O_RDONLY:
-            self._offsets[fh] = ReadOffset(path, ctx.pid, seekable)
+            self._offsets[fh] = ReadOffset(ino, seekable)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
                                 nonseekable=not seekable)
 

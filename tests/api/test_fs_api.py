@@ -7,13 +7,15 @@ import errno
 import os
 import select
 import stat
+import subprocess
+import time
 
 import pyfuse3
 import trio
 
 from dnpfs.fs import STAT_XATTR, STATUS_XATTR
 
-from .conftest import CTX, fails
+from .conftest import CTX, Ctx, fails
 
 ROOT = pyfuse3.ROOT_INODE
 
@@ -52,6 +54,50 @@ def test_mkfifo_answers_a_fifo_and_lookup_then_a_regular_file(run_fs):
         assert stat.S_ISREG((await fs.getattr(found.st_ino, CTX)).st_mode)
         assert stat.S_ISDIR((await fs.getattr(ROOT, CTX)).st_mode)
     run_fs(body)
+
+
+def test_head_and_tail_get_a_node_of_their_own(run_fs):
+    """A seeking tool's lookup answers its own node of the pipe: seekable,
+    its size how far its handles read (0 before), whoever asks; the shared
+    node says 4096 to everyone.  The kernel keeps one size per node, so
+    tail's lseek(SEEK_END) no longer meets another process's 4096
+    (dnpfs/nodes.py).  Forgotten when the kernel gives back its lookups."""
+    tail = subprocess.Popen(["tail", "-f", "/dev/null"])  # a real process named tail
+    try:
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{tail.pid}/comm").read() != "tail\n":  # until it ran exec
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        tool = Ctx(pid=tail.pid)
+
+        async def body(fs):
+            await mkfifo(fs, b"jobs")
+            await write_all(fs, b"jobs", b"l1\nl2\n")
+            mine = await fs.lookup(ROOT, b"jobs", tool)
+            shared = await fs.lookup(ROOT, b"jobs", CTX)
+            assert mine.st_ino != shared.st_ino
+            assert (await fs.lookup(ROOT, b"jobs", tool)).st_ino == mine.st_ino
+            assert (mine.st_size, shared.st_size) == (0, 4096)
+            fi = await fs.open(mine.st_ino, os.O_RDONLY, tool)
+            assert bytes(await fs.read(fi.fh, 0, 4)) == b"l1\nl"
+            assert (await fs.getattr(mine.st_ino, CTX)).st_size == 4
+            assert (await fs.getattr(shared.st_ino, tool)).st_size == 4096
+            # a seekable handle (tail -c +N): a read further on drops the bytes between
+            assert bytes(await fs.read(fi.fh, 5, 1 << 16)) == b"\n"
+            await fs.release(fi.fh)
+            other = await fs.open(shared.st_ino, os.O_RDONLY | os.O_NONBLOCK, tool)
+            await fails(errno.EAGAIN, fs.read(other.fh, 0, 1 << 16))
+            await fs.release(other.fh)
+
+            await fs.forget([(mine.st_ino, 1)])
+            assert (await fs.getattr(mine.st_ino, tool)).st_ino == mine.st_ino  # one lookup held
+            await fs.forget([(mine.st_ino, 1)])
+            assert (await fs.lookup(ROOT, b"jobs", tool)).st_ino not in (mine.st_ino, shared.st_ino)
+            await fails(errno.ENOENT, fs.getattr(mine.st_ino, tool))
+        run_fs(body)
+    finally:
+        tail.kill()
+        tail.wait()
 
 
 def test_mkfifo_of_an_existing_pipe_is_eexist(run_fs):
