@@ -39,7 +39,7 @@ SMALL_FRAMES = 64 << 10
 # asyncio loop and a GIL hand-over for a recv of ~180 KiB (docs/decisions.md,
 # "fetch responses read in fewer wake-ups").  Linux still wakes it early when
 # the receive window fills, so a mark above what the socket can hold is safe.
-RCVLOWAT = 4 << 20
+RCVLOWAT = 1 << 20
 
 
 class FetchConnection(AIOKafkaConnection):
