@@ -226,6 +226,10 @@ def bulk_kafka(bench: Bench) -> dict:
         "kcat_through_vs_fifo": ratio(reps, "kcat.through", "fifo.through"),
         "aiokafka_write_vs_kcat": ratio(reps, "aiokafka.write", "kcat.write"),
         "aiokafka_read_vs_kcat": ratio(reps, "aiokafka.read", "kcat.read"),
+        # How far FUSE and pyfuse3 alone get next to kcat: a target above it
+        # is bound by the binding, not by dnpfs.
+        "fuse_write_vs_kcat": ratio(reps, "fuse.write", "kcat.write"),
+        "fuse_read_vs_kcat": ratio(reps, "fuse.read", "kcat.read"),
     }
     return _scenario("Bulk over Kafka", {"bytes": size, "record": record, "reps": a.reps},
                      reps, ratios)

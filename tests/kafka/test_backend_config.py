@@ -64,11 +64,21 @@ def test_sasl_plaintext_maps_to_aiokafka_arguments(tmp_path):
     ("security.protocol=SSL\nssl.endpoint.identification.algorithm=maybe\n",
      "https or none"),
     ("security.protocol=SSL\nssl.key.location=/etc/hosts\n", "go together"),
+    ("check.crcs=no\n", "check.crcs must be true or false"),
 ])
 def test_mistakes_are_one_clear_line(tmp_path, text, message):
     with pytest.raises(StoreError, match=message) as info:
         ClientConfig.load(write(tmp_path, text))
     assert "\n" not in str(info.value)
+
+
+def test_check_crcs_is_on_unless_the_file_turns_it_off(tmp_path):
+    # librdkafka's key (kcat -F reads it too), with the Java consumer's default.
+    assert ClientConfig.load(None).check_crcs is True
+    assert ClientConfig.load(write(tmp_path, "check.crcs=true\n")).check_crcs is True
+    config = ClientConfig.load(write(tmp_path, "check.crcs = False\n"))
+    assert config.check_crcs is False
+    assert config.client_kwargs() == {"security_protocol": "PLAINTEXT"}  # not aiokafka's
 
 
 def test_kcat_style_file_with_bootstrap_servers(tmp_path):

@@ -146,6 +146,19 @@ def test_a_batch_that_cannot_be_read_is_one_unreadable_and_the_rest_is_read(dama
     assert [r.offset for r in got] == list(range(15, 20))  # behind it: not met again
 
 
+def test_without_crc_checks_a_damaged_crc_goes_unnoticed() -> None:
+    """check.crcs=false reads as kcat does: a batch whose CRC does not match
+    (here its CRC field itself is damaged) is read as if it were good."""
+    bad = bytearray(batch(5, LARGE))
+    bad[17] ^= 0xFF
+    raw = batch(0, LARGE) + bytes(bad)
+    got, position = read_records(memoryview(raw), 0, check_crcs=False)
+    assert [r.offset for r in got] == list(range(10)) and position == 10
+    assert got[7].value == LARGE[2][1]
+    got, _ = read_records(memoryview(raw), 0)
+    assert [(u.first, u.offset) for u in got if isinstance(u, Unreadable)] == [(5, 9)]
+
+
 def committed(raw, aborted, start=0) -> list:
     got, position = read_records(memoryview(raw), start, aborted)
     assert not any(isinstance(r, Unreadable) for r in got)

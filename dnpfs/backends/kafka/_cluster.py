@@ -130,7 +130,7 @@ class Cluster:
                                replication_factor=self.replication_factor,
                                notify=self.notify, on_gone=self._pipe_gone,
                                on_leaders_moved=self._leaders_moved)
-        self.fetcher = Fetcher(self.catalog, self.fetch_budget)
+        self.fetcher = Fetcher(self.catalog, self.fetch_budget, self.config.check_crcs)
         self.groups = Groups(self.catalog, self.fetcher, self.shared, self.client, self.admin,
                              self.consumer_kwargs, self.notify)
         capture = _ConnectErrors()

@@ -82,7 +82,7 @@ class Want:
 
 
 class Fetcher:
-    def __init__(self, catalog: Catalog, budget: int) -> None:
+    def __init__(self, catalog: Catalog, budget: int, check_crcs: bool = True) -> None:
         # Where each partition is led (``leader``, ``stale_leaders``) and
         # where a log starts (``list_offset``): all the fetcher asks of the mount.
         self.catalog = catalog
@@ -91,6 +91,7 @@ class Fetcher:
         # MAX_SHARE, 100 readers holding their files open 1 GiB
         # (docs/decisions.md, "a fetch budget per mount").
         self.budget = budget
+        self.check_crcs = check_crcs  # the mount's check.crcs (config.ClientConfig)
         self.share = MAX_SHARE  # what one member may buffer
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
@@ -277,7 +278,8 @@ class Fetcher:
                     ok = False
                     continue
                 self.highwater[topic] = stable if stable >= 0 else highwater
-                fetched, next_offset = read_records(records, start[topic], aborted)
+                fetched, next_offset = read_records(records, start[topic], aborted,
+                                                   self.check_crcs)
                 for lost in fetched:
                     if isinstance(lost, Unreadable):
                         self._report(topic, lost)

@@ -53,11 +53,6 @@ _CONTROL = 0x20
 _CRC_FROM = 21  # a batch's CRC covers everything from its attributes on
 _ABORT_MARKER = 0  # a control record's type (its key's second int16): 0 abort, 1 commit
 
-# Every batch's CRC32C is checked: with the CPU's crc32 instruction it costs
-# little of the read path (docs/decisions.md, "CRCs checked on reads").
-CHECK_CRCS = True
-
-
 class FetchedRecord:
     """What the fetcher reads of a record (as aiokafka's records offer it)."""
 
@@ -134,14 +129,16 @@ def decode_fetch_v11(body: memoryview) -> FetchResponse:
     return FetchResponse(error, session, topics)
 
 
-def read_records(raw, start: int, aborted=()) -> tuple[list, int]:
+def read_records(raw, start: int, aborted=(), check_crcs: bool = True) -> tuple[list, int]:
     """The records of *raw* (a partition's record batches) from offset *start*
     on, and the offset after the last whole batch.  *aborted*: the response's
     aborted transactions of the partition, (producer id, first offset) each.
     Transaction markers and aborted batches carry no data but move the
     position past them; a batch cut short at the end of the response is
     fetched again next time; a batch that cannot be read is an
-    ``Unreadable``."""
+    ``Unreadable``.  *check_crcs*: verify each batch's CRC32C (the mount's
+    ``check.crcs``); with the CPU's crc32 instruction it costs little of the
+    read path (docs/decisions.md, "CRCs checked on reads")."""
     out: list = []
     position = start
     at, end_of_all = 0, len(raw)
@@ -167,7 +164,7 @@ def read_records(raw, start: int, aborted=()) -> tuple[list, int]:
         position = max(position, last + 1)
         batch = raw[at:end]
         at = end
-        if CHECK_CRCS and crc32c.crc32c(batch[_CRC_FROM:]) != crc & 0xFFFFFFFF:
+        if check_crcs and crc32c.crc32c(batch[_CRC_FROM:]) != crc & 0xFFFFFFFF:
             if last >= start:
                 out.append(Unreadable(base, last, "CRC mismatch"))
             continue

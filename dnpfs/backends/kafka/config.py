@@ -40,6 +40,7 @@ KEYS = (
     "ssl.key.location",
     "ssl.key.password",
     "ssl.endpoint.identification.algorithm",
+    "check.crcs",  # verify each fetched batch's CRC32C (default true; librdkafka's: false)
 )
 SECRET_KEYS = ("sasl.password", "ssl.key.password")
 
@@ -89,6 +90,7 @@ class ClientConfig:
             register_secret(props.get(key, ""))
         config = cls(dict(props), source)
         config.client_kwargs(build_ssl=False)  # validate now, build the SSL context later
+        config.check_crcs  # noqa: B018 - validated now too
         return config
 
     @property
@@ -98,6 +100,18 @@ class ClientConfig:
     @property
     def protocol(self) -> str:
         return self.properties.get("security.protocol", "PLAINTEXT").upper()
+
+    @property
+    def check_crcs(self) -> bool:
+        """Verify the CRC32C of every record batch fetched.  On by default, as
+        in Kafka's Java consumer: a batch corrupted on the broker's disk or on
+        the way becomes EIO instead of bytes handed out as good.  librdkafka
+        (kcat) checks nothing by default; ``check.crcs=false`` reads the same
+        way (docs/decisions.md, "CRCs checked on reads")."""
+        raw = self.properties.get("check.crcs", "true").strip().lower()
+        if raw not in ("true", "false"):
+            raise StoreError(f"{self.source}: check.crcs must be true or false, not {raw!r}")
+        return raw == "true"
 
     def describe(self) -> str:
         """The settings with secrets masked: safe for logs."""

@@ -24,6 +24,7 @@ every backend run; a change there fails them rather than reading wrong data.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from aiokafka import errors as kafka_errors
@@ -32,6 +33,13 @@ from aiokafka.conn import AIOKafkaConnection, CloseReason
 # Frames up to this size (every response but a fetch's) are read into one
 # reusable buffer, several per read; a larger one gets a buffer of its own.
 SMALL_FRAMES = 64 << 10
+# While a large frame is read, the socket wakes the loop only once this much
+# of it (or all that is left) has arrived (SO_RCVLOWAT): a frame is of no use
+# before its last byte, and each wake-up in between was a pass through the
+# asyncio loop and a GIL hand-over for a recv of ~180 KiB (docs/decisions.md,
+# "fetch responses read in fewer wake-ups").  Linux still wakes it early when
+# the receive window fills, so a mark above what the socket can hold is safe.
+RCVLOWAT = 1 << 20
 
 
 class FetchConnection(AIOKafkaConnection):
@@ -41,7 +49,11 @@ class FetchConnection(AIOKafkaConnection):
         # connection and fails what waits, as it always did.
         task = super()._create_reader_task()
         transport = self._writer.transport
-        transport.set_protocol(_Frames(self, transport.get_protocol()))
+        # Plain TCP only: under TLS the socket holds ciphertext, and the
+        # frame's bytes arrive through the TLS layer's buffers.
+        plain = transport.get_extra_info("sslcontext") is None and hasattr(socket, "SO_RCVLOWAT")
+        sock = transport.get_extra_info("socket") if plain else None
+        transport.set_protocol(_Frames(self, transport.get_protocol(), sock))
         return task
 
     def send(self, request, expect_response=True):
@@ -84,8 +96,11 @@ class _Frames(asyncio.BufferedProtocol):
     """Kafka's size-prefixed frames: small ones several to a read in one
     buffer, a large one straight into a buffer of its size (reused)."""
 
-    def __init__(self, conn: FetchConnection, previous: asyncio.BaseProtocol) -> None:
+    def __init__(self, conn: FetchConnection, previous: asyncio.BaseProtocol,
+                 sock=None) -> None:
         self._conn = conn
+        self._sock = sock  # to set SO_RCVLOWAT on (None: not done)
+        self._lowat = 1  # the socket's SO_RCVLOWAT now (Linux's default)
         self._previous = previous  # aiokafka's: flow control, the end of the connection
         self._small = bytearray(SMALL_FRAMES)
         self._small_used = 0
@@ -105,7 +120,10 @@ class _Frames(asyncio.BufferedProtocol):
             self._large_used += nbytes
             if self._large_used == len(self._large):
                 frame, self._large = self._large, None
+                self._wake_at(1)
                 self._conn.frame_received(frame)
+            else:
+                self._wake_at(len(self._large) - self._large_used)
             return
         self._small_used += nbytes
         small, used, at = self._small, self._small_used, 0
@@ -126,6 +144,7 @@ class _Frames(asyncio.BufferedProtocol):
                 self._large = memoryview(self._spare)[:size]
                 self._large[:used - begin] = small[begin:used]
                 self._large_used = used - begin
+                self._wake_at(size - self._large_used)
                 at = used
                 break
             else:
@@ -133,6 +152,19 @@ class _Frames(asyncio.BufferedProtocol):
         if at:
             small[:used - at] = small[at:used]
         self._small_used = used - at
+
+    def _wake_at(self, left: int) -> None:
+        """Have the socket wake the loop once *left* bytes (at most
+        RCVLOWAT) are there to read, or at once for 1."""
+        mark = max(1, min(left, RCVLOWAT))
+        if self._sock is None or mark == self._lowat:
+            return
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
+        except OSError:
+            self._sock = None  # not on this system: wake at every byte as before
+            return
+        self._lowat = mark
 
     def eof_received(self):
         return self._previous.eof_received()
