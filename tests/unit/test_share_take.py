@@ -207,3 +207,36 @@ def test_two_reads_of_one_handle_before_it_settles_hold_both_records(reader, loo
     on_loop(loop, reader.give_back, holder)
     with reader.lock:
         assert sorted(reader._acks) == [(0, RELEASE), (1, RELEASE)]
+
+
+def test_a_share_fetch_response_is_read_in_place_as_aiokafka_reads_it():
+    """``_decode_share_fetch`` (the share member's connection reads the frame
+    in place) against aiokafka's decoder of the same schema."""
+    import uuid
+    from io import BytesIO
+
+    from dnpfs.backends.kafka._aiokafka import share_requests as rq
+
+    topic = uuid.uuid4()
+    records = bytes(range(256)) * 40
+    partitions = [
+        (0, 0, None, 7, "refused", (1, 3, {}), records, [(5, 9, 1, {}), (12, 12, 3, {})], {}),
+        (1, 6, "not leader", 0, None, (2, 4, {}), None, [], {}),
+    ]
+    response = rq.ShareFetchResponse_v2(3, 0, None, 30000, [(topic, partitions, {})],
+                                        [(1, "host", 9092, None, {})], {})
+    # the header: one tagged field of one byte (aiokafka encodes none right)
+    frame = b"\x01\x02\x01z" + response.encode()
+    theirs = BytesIO(frame)
+    rq.TaggedFields.decode(theirs)
+    theirs = rq.ShareFetchResponse_v2.decode(theirs)
+    ours = rq._decode_share_fetch(memoryview(frame))
+    assert (ours.error_code, ours.error_message) == (theirs.error_code, theirs.error_message)
+    [(topic_id, got, _)] = ours.responses
+    assert topic_id == topic
+    for mine, want in zip(got, theirs.responses[0][1], strict=True):
+        assert mine[:5] == tuple(want[:5])
+        assert (bytes(mine[6]) if mine[6] is not None else None) == want[6]
+        assert [r[:3] for r in mine[7]] == [tuple(r[:3]) for r in want[7]]
+    with pytest.raises(ValueError):
+        rq._decode_share_fetch(memoryview(frame[:200]))
