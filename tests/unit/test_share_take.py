@@ -142,6 +142,25 @@ def test_a_read_takes_as_many_of_its_records_ahead_as_it_has_room_for(reader):
         assert [a.record.offset for a in reader._ahead[holder]] == [3, 4]
 
 
+def test_a_read_of_several_records_stops_at_one_that_came_back_out_of_order(reader):
+    # Record 250 went back from another mount and came here again after 300
+    # and 301: read with them, delivery.take would skip it as read (it is
+    # below the cursor) and the share reader would accept it undelivered.
+    from dnpfs.delivery import take
+
+    holder = object()
+    streaming(reader, holder, 8, 300, 301, 250, 302)
+
+    def read(fetched):
+        taken = take(fetched.cursor, fetched.records, 4 * RECORD, whole=True)
+        return taken.cursor, taken.size
+
+    assert reader.try_take(holder, 4 * RECORD, read) == (2 * RECORD,)
+    assert reader.try_take(holder, 4 * RECORD, read) == (2 * RECORD,)
+    with reader.lock:
+        assert [a.record.offset for a in reader._held[holder]] == [300, 301, 250, 302]
+
+
 def test_records_a_read_did_not_take_stay_first_in_line(reader):
     holder = object()
     streaming(reader, holder, 8, *range(3))

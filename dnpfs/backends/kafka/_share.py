@@ -349,7 +349,11 @@ class ShareReader:
                 run = [queue.popleft()]
                 size = len(rec.data or b"")
                 if rec.kind is Kind.DATA:
-                    while queue and size < max_bytes and queue[0].record.kind is Kind.DATA:
+                    # in offset order only: a record given back elsewhere and
+                    # acquired again comes after later ones, and ``delivery.take``
+                    # skips a record below its cursor as read
+                    while queue and size < max_bytes and queue[0].record.kind is Kind.DATA \
+                            and queue[0].record.offset > run[-1].record.offset:
                         run.append(queue.popleft())
                         size += len(run[-1].record.data)
                 return run, Fetched(Cursor(rec.offset), [a.record for a in run])
