@@ -135,7 +135,8 @@ READ_SOME = """
 import os, sys, time
 idle = os.open(sys.argv[1], os.O_RDONLY)  # keeps the mount in the share group
 fd = os.open(sys.argv[1], os.O_RDONLY)
-got = b"".join(os.read(fd, 1 << 20) for _ in range(int(sys.argv[2])))
+# a record a read (a read takes as many records held ahead as it has room for)
+got = b"".join(os.read(fd, 65536) for _ in range(int(sys.argv[2])))
 os.close(fd)
 sys.stdout.buffer.write(got)
 sys.stdout.flush()
@@ -176,3 +177,37 @@ def test_records_a_reader_held_ahead_go_back_when_it_closes(kafka_bootstrap, mak
     got = [taken[i:i + 65536] for i in range(0, len(taken), 65536)] + \
         [rest[i:i + 65536] for i in range(0, len(rest), 65536)]
     assert sorted(got) == records  # each record once, whole
+
+
+READ_SIZES = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+sizes = []
+while (chunk := os.read(fd, 1 << 20)):
+    sys.stdout.buffer.write(chunk)
+    sizes.append(len(chunk))
+sys.stdout.flush()
+sys.stderr.write(" ".join(map(str, sizes)))
+"""
+
+
+def test_a_reader_that_streams_reads_several_records_held_ahead_at_once(kafka_bootstrap,
+                                                                         make_mount):
+    # Records acquired ahead for a handle are its own: once its window grew,
+    # one 1 MiB read takes as many of them as it has room for (handed out in
+    # the trio thread, _share.try_take), whole and in the writer's order.
+    prefix = f"s{uuid.uuid4().hex[:8]}."
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
+    a = make_mount(args, "a")
+    os.mkfifo(a / "p")
+    records = [(b"%06d" % i) * (65536 // 6) + b"x" * (65536 % 6) for i in range(200)]
+    with open(a / "p", "wb") as w:  # one write(), one record
+        for rec in records:
+            w.write(rec)
+            w.flush()
+    done = subprocess.run([sys.executable, "-c", READ_SIZES, str(a / "p")],
+                          capture_output=True, timeout=60, check=True)
+    assert done.stdout == b"".join(records)
+    sizes = [int(n) for n in done.stderr.split()]
+    assert max(sizes) >= 4 * 65536, sizes  # (one record a read before)
+    assert all(n % 65536 == 0 for n in sizes), sizes  # whole records

@@ -1,7 +1,7 @@
 """The share reader's acquisition window (dnpfs/backends/kafka/_window.py):
 a handle that streams gets more records a ShareFetch, a worker one."""
 
-from dnpfs.backends.kafka._window import CAP_BYTES, MAX_RECORDS, QUICK, Window
+from dnpfs.backends.kafka._window import CAP_BYTES, MAX_RECORDS, QUICK, SLOW, Window
 
 
 def stream(window: Window, records: int, nbytes: int, gap: float, start: float = 0.0):
@@ -28,6 +28,24 @@ def test_one_slow_ask_brings_it_back_to_one():
     now = 100.0
     window.given(now, 100)
     assert window.asked(now + 0.2) == 1
+
+
+def test_a_stream_that_waits_a_few_ms_once_loses_half_its_window_not_all():
+    window = Window()
+    stream(window, 5, 100, QUICK / 2)
+    assert window.size == 16
+    now = 100.0
+    window.given(now, 100)
+    assert window.asked(now + (QUICK + SLOW) / 2) == 8
+    window.given(now + 1, 100)
+    assert window.asked(now + 1 + QUICK / 2) == 16
+
+
+def test_a_worker_with_jobs_of_a_few_ms_comes_down_to_one():
+    window = Window()
+    stream(window, 5, 100, QUICK / 2)  # 16, the last record given at 2 * QUICK
+    job = (QUICK + SLOW) / 2
+    assert stream(window, 5, 100, job, start=2 * QUICK + job) == [8, 4, 2, 1, 1]
 
 
 def test_asking_again_without_a_record_keeps_the_window():

@@ -12,15 +12,22 @@ requests name one group, so each share member has a connection of its own.
 
 Made on first use, to whichever broker the request is for (the partition's
 leader: a new one when the leader moves), again after the broker closed it
-or a request timed out; ``close`` drops it.
+or a request timed out; ``close`` drops it.  It is a ``frames.FetchConnection``,
+as the fetcher's are: a ShareFetch response of a window of records (8 MiB)
+is read straight into one buffer and copied once, where aiokafka's reader
+copied it four times in 64 KiB steps, each a wake-up of the loop contending
+for the GIL with the trio thread's reads (docs/decisions.md, "A window of
+records for a reader that streams").  Its one-request-at-a-time rule holds:
+a share member's requests go one after the other from its fetch loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka.conn import create_conn
 from aiokafka.errors import NodeNotReadyError, RequestTimedOutError
+
+from ._aiokafka.frames import FetchConnection
 
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up, and ask again on a new connection
 
@@ -40,8 +47,13 @@ class OwnConnection:
                 raise NodeNotReadyError(f"broker {node} is not in the metadata")
             settings = {k: v for k, v in self.cluster.consumer_kwargs().items()
                         if k != "bootstrap_servers"}
-            conn = await create_conn(broker.host, broker.port, **settings,
-                                     request_timeout_ms=REQUEST_TIMEOUT_MS)
+            conn = FetchConnection(broker.host, broker.port, **settings,
+                                   request_timeout_ms=REQUEST_TIMEOUT_MS)
+            try:
+                await conn.connect()
+            except BaseException:
+                conn.close()
+                raise
             self._node, self._conn = node, conn
         try:
             return await conn.send(request)

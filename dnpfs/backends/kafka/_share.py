@@ -27,8 +27,23 @@ released as soon as the handle is gone.  A handle's records:
 - markers carry no bytes: a BEGIN is accepted at once, an END decides EOF
   (``_ledger.Ledger`` knows which sessions were open there) and is accepted.
 
-Everything here runs on the backend's asyncio loop; the trio side reaches it
-through ``Bridge.call`` (``KafkaBackend``).
+The member's requests run on the backend's asyncio loop.  A handle's reads
+do not wait for it while records are here for them: ``try_take`` and
+``settle`` run in the trio thread (``KafkaBackend.consume_held``), as a
+consumer group's buffered reads do (``_shared.MemberState``), and only a
+read that finds nothing here (or an END, which the ledger decides) goes
+through ``Bridge.call`` to ``take``.  The lock rules:
+
+- ``ShareReader.lock`` guards the records and the handles' state (``_ready``,
+  ``_held``, ``_ahead``, ``_windows``, ``_leaving``, ``_wants``,
+  ``_refills``, ``_refilled``, ``_acks`` and the hand-over flags): either
+  thread changes or decides on them only under it, never across an await.
+- The trio thread touches no asyncio object.  What its reads leave for the
+  loop (ACCEPTs of records moved past, a handle's leave, the next window's
+  fetch) is queued under the lock and handed over by ``_tick``, which the
+  loop runs once per ``TICK`` while the trio side has news for it; a
+  refill or a RELEASE asks for a tick at once (``_kick_locked``).  So a
+  ``cat`` costs the loop a wake-up per tick and per window, not per read.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -55,7 +71,11 @@ from ._window import Window
 
 log = logging.getLogger(__name__)
 
-JOIN_POLL = 0.1  # heartbeat this often until the coordinator assigns the partition
+# Until the coordinator assigns the partition, heartbeat again after this,
+# doubling up to JOIN_POLL: the assignment comes in the heartbeat after the
+# broker initialized the share partition, tens of ms after the first one.
+JOIN_FIRST_POLL = 0.01
+JOIN_POLL = 0.1
 JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
 MIN_WAIT_MS = 5  # ... shared by the mount's share readers, but never less than this
@@ -68,6 +88,7 @@ FETCH_BYTES = 8 << 20
 # a job asks for the next one at once, and the ShareFetch for it carries the
 # acknowledgement (docs/decisions.md, "Work queues on Kafka").
 ACK_DELAY = 0.02
+TICK = ACK_DELAY  # the loop looks at what the trio side left it this often (module doc)
 RENEW_EVERY = 10.0  # a held record's lock (30 s by default) is renewed this often
 # (group.share.record.lock.duration.ms; a job that outlasted it would go to
 # a second worker while the first still works on it)
@@ -76,6 +97,7 @@ STOP_TIMEOUT = 3.0
 # back, so a poller that never reads holds nothing for long.
 READY_IDLE = 5.0
 ASIDE_KEPT = 1000
+ASSIGNMENT_INTERVAL = "share.assignment.interval.ms"  # a group setting since Kafka 4.4
 # A read settles the handle's last record and takes the next at once (two
 # calls a loop tick apart); a close settles it alone: a handle that took
 # nothing this long after its settle has gone, and its records ahead go back.
@@ -125,16 +147,29 @@ class ShareReader:
         self._eager = 0  # non-blocking reads waiting for one ShareFetch round
         self._round = asyncio.Event()  # set (and replaced) when a ShareFetch round ends
         self._joined = asyncio.Event()
+        # Under ``lock`` (module doc), from here to ``_ticking``.
+        self.lock = threading.RLock()
         self._ready: deque[Acquired] = deque()  # acquired, not handed out yet
-        self._held: dict[object, Acquired] = {}  # handed out, job not done
+        # Handed out, job not done: every record a handle took since it last
+        # settled (more than one when a read took several, or when two reads
+        # of one open file, threads or forked processes, ran at once).
+        self._held: dict[object, list[Acquired]] = {}
         self._ahead: dict[object, deque[Acquired]] = {}  # acquired for a handle's next reads
         self._windows: dict[object, Window] = {}
-        self._leaving: dict[object, asyncio.TimerHandle] = {}  # settled, not read since
-        # Handles past half of their records ahead: the next window is fetched
-        # while they read the rest (once a window, ``_refilled``).
+        self._leaving: dict[object, float] = {}  # settled (time.monotonic()), not read since
+        # Handles that stream and have less than a window here: their next
+        # window is fetched while they read (``_refill``); ``_refilled`` until
+        # that ShareFetch answered.
         self._refills: set[object] = set()
         self._refilled: set[object] = set()
         self._acks: list[tuple[int, int]] = []  # (offset, type) not sent yet
+        self._urgent = False  # the trio side asked for a fetch or sent a RELEASE: tick now
+        self._dirty = False  # the trio side changed something since the last tick
+        self._ticking = False  # a tick is due (its timer is set): ask only if urgent
+        self._tick_queued = False  # ... or about to run: do not ask again
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._tick_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
@@ -149,29 +184,29 @@ class ShareReader:
 
     # -- life ------------------------------------------------------------------
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"beat {self.group_id}")
         self._task = asyncio.create_task(self._fetch_loop(), name=f"share {self.group_id}")
 
     async def close(self) -> None:
         """Give back what no handle holds, send the last acknowledgements, leave."""
-        if self.closing:
-            return
-        self.closing = True
-        for acquired in self._ready:
-            self._acks.append((acquired.record.offset, rq.RELEASE))
-        for acquired in self._held.values():
-            # a handle still open when the mount stops: its job did not finish
-            self._acks.append((acquired.record.offset, rq.RELEASE))
-        for queue in self._ahead.values():
-            self._acks.extend((acquired.record.offset, rq.RELEASE) for acquired in queue)
-        for timer in self._leaving.values():
-            timer.cancel()
-        self._ready.clear()
-        self._held.clear()
-        self._ahead.clear()
-        self._leaving.clear()
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
+        with self.lock:
+            if self.closing:
+                return
+            self.closing = True
+            # (what handles still open when the mount stops hold: their jobs
+            # did not finish)
+            for acquired in itertools.chain(self._ready, *self._held.values(),
+                                            *self._ahead.values()):
+                self._acks.append((acquired.record.offset, rq.RELEASE))
+            self._ready.clear()
+            self._held.clear()
+            self._ahead.clear()
+            self._leaving.clear()
+        for timer in (self._ack_timer, self._tick_timer):
+            if timer is not None:
+                timer.cancel()
         self._wake.set()
         for task in (self._task, self._heartbeat):
             if task is not None:
@@ -190,31 +225,52 @@ class ShareReader:
         finally:
             self.link.close()
 
-    # -- the trio side's calls (through the bridge) ------------------------------
+    # -- a handle's reads --------------------------------------------------------
+    def try_take(self, holder: object, max_bytes: int, decide):
+        """From the trio thread: ``take`` when the handle's next record is
+        here, acquired ahead for it or for the mount, and is no END (the
+        ledger, on the loop, decides those).  Returns None (nothing decided:
+        ``take`` on the loop) or ``(result,)``."""
+        with self.lock:
+            if self.closing:
+                return None
+            head = next((a for a in self._queue(holder) if a.record.kind is not Kind.BEGIN), None)
+            if head is None or head.record.kind is Kind.END:
+                return None
+            self._asked(holder)
+            result = self._decide(holder, self._pick(holder, max_bytes), decide)
+            kick = self._kick_locked()
+        if kick:
+            self._hand_over()
+        return (result,)
+
     def take(self, holder: object, max_bytes: int, decide):
-        """``Holds.consume_held`` for one handle: the next records acquired
-        for it, through *decide*; or *decide* of nothing (the handle waits
-        for ``notify``)."""
-        self._asked(holder)
-        picked = self._pick(holder)
-        if picked is None:
-            queue = self._queue(holder)
-            # An END the ledger has not reached: its notify follows.  A ShareFetch
-            # now would wait FETCH_WAIT_MS for nothing, and the ledger's Fetch
-            # behind it on the connection (the broker answers a connection's
-            # requests one at a time) with it.
-            if not (queue and queue[0].record.kind is Kind.END):
-                self._wants[holder] = None
-                self._wake.set()
-            return decide(Fetched(Cursor(), ()))[1]
-        return self._decide(holder, picked, decide)
+        """``Holds.consume_held`` for one handle, on the loop: the next records
+        acquired for it, through *decide*; or *decide* of nothing (the handle
+        waits for ``notify``)."""
+        with self.lock:
+            self._asked(holder)
+            picked = self._pick(holder, max_bytes)
+            if picked is None:
+                queue = self._queue(holder)
+                # An END the ledger has not reached: its notify follows.  A ShareFetch
+                # now would wait FETCH_WAIT_MS for nothing, and the ledger's Fetch
+                # behind it on the connection (the broker answers a connection's
+                # requests one at a time) with it.
+                if not (queue and queue[0].record.kind is Kind.END):
+                    self._wants[holder] = None
+                    self._wake.set()
+                return decide(Fetched(Cursor(), ()))[1]
+            return self._decide(holder, picked, decide)
 
     async def take_now(self, holder: object, max_bytes: int, decide):
         """``take`` for a non-blocking read, which must see what is stored:
         until a record with bytes is acquired here, ShareFetch rounds (which
         wait ``EAGER_WAIT_MS`` at most) ask for one first."""
-        self._asked(holder)
-        if not self._has_data(holder):
+        with self.lock:
+            self._asked(holder)
+            has_data = self._has_data(holder)
+        if not has_data:
             self._eager += 1
             try:
                 async with asyncio.timeout(JOIN_TIMEOUT):
@@ -222,26 +278,36 @@ class ShareReader:
                     empty = 0
                     # Two rounds that found nothing: one may have been under way
                     # before the want.  Markers do not count.
-                    while not self._has_data(holder) and empty < 2:
-                        self._wants[holder] = None
+                    while empty < 2:
+                        with self.lock:
+                            if self._has_data(holder):
+                                break
+                            self._wants[holder] = None
+                            before = len(self._ready)
                         self._wake.set()
                         round_ = self._round
-                        before = len(self._ready)
                         await round_.wait()
                         empty += len(self._ready) == before
-                    while (queue := self._queue(holder)) and queue[0].record.kind is Kind.END \
-                            and self.ledger.open_at(queue[0].record.offset, peek=True) is None:
-                        self.ledger.want(queue[0].record.offset, self.notify)
+                    while True:
+                        with self.lock:
+                            queue = self._queue(holder)
+                            if not (queue and queue[0].record.kind is Kind.END and
+                                    self.ledger.open_at(queue[0].record.offset,
+                                                        peek=True) is None):
+                                break
+                            self.ledger.want(queue[0].record.offset, self.notify)
                         await asyncio.sleep(0.02)  # the ledger reads the markers before it
             except TimeoutError:
                 pass
             finally:
                 self._eager -= 1
-                self._wants.pop(holder, None)  # it does not wait: acquire nothing for it
-        picked = self._pick(holder)
-        if picked is None:
-            return decide(Fetched(Cursor(), ()))[1]
-        return self._decide(holder, picked, decide)
+                with self.lock:
+                    self._wants.pop(holder, None)  # it does not wait: acquire nothing for it
+        with self.lock:
+            picked = self._pick(holder, max_bytes)
+            if picked is None:
+                return decide(Fetched(Cursor(), ()))[1]
+            return self._decide(holder, picked, decide)
 
     def _has_data(self, holder: object) -> bool:
         return any(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._queue(holder))
@@ -252,24 +318,26 @@ class ShareReader:
         return self._ahead.get(holder) or self._ready
 
     def _asked(self, holder: object) -> None:
-        timer = self._leaving.pop(holder, None)
-        if timer is not None:
-            timer.cancel()
+        self._leaving.pop(holder, None)
         self._windows.setdefault(holder, Window()).asked(time.monotonic())
 
-    def _pick(self, holder: object):
+    def _pick(self, holder: object, max_bytes: int):
         queue = self._queue(holder)
-        picked = self._pick_from(queue)
+        # Records acquired ahead for the handle are its own: a read takes as
+        # many of them as it has room for.  The mount's go one a read.
+        picked = self._pick_from(queue, max_bytes if queue is not self._ready else 0)
         return None if picked is None else (*picked, queue)
 
-    def _pick_from(self, queue: deque[Acquired]) -> tuple[list[Acquired], Fetched] | None:
+    def _pick_from(self, queue: deque[Acquired],
+                   max_bytes: int = 0) -> tuple[list[Acquired], Fetched] | None:
         """The next acquired records for a read, as ``delivery.take`` reads
-        them: one record with bytes; or an END marker (the sessions open at
-        it from the ledger), with the record after it if it is here, so that
-        an END that is no EOF for the reader does not end its read empty.
-        BEGIN markers are accepted on the way (the session's data opens it
-        for the reader as well).  None: nothing here yet, or an END the
-        ledger has not reached (``notify`` follows)."""
+        them: a record with bytes, and the data records after it up to
+        *max_bytes* in all; or an END marker (the sessions open at it from
+        the ledger), with the record after it if it is here, so that an END
+        that is no EOF for the reader does not end its read empty.  BEGIN
+        markers are accepted on the way (the session's data opens it for
+        the reader as well).  None: nothing here yet, or an END the ledger
+        has not reached (``notify`` follows)."""
         while queue:
             acquired = queue[0]
             rec = acquired.record
@@ -278,8 +346,17 @@ class ShareReader:
                 self._ack(rec.offset, rq.ACCEPT)
                 continue
             if rec.kind is not Kind.END:
-                queue.popleft()
-                return [acquired], Fetched(Cursor(rec.offset), (rec,))
+                run = [queue.popleft()]
+                size = len(rec.data or b"")
+                if rec.kind is Kind.DATA:
+                    # in offset order only: a record given back elsewhere and
+                    # acquired again comes after later ones, and ``delivery.take``
+                    # skips a record below its cursor as read
+                    while queue and size < max_bytes and queue[0].record.kind is Kind.DATA \
+                            and queue[0].record.offset > run[-1].record.offset:
+                        run.append(queue.popleft())
+                        size += len(run[-1].record.data)
+                return run, Fetched(Cursor(rec.offset), [a.record for a in run])
             open_sessions = self.ledger.open_at(rec.offset)
             if open_sessions is None:
                 self.ledger.want(rec.offset, self.notify)
@@ -301,6 +378,9 @@ class ShareReader:
         ``settle``), markers are done, the rest waits for the next read."""
         run, fetched, queue = picked
         cursor, result = decide(fetched)
+        now = time.monotonic()
+        window = self._windows.setdefault(holder, Window())
+        took: list[Acquired] = []  # last first
         for acquired in reversed(run):
             rec = acquired.record
             if rec.kind is Kind.END:
@@ -309,24 +389,34 @@ class ShareReader:
                 self._ack(rec.offset, rq.ACCEPT)  # EIO for this read, once (docs/kafka.md)
             elif cursor.offset > rec.offset:
                 acquired.holder = holder
-                acquired.since = time.monotonic()  # renewed from now on
-                self._wants.pop(holder, None)
-                self._held[holder] = acquired
-                self._windows.setdefault(holder, Window()).given(acquired.since,
-                                                                 len(rec.data or b""))
-                if queue is self._ready:
-                    self._claim(holder)
-                elif len(queue) * 2 < self._windows[holder].size and \
-                        holder not in self._refilled and \
-                        not any(a.record.kind is Kind.DATA for a in self._ready):
-                    self._refilled.add(holder)
-                    self._refills.add(holder)
-                    self._wake.set()
-            else:  # not taken (the END before it was this reader's EOF)
+                acquired.since = now  # renewed from now on
+                if not took:  # the last one it took
+                    window.given(now, len(rec.data or b""))
+                took.append(acquired)
+            else:  # not taken (the END before it was this reader's EOF, or no room)
                 queue.appendleft(acquired)
+        if took:
+            self._held.setdefault(holder, []).extend(reversed(took))
+            self._wants.pop(holder, None)
+            if queue is self._ready:
+                self._claim(holder)
+            self._refill(holder, window)
         if not self._ahead.get(holder, True):
             del self._ahead[holder]
         return result
+
+    def _refill(self, holder: object, window: Window) -> None:
+        """A handle that streams has its next window fetched while it reads
+        this one: once less than a window is here for it (ahead for it, or
+        the mount's), a ShareFetch that does not wait, one at a time."""
+        if window.size <= 1 or holder in self._refilled:
+            return
+        here = len(self._ahead.get(holder, ())) + \
+            sum(a.record.kind is Kind.DATA for a in self._ready)
+        if here < window.size:
+            self._refilled.add(holder)
+            self._refills.add(holder)
+            self._poke()
 
     def _claim(self, holder: object) -> None:
         """The mount's records after the one the handle took, up to its
@@ -335,7 +425,6 @@ class ShareReader:
         if n <= 0 or not self._ready:
             return
         queue = self._ahead.setdefault(holder, deque())
-        self._refilled.discard(holder)
         while self._ready and n > 0:
             acquired = self._ready.popleft()
             acquired.holder = holder
@@ -343,13 +432,21 @@ class ShareReader:
             n -= acquired.record.kind in (Kind.DATA, Kind.UNREADABLE)
 
     def settle(self, holder: object) -> None:
-        self._wants.pop(holder, None)
-        acquired = self._held.pop(holder, None)
-        if acquired is not None:
-            self._ack(acquired.record.offset, rq.ACCEPT)
-        if holder in self._windows and holder not in self._leaving:
-            self._leaving[holder] = asyncio.get_running_loop().call_later(
-                LEAVE_GRACE, self._leave, holder)
+        """The handle's job is done (from the trio thread): ACCEPT what it
+        holds; what it holds ahead goes back unless it reads again within
+        ``LEAVE_GRACE`` (``_tick``)."""
+        with self.lock:
+            if self.closing:
+                return
+            self._wants.pop(holder, None)
+            for acquired in self._held.pop(holder, ()):
+                self._ack(acquired.record.offset, rq.ACCEPT)
+            if holder in self._windows:
+                self._leaving.setdefault(holder, time.monotonic())
+                self._dirty = True
+            kick = self._kick_locked()
+        if kick:
+            self._hand_over()
 
     def _leave(self, holder: object) -> None:
         """The handle is gone: what was acquired ahead for it goes back now.
@@ -371,42 +468,98 @@ class ShareReader:
         """The handle's process was killed (or it closed part way through its
         record: the whole record goes back, Kafka acknowledges records, not
         bytes)."""
-        self._wants.pop(holder, None)
-        timer = self._leaving.get(holder)
-        if timer is not None:
-            timer.cancel()
-        self._leave(holder)
-        acquired = self._held.pop(holder, None)
-        if acquired is None:
-            return
-        rec = acquired.record
-        if acquired.deliveries >= MAX_DELIVERIES:
-            log.warning("%s: record %d went out %d times: set aside (rejected)", self.name,
-                        rec.offset, acquired.deliveries)
-            self.aside.append(Held(rec.offset, 0, rec.session, rec.data, acquired.deliveries))
-            self._ack(rec.offset, rq.REJECT)
-        else:
-            self._ack(rec.offset, rq.RELEASE)
+        with self.lock:
+            self._leave(holder)
+            for acquired in self._held.pop(holder, ()):
+                rec = acquired.record
+                if acquired.deliveries >= MAX_DELIVERIES:
+                    log.warning("%s: record %d went out %d times: set aside (rejected)",
+                                self.name, rec.offset, acquired.deliveries)
+                    self.aside.append(Held(rec.offset, 0, rec.session, rec.data,
+                                           acquired.deliveries))
+                    self._ack(rec.offset, rq.REJECT)
+                else:
+                    self._ack(rec.offset, rq.RELEASE)
 
     def peek(self) -> bool:
         """For poll(): is a record acquired for this mount?  If not, acquire
         one (``notify`` follows), kept for this mount's next read."""
-        if any(a.record.kind is not Kind.BEGIN
-               for queue in (self._ready, *self._ahead.values()) for a in queue):
-            return True  # bytes, an error, or an END (EOF, unless stale)
-        self._peek = True
+        with self.lock:
+            if any(a.record.kind is not Kind.BEGIN
+                   for queue in (self._ready, *self._ahead.values()) for a in queue):
+                return True  # bytes, an error, or an END (EOF, unless stale)
+            self._peek = True
         self._wake.set()
         return False
 
     def redelivered(self) -> int:
-        return sum(a.deliveries > 1 for a in self._held.values())
+        with self.lock:
+            return sum(a.deliveries > 1 for held in self._held.values() for a in held)
+
+    # -- the trio side's news for the loop (module doc) ---------------------------------
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _poke(self) -> None:
+        """(Under the lock) the fetch loop has work: now, from the loop; at
+        once, through a tick, from the trio thread."""
+        if self._on_loop():
+            self._wake.set()
+        else:
+            self._urgent = self._dirty = True
+
+    def _kick_locked(self) -> bool:
+        """(Trio thread, under the lock) Must the loop be asked for a tick?
+        Urgent news asks at once; the rest waits for the tick due anyway."""
+        if self._tick_queued:
+            return False
+        if self._urgent or (self._dirty and not self._ticking):
+            self._ticking = self._tick_queued = True
+            return True
+        return False
+
+    def _hand_over(self) -> None:
+        """(Trio thread, outside the lock) Ask the loop for a tick."""
+        try:
+            self._loop.call_soon_threadsafe(self._tick)
+        except RuntimeError:  # the loop closed: the mount is stopping
+            pass
+
+    def _tick(self) -> None:
+        """(Loop) Take what the trio side left: send its acknowledgements,
+        fetch what it asked for, let go of handles that left; come back in
+        ``TICK`` while it is busy."""
+        with self.lock:
+            urgent, dirty = self._urgent, self._dirty
+            self._urgent = self._dirty = self._tick_queued = False
+            now = time.monotonic()
+            for holder in [h for h, t in self._leaving.items() if now - t >= LEAVE_GRACE]:
+                self._leave(holder)
+            again = dirty or bool(self._leaving)
+            self._ticking = again
+            acks = bool(self._acks)
+        if urgent:
+            self._wake.set()
+        if acks and self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(ACK_DELAY, self._ack_due)
+        if again and self._tick_timer is None and not self.closing:
+            self._tick_timer = self._loop.call_later(TICK, self._tick_due)
+
+    def _tick_due(self) -> None:
+        self._tick_timer = None
+        self._tick()
 
     # -- the broker side --------------------------------------------------------------
     def _ack(self, offset: int, kind: int) -> None:
+        """(Under the lock, either thread.)"""
         self._acks.append((offset, kind))
-        if kind == rq.ACCEPT:
+        if not self._on_loop():
+            # ACCEPTs wait for the next tick; RELEASE, REJECT: another worker waits
+            self._dirty = True
+            self._urgent |= kind != rq.ACCEPT
+        elif kind == rq.ACCEPT:
             if self._ack_timer is None:
-                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
+                self._ack_timer = self._loop.call_later(ACK_DELAY, self._ack_due)
         else:  # RELEASE, REJECT: another worker waits for it
             self._wake.set()
 
@@ -422,6 +575,7 @@ class ShareReader:
 
     async def _heartbeat_loop(self) -> None:
         topics: list[str] | None = [self.topic]
+        poll = JOIN_FIRST_POLL
         while True:
             try:
                 node = await self._coordinator()
@@ -462,7 +616,12 @@ class ShareReader:
                     self._joined.set()
                 else:
                     self._joined.clear()
-            await asyncio.sleep(JOIN_POLL if self.topic_id is None else self.interval)
+            if self.topic_id is None:
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, JOIN_POLL)
+            else:
+                poll = JOIN_FIRST_POLL
+                await asyncio.sleep(self.interval)
 
     async def _fetch_loop(self) -> None:
         while True:
@@ -478,7 +637,8 @@ class ShareReader:
                 raise
             except Exception as e:  # noqa: BLE001 - next round
                 log.info("%s: renewing acquisition locks: %s", self.group_id, e)
-            want = self._wanted()
+            with self.lock:
+                want = self._wanted()
             try:
                 if want:
                     await self._fetch(want)
@@ -494,13 +654,15 @@ class ShareReader:
                 self._wake.set()
                 continue
             self._end_round()
-            if self._wanted():
+            with self.lock:
+                want = self._wanted()
+            if want:
                 self._wake.set()
             elif self._acks and self._ack_timer is None:
                 self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
 
     def _wanted(self) -> int:
-        """How many records to acquire: a window per waiting handle (and one
+        """(Under the lock) How many records to acquire: a window per waiting handle (and one
         for a poller), less those here; markers here serve no reader and do
         not count."""
         have = sum(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._ready)
@@ -525,7 +687,16 @@ class ShareReader:
         return epoch
 
     async def _fetch(self, want: int) -> None:
-        acks, self._acks = self._acks, []
+        with self.lock:
+            acks, self._acks = self._acks, []
+            refills, self._refills = self._refills, set()
+        try:
+            await self._fetch_some(want, acks)
+        finally:
+            with self.lock:
+                self._refilled -= refills
+
+    async def _fetch_some(self, want: int, acks: list[tuple[int, int]]) -> None:
         # A refill alone does not wait: the handle has records to read, and a
         # long poll would hold up the ledger's Fetch on the same connection.
         # The broker answers a connection's requests one at a time and the
@@ -533,17 +704,16 @@ class ShareReader:
         # share FETCH_WAIT_MS, or each would wait out the others' long polls.
         wait = EAGER_WAIT_MS if self._eager else \
             max(MIN_WAIT_MS, FETCH_WAIT_MS // self.peers()) if self._wants or self._peek else 0
-        self._refills.clear()
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
             response = await self.link.send(self._leader(), request)
         except BaseException:
-            self._acks[:0] = acks
+            self._put_back_acks(acks)
             raise
         if response.error_code in SESSION_GONE:
             self.session_epoch = 0
-            self._acks[:0] = acks
+            self._put_back_acks(acks)
             return
         if response.error_code:
             raise RuntimeError(f"ShareFetch error {response.error_code}: {response.error_message}")
@@ -560,12 +730,18 @@ class ShareReader:
                     continue
                 if code:
                     raise RuntimeError(f"ShareFetch error {code}: {message}")
-                got += self._acquired(raw, acquired_ranges)
+                with self.lock:
+                    got += self._acquired(raw, acquired_ranges)
         if got:
             self._peek = False
             self.notify(self.name)
 
+    def _put_back_acks(self, acks: list[tuple[int, int]]) -> None:
+        with self.lock:
+            self._acks[:0] = acks
+
     def _acquired(self, raw: bytes | None, ranges) -> int:
+        """(Under the lock.)"""
         if not ranges:
             return 0
         counts = {}
@@ -610,14 +786,15 @@ class ShareReader:
     async def _renew(self) -> None:
         """Extend the locks of records held longer than ``RENEW_EVERY``."""
         now = time.monotonic()
-        while self._ready and not self._wants and now - self._ready[0].since >= READY_IDLE:
-            self._ack(self._ready.popleft().record.offset, rq.RELEASE)
-        old = [a for a in itertools.chain(self._held.values(), *self._ahead.values())
-               if now - a.since >= RENEW_EVERY]
-        if not old or self.session_epoch == 0:
-            return
-        for a in old:
-            a.since = now
+        with self.lock:
+            while self._ready and not self._wants and now - self._ready[0].since >= READY_IDLE:
+                self._ack(self._ready.popleft().record.offset, rq.RELEASE)
+            old = [a for a in itertools.chain(*self._held.values(), *self._ahead.values())
+                   if now - a.since >= RENEW_EVERY]
+            if not old or self.session_epoch == 0:
+                return
+            for a in old:
+                a.since = now
         request = rq.ShareAcknowledgeRequest(self.group_id, self.member_id,
                                              self._next_session_epoch(), self.topic_id,
                                              [(a.record.offset, rq.RENEW) for a in old],
@@ -630,7 +807,8 @@ class ShareReader:
                      response.error_message)
 
     async def _send_acks(self, final: bool = False) -> None:
-        acks, self._acks = self._acks, []
+        with self.lock:
+            acks, self._acks = self._acks, []
         if not acks:
             return
         if self.session_epoch == 0:
@@ -646,11 +824,11 @@ class ShareReader:
             response = await self.link.send(self._leader(), request)
         except BaseException:
             if not final:
-                self._acks[:0] = acks
+                self._put_back_acks(acks)
             raise
         if response.error_code in SESSION_GONE and not final:
             self.session_epoch = 0
-            self._acks[:0] = acks
+            self._put_back_acks(acks)
         elif response.error_code:
             log.info("%s: acknowledgement: error %d %s", self.name, response.error_code,
                      response.error_message)
@@ -658,7 +836,9 @@ class ShareReader:
 
 class ShareReaders:
     """This mount's share readers, one per pipe whose default group has a
-    reader here (``attach``/``detach``, from the backend)."""
+    reader here (``attach``/``detach``, from the backend).  ``readers``
+    changes on the loop only (the trio thread reads single entries);
+    ``_holders``, which reader each handle last read from, under ``_lock``."""
 
     def __init__(self, cluster, notify: Callable[[str], None]) -> None:
         self.cluster = cluster
@@ -668,6 +848,7 @@ class ShareReaders:
         # close: the broker archives them and lists them nowhere.
         self.aside: dict[str, deque[Held]] = {}
         self._holders: dict[object, ShareReader] = {}
+        self._lock = threading.Lock()
         self._configured: set[str] = set()
 
     async def supported(self) -> bool:
@@ -685,10 +866,12 @@ class ShareReaders:
             # written before they came, and only what was committed, as on
             # every other path.
             gid = share_group_id(topic)
-            response = await self.cluster.client.send(
-                self.cluster.client.get_random_node(),
-                rq.SetGroupConfig(gid, {"share.auto.offset.reset": "earliest",
-                                        "share.isolation.level": "read_committed"}))
+            node = self.cluster.client.get_random_node()
+            response, _ = await asyncio.gather(
+                self.cluster.client.send(node, rq.SetGroupConfig(
+                    gid, {"share.auto.offset.reset": "earliest",
+                          "share.isolation.level": "read_committed"})),
+                self._assign_at_once(node, gid))
             code = response.responses[0][0]
             if code:
                 log.warning("%s: cannot make the share group start at the oldest record"
@@ -702,11 +885,27 @@ class ShareReaders:
             reader.start()
         return horizon
 
+    async def _assign_at_once(self, node: int, gid: str) -> None:
+        """Kafka 4.4 computes a share group's assignment (on a background
+        thread) at most once ``share.assignment.interval.ms``, 1 s by
+        default (``group.share.assignment.interval.ms``): a new member got
+        its partition, and a reader its first record, ~1 s after the join
+        (docs/decisions.md).  Asked alone: a broker without the setting
+        refuses the whole request, and reads as well, a second later."""
+        response = await self.cluster.client.send(
+            node, rq.SetGroupConfig(gid, {ASSIGNMENT_INTERVAL: "0"}))
+        code = response.responses[0][0]
+        if code:
+            log.info("%s: %s=0 refused (error %d %s): a member waits for its partition"
+                     " up to the broker's interval", gid, ASSIGNMENT_INTERVAL, code,
+                     response.responses[0][1])
+
     async def detach(self, name: str) -> None:
         reader = self.readers.pop(name, None)
         if reader is not None:
-            for holder in [h for h, r in self._holders.items() if r is reader]:
-                del self._holders[holder]
+            with self._lock:
+                for holder in [h for h, r in self._holders.items() if r is reader]:
+                    del self._holders[holder]
             reader.ledger.close()
             await reader.close()
 
@@ -719,7 +918,8 @@ class ShareReaders:
         if reader is None:  # detached by a racing close: join again
             await self.attach(name)
             reader = self.readers[name]
-        self._holders[holder] = reader
+        with self._lock:
+            self._holders[holder] = reader
         if blocking:
             return reader.take(holder, max_bytes, decide)
         return await reader.take_now(holder, max_bytes, decide)
@@ -731,12 +931,26 @@ class ShareReaders:
             return frozenset()
         return await reader.ledger.catch_up()
 
+    def try_take(self, name: str, holder: object, max_bytes: int, decide):
+        """From the trio thread: ``ShareReader.try_take``, or None."""
+        reader = self.readers.get(name)
+        if reader is None:
+            return None
+        done = reader.try_take(holder, max_bytes, decide)
+        if done is not None:
+            with self._lock:
+                self._holders[holder] = reader
+        return done
+
     def settle(self, holder: object) -> None:
-        reader = self._holders.pop(holder, None)
+        """From the trio thread."""
+        with self._lock:
+            reader = self._holders.pop(holder, None)
         if reader is not None:
             reader.settle(holder)
 
     async def give_back(self, holder: object) -> None:
-        reader = self._holders.pop(holder, None)
+        with self._lock:
+            reader = self._holders.pop(holder, None)
         if reader is not None:
             reader.give_back(holder)

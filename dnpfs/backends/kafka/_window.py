@@ -8,12 +8,16 @@ consumer group (docs/decisions.md, "Work queues on Kafka").  So a handle's
 window starts at one record and doubles each time it asks for its next
 record right after the previous one (``QUICK``), up to ``MAX_RECORDS`` and
 ``CAP_BYTES`` worth of records of the size it read last; one slow ask
-(a job) brings it back to one.
+(a job, ``SLOW``) brings it back to one.  An ask between the two halves it:
+a stream's read waits a few ms now and then for the GIL or the CPU (the
+machine's other work), and going back to one record a ShareFetch for that
+cost the stream more than the hiccup (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 QUICK = 0.005  # an ask this soon after the last record was handed out is streaming
+SLOW = 0.05  # ... this late, a job was done in between
 MAX_RECORDS = 512
 CAP_BYTES = 8 << 20  # as a ShareFetch's FETCH_BYTES: one fetch fills a window
 
@@ -36,9 +40,12 @@ class Window:
         changes nothing."""
         if self.given_at is None:
             return self.size
-        if now - self.given_at <= QUICK:
+        gap = now - self.given_at
+        if gap <= QUICK:
             cap = min(MAX_RECORDS, max(1, CAP_BYTES // max(self.record_bytes, 1)))
             self.size = min(self.size * 2, cap)
+        elif gap <= SLOW:
+            self.size = max(1, self.size // 2)
         else:
             self.size = 1
         self.given_at = None  # one doubling per record handed out

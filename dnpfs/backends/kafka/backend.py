@@ -287,13 +287,20 @@ class KafkaBackend(Backend):
             return await self.consume(name, group, max_bytes, decide, blocking)
         if name not in self._cluster.topics and not await self._call(self._cluster.exists, name):
             raise NoSuchPipe(name)
+        # Records acquired here for the handle cross no thread: the share
+        # reader decides under its lock, here in the trio thread (_share).
+        await trio.lowlevel.checkpoint_if_cancelled()  # not once records are taken
+        done = self._shares.try_take(name, holder, max_bytes, decide)
+        if done is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return done[0]
         # Shielded: a record handed to the handle must reach it (or be settled).
         return await self._call(self._shares.take, name, holder, max_bytes, decide, blocking,
                                 shield=True)
 
     def settle(self, holder: object) -> None:
         if self._shares is not None and not self._closed:
-            self._bridge.loop.call_soon_threadsafe(self._shares.settle, holder)
+            self._shares.settle(holder)  # under the share reader's lock, in this thread
 
     async def give_back(self, name: str, group: str, holder: object,
                         since: tuple[int, int] | None) -> None:

@@ -11,6 +11,7 @@ listed in ``INTERNALS``.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from io import BytesIO
 
@@ -206,7 +207,109 @@ class ShareFetchRequest(Request[ShareFetchRequest_v2]):
                       {})
 
     def build(self, request_struct_class):
-        return request_struct_class(*self._args)
+        struct = request_struct_class(*self._args)
+        # On a ``frames.FetchConnection`` (``_own_connection``) the response
+        # is read straight into a buffer of its size rather than through
+        # aiokafka's StreamReader: one copy here, not four.
+        struct.decode_frame = _decode_share_fetch
+        return struct
+
+
+class ShareFetched:
+    """A ShareFetch v2 response as ``_decode_share_fetch`` reads it: the
+    fields dnpfs reads, shaped as aiokafka's ``ShareFetchResponse_v2``'s
+    (``responses``: (topic id, partitions, tags), a partition as its
+    SCHEMA orders it, the records a memoryview of the frame)."""
+
+    __slots__ = ("error_code", "error_message", "responses")
+
+    def __init__(self, error_code: int, error_message: str | None, responses: list) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+        self.responses = responses
+
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_RANGE = struct.Struct(">qqh")  # first offset, last offset, delivery count
+
+
+def _decode_share_fetch(body: memoryview) -> ShareFetched:
+    """A ShareFetch v2 response after its correlation id, read in place:
+    aiokafka's decoder copied a window of records twice (BytesIO, then
+    CompactBytes), a sixth of the loop's time during a ``cat``.  *body* is
+    the frame buffer, reused once the next request is sent: the records are
+    a memoryview of it, read (and their values copied) before that
+    (``ShareReader._fetch_some``)."""
+    try:
+        at = _skip_tags(body, 0)  # the response header's
+        error_code = _I16.unpack_from(body, at + 4)[0]
+        error_message, at = _string(body, at + 6)
+        at += 4  # acquisition lock timeout
+        responses = []
+        count, at = _uvarint(body, at)
+        for _ in range(count - 1):
+            topic_id = uuid.UUID(bytes=bytes(body[at:at + 16]))
+            at += 16
+            partitions = []
+            n, at = _uvarint(body, at)
+            for _ in range(n - 1):
+                index = _I32.unpack_from(body, at)[0]
+                code = _I16.unpack_from(body, at + 4)[0]
+                message, at = _string(body, at + 6)
+                ack_code = _I16.unpack_from(body, at)[0]
+                ack_message, at = _string(body, at + 2)
+                at = _skip_tags(body, at + 8)  # current leader: id, epoch, tags
+                size, at = _uvarint(body, at)
+                raw = None
+                if size:
+                    if at + size - 1 > len(body):
+                        raise ValueError("records cut short")
+                    raw = body[at:at + size - 1]
+                    at += size - 1
+                ranges = []
+                r, at = _uvarint(body, at)
+                for _ in range(r - 1):
+                    ranges.append((*_RANGE.unpack_from(body, at), {}))
+                    at = _skip_tags(body, at + _RANGE.size)
+                at = _skip_tags(body, at)
+                partitions.append((index, code, message, ack_code, ack_message, None, raw,
+                                   ranges, {}))
+            at = _skip_tags(body, at)
+            responses.append((topic_id, partitions, {}))
+    except (struct.error, IndexError, ValueError) as e:
+        raise ValueError(f"a ShareFetch response that cannot be read: {e}") from None
+    return ShareFetched(error_code, error_message, responses)
+
+
+def _uvarint(raw, at: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        byte = raw[at]
+        at += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, at
+        shift += 7
+        if shift > 35:
+            raise ValueError("a varint longer than 5 bytes")
+
+
+def _string(raw, at: int) -> tuple[str | None, int]:
+    """A compact nullable string."""
+    size, at = _uvarint(raw, at)
+    if not size:
+        return None, at
+    return str(raw[at:at + size - 1], "utf-8"), at + size - 1
+
+
+def _skip_tags(raw, at: int) -> int:
+    count, at = _uvarint(raw, at)
+    for _ in range(count):
+        _, at = _uvarint(raw, at)
+        size, at = _uvarint(raw, at)
+        at += size
+    return at
 
 
 # -- ShareAcknowledge v2 -------------------------------------------------------------
