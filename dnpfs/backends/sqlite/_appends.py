@@ -65,16 +65,22 @@ class Appends:
         self._unsynced: dict[tuple[int, int], int] = {}  # (pipe, segment) -> end written
         self._syncing = trio.Lock()
         self._committed = -math.inf  # when the last batch was done (trio clock)
+        self._small_stream = False  # the last batch was small and came right after one
         self._ahead = 0  # bytes written since the last sync began
         self._ahead_running = False
 
     async def append(self, name: str, records: Sequence[Record], durable: bool) -> None:
         if records:
             job = _AppendJob(name, records, time.time())
-            self._jobs.put(job)
-            # Cancelled (the delivery timeout): the job stays queued and may
-            # still be stored later, which at-least-once allows.
-            await job.done.wait()
+            if self._alone(job):
+                # Run here: handing the batch to loop() and back were two
+                # trio hops on a record's way to a reader on another mount.
+                await self._run([job])
+            else:
+                self._jobs.put(job)
+                # Cancelled (the delivery timeout): the job stays queued and
+                # may still be stored later, which at-least-once allows.
+                await job.done.wait()
             if job.error is not None:
                 raise job.error
         if durable:
@@ -130,45 +136,53 @@ class Appends:
         with transaction(db):
             self.segments.mark(db, synced)
 
+    def _alone(self, job: _AppendJob) -> bool:
+        """*job* would be a batch of its own run on the loop: nothing queued,
+        the connection free, a small batch after a pause (see _run)."""
+        return (not self._jobs.pending and self.conn.limiter.available_tokens > 0
+                and trio.current_time() - self._committed > STREAM_GAP
+                and sum(len(r.data) for r in job.records) <= INLINE_BYTES)
+
     async def loop(self) -> None:
         """Group commit: the appends of all pipes waiting meanwhile go into one
         transaction, in the order they came.  One transaction per append
         and pipe made a single writer connection the bottleneck with 100
         pipes (the outboxes grew and latency with them)."""
-        small_stream = False
-        gap = batch_bytes = 0
         while True:
-            if small_stream:
+            if self._small_stream:
                 # A stream of small writes: let a few more come first, so one
                 # commit takes them all (dd bs=100: 4-5 writes per commit
                 # without it, the writing daemon's CPU per write 2.4x).
                 await trio.sleep_until(self._committed + LINGER)
-            jobs = await self._jobs.take()
-            written: dict[tuple[int, int], int] = {}
-            try:
-                # A small batch after a pause runs on the loop (when the store
-                # is free): the hop to a worker thread and back was a third
-                # of a record's way to a reader on another mount.  In a
-                # stream it does not: the writes handled during the hop
-                # make the next batch, where on the loop every write became
-                # a commit of its own (daemon CPU per 100-byte write doubled).
-                batch_bytes = sum(len(r.data) for job in jobs for r in job.records)
-                gap = trio.current_time() - self._committed
-                inline = gap > STREAM_GAP and batch_bytes <= INLINE_BYTES
-                errors = await self.conn.run(lambda db: self._store(db, jobs, written),
-                                             inline=inline)
-            except StoreError as e:
-                errors = [e] * len(jobs)
-            else:
-                self._unsynced.update(written)  # ends only grow
-                self._ahead += sum(len(r.data) for job in jobs for r in job.records)
-                if self._ahead >= SYNC_AHEAD and not self._ahead_running:
-                    self._sync_ahead()
-            small_stream = gap <= STREAM_GAP + LINGER and batch_bytes <= INLINE_BYTES
-            self._committed = trio.current_time()
-            for job, error in zip(jobs, errors):
-                job.error = error
-                job.done.set()
+            await self._run(await self._jobs.take())
+
+    async def _run(self, jobs: list[_AppendJob]) -> None:
+        """One batch, one commit: every job gets its outcome and is set done."""
+        written: dict[tuple[int, int], int] = {}
+        # A small batch after a pause runs on the loop (when the store is
+        # free): the hop to a worker thread and back was a third of a
+        # record's way to a reader on another mount.  In a stream it does
+        # not: the writes handled during the hop make the next batch, where
+        # on the loop every write became a commit of its own (daemon CPU per
+        # 100-byte write doubled).
+        batch_bytes = sum(len(r.data) for job in jobs for r in job.records)
+        gap = trio.current_time() - self._committed
+        inline = gap > STREAM_GAP and batch_bytes <= INLINE_BYTES
+        try:
+            errors = await self.conn.run(lambda db: self._store(db, jobs, written),
+                                         inline=inline)
+        except StoreError as e:
+            errors = [e] * len(jobs)
+        else:
+            self._unsynced.update(written)  # ends only grow
+            self._ahead += batch_bytes
+            if self._ahead >= SYNC_AHEAD and not self._ahead_running:
+                self._sync_ahead()
+        self._small_stream = gap <= STREAM_GAP + LINGER and batch_bytes <= INLINE_BYTES
+        self._committed = trio.current_time()
+        for job, error in zip(jobs, errors):
+            job.error = error
+            job.done.set()
 
     def _store(self, db: sqlite3.Connection, jobs: list[_AppendJob],
                written: dict[tuple[int, int], int]) -> list[Exception | None]:

@@ -184,6 +184,7 @@ class Reads:
         self.inflight = inflight
         self.segments = segments
         self._jobs = Batch()  # _ReadJobs for loop()
+        self._done_at = -math.inf  # when the last batch was done (trio clock)
 
     async def attach(self, name: str, group: str) -> int:
         def attach(db: sqlite3.Connection) -> int:
@@ -230,9 +231,14 @@ class Reads:
         if self._jobs.closed:
             raise StoreError("embedded store: closed")
         job = _ReadJob(name, group, max_bytes, decide)
-        self._jobs.put(job)
         with trio.CancelScope(shield=True):
-            await job.done.wait()
+            if self._alone(job):
+                # Run here: handing the read to loop() and back were two trio
+                # hops, two of the dozen steps of a cross-mount read.
+                await self._run([job], inline=True)
+            else:
+                self._jobs.put(job)
+                await job.done.wait()
         if job.error is not None:
             raise job.error
         if job.row is not None:
@@ -242,38 +248,49 @@ class Reads:
                 self.inflight.holders.setdefault(holder, []).append(job.row)
         return job.result
 
+    def _alone(self, job: _ReadJob) -> bool:
+        """*job* would be a batch of its own run on the loop: no read queued,
+        the connection free, and after a pause (not in a stream of reads,
+        which must batch)."""
+        return (not self._jobs.pending and self.conn.limiter.available_tokens > 0
+                and trio.current_time() - self._done_at > STREAM_GAP
+                and job.max_bytes <= INLINE_BYTES)
+
     async def loop(self) -> None:
         """Group commit for reads.  One write transaction per read, with two
         daemons and hundreds of readers, left the readers seconds behind:
         SQLite has one write lock, and a transaction held it across every
         GIL hand-off between its statements."""
-        done_at = -math.inf  # when the last batch was done (trio clock)
         try:
             while True:
                 jobs = await self._jobs.take()
-                done, self.inflight.delivered = self.inflight.delivered, []
-                try:
-                    # On the loop after a pause, when the store is free and
-                    # the reads are few: the hop to a worker thread and back
-                    # was a third of a cross-mount read's latency.  Not in a
-                    # stream of reads: the reads that come during the hop
-                    # make the next batch, one write transaction for all.
-                    inline = (trio.current_time() - done_at > STREAM_GAP
-                              and sum(job.max_bytes for job in jobs) <= INLINE_BYTES)
-                    outcomes = await self.conn.run(
-                        lambda db: self._consume_jobs(db, jobs, done), inline=inline)
-                except StoreError as e:
-                    self.inflight.delivered[:0] = done
-                    outcomes = [(None, None, e)] * len(jobs)
-                done_at = trio.current_time()
-                for job, (row, result, error) in zip(jobs, outcomes):
-                    job.row, job.result, job.error = row, result, error
-                    job.done.set()
+                # On the loop after a pause, when the store is free and
+                # the reads are few: the hop to a worker thread and back
+                # was a third of a cross-mount read's latency.  Not in a
+                # stream of reads: the reads that come during the hop
+                # make the next batch, one write transaction for all.
+                inline = (trio.current_time() - self._done_at > STREAM_GAP
+                          and sum(job.max_bytes for job in jobs) <= INLINE_BYTES)
+                await self._run(jobs, inline)
         finally:
             # Stopped: reads still waiting (shielded) must not wait forever.
             for job in self._jobs.close():
                 job.error = StoreError("embedded store: closed")
                 job.done.set()
+
+    async def _run(self, jobs: list[_ReadJob], inline: bool) -> None:
+        """One batch: every job gets its outcome and is set done."""
+        done, self.inflight.delivered = self.inflight.delivered, []
+        try:
+            outcomes = await self.conn.run(
+                lambda db: self._consume_jobs(db, jobs, done), inline=inline)
+        except StoreError as e:
+            self.inflight.delivered[:0] = done
+            outcomes = [(None, None, e)] * len(jobs)
+        self._done_at = trio.current_time()
+        for job, (row, result, error) in zip(jobs, outcomes):
+            job.row, job.result, job.error = row, result, error
+            job.done.set()
 
     def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int]):
         """(in-flight row, decide's result, error) for each job.  May run again
