@@ -7,6 +7,7 @@ cursor move is also recorded as in flight (``_inflight``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -235,7 +236,10 @@ class Reads:
             if self._alone(job):
                 # Run here: handing the read to loop() and back were two trio
                 # hops, two of the dozen steps of a cross-mount read.
-                await self._run([job], inline=True)
+                # One write transaction from the start: a read after a pause
+                # likely finds records (a bell woke it), and a read snapshot
+                # first, then the lock, were two transactions.
+                await self._run([job], inline=True, locked=True)
             else:
                 self._jobs.put(job)
                 await job.done.wait()
@@ -278,35 +282,52 @@ class Reads:
                 job.error = StoreError("embedded store: closed")
                 job.done.set()
 
-    async def _run(self, jobs: list[_ReadJob], inline: bool) -> None:
-        """One batch: every job gets its outcome and is set done."""
+    async def _run(self, jobs: list[_ReadJob], inline: bool, locked: bool = False) -> None:
+        """One batch: every job gets its outcome and is set done.  *locked*:
+        in one write transaction (see _consume_jobs)."""
         done, self.inflight.delivered = self.inflight.delivered, []
         try:
-            outcomes = await self.conn.run(
-                lambda db: self._consume_jobs(db, jobs, done), inline=inline)
+            outcomes, acknowledged = await self.conn.run(
+                lambda db: self._consume_jobs(db, jobs, done, locked), inline=inline)
         except StoreError as e:
+            outcomes, acknowledged = [(None, None, e)] * len(jobs), False
+        if not acknowledged:
             self.inflight.delivered[:0] = done
-            outcomes = [(None, None, e)] * len(jobs)
         self._done_at = trio.current_time()
         for job, (row, result, error) in zip(jobs, outcomes):
             job.row, job.result, job.error = row, result, error
             job.done.set()
 
-    def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int]):
-        """(in-flight row, decide's result, error) for each job.  May run again
-        from the start when the store is busy, so it changes no job.
+    def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int],
+                      locked: bool = False):
+        """(in-flight row, decide's result, error) for each job, and whether
+        the in-flight rows *done* were deleted.  May run again from the start
+        when the store is busy, so it changes no job.  *locked*: all of it in
+        one write transaction (for a read alone after a pause).
 
         Every read is decided from one read snapshot, without the write lock:
         most wake-ups find nothing new (another reader was first).  The write
         transaction then only moves cursors by compare-and-swap; a read whose
         cursor another reader moved meanwhile is decided again under the lock.
         Few statements under the lock matter more than their cost: each one
-        hands the GIL to another thread and waits to get it back."""
+        hands the GIL to another thread and waits to get it back.
+
+        *done* is deleted only with a cursor move: a read that finds nothing
+        (the one after each delivery) takes no write lock for it alone; the
+        ack loop deletes the rows within ACK_INTERVAL."""
+        if locked:
+            with transaction(db):
+                return self._consume_in(db, jobs, done, locked)
+        return self._consume_in(db, jobs, done, locked)
+
+    def _consume_in(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int],
+                    locked: bool):
         inflight = self.inflight
         outcomes: list = [None] * len(jobs)
         planned: dict[int, tuple[int, Cursor, Cursor, object]] = {}  # i -> pipe, old, new, result
         pipes: dict[int, int] = {}  # i -> pipe id
-        db.execute("BEGIN")
+        if not locked:
+            db.execute("BEGIN")
         try:
             orphaned = inflight.orphaned(db)
             heads = self._heads(db, jobs)
@@ -327,11 +348,12 @@ class Reads:
                 if planned_move is not None:
                     planned[i] = (pipe, *planned_move)
         finally:
-            db.execute("COMMIT")
+            if not locked:
+                db.execute("COMMIT")
         again = [i for i in pipes if outcomes[i] is None and i not in planned]
-        if not planned and not again and not done:
-            return outcomes
-        with transaction(db):
+        if not planned and not again and not locked:
+            return outcomes, False
+        with contextlib.nullcontext() if locked else transaction(db):
             inflight.delete(db, done)
             for i, (pipe, old, new, result) in planned.items():
                 if move(db, pipe, jobs[i].group, old, new):
@@ -359,7 +381,7 @@ class Reads:
                     old, new, result = planned_move
                     move(db, pipe, job.group, old, new)
                     outcomes[i] = (inflight.take(db, pipe, job.group, old, new), result, None)
-        return outcomes
+        return outcomes, True
 
     @staticmethod
     def _heads(db: sqlite3.Connection, jobs: Sequence[_ReadJob]):
