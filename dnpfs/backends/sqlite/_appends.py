@@ -34,9 +34,15 @@ log = logging.getLogger(__name__)
 # in the background, so that a close() waits for the last few MiB only (as
 # SQLite's checkpoints synced the records while the bytes were in SQLite).
 SYNC_AHEAD = 32 << 20
-# A small batch begun within STREAM_GAP of the last one's end waits until
-# this long after it: one commit then takes every write of that time.
+# A small batch begun within STREAM_GAP of the last one's end (or of its
+# linger's) waits until this long after it: one commit then takes every
+# write of that time.
 LINGER = 0.001
+# ... and this long when the last batch was of small records only (up to
+# SMALL_BATCH bytes in all): then the commit, not the bytes, is the cost of
+# a batch.  Kafka's producer lingers 5 ms by default too (linger.ms, since 4.0).
+SMALL_LINGER = 0.005
+SMALL_BATCH = 64 << 10
 # A batch up to this size is written on the trio loop (Conn.run's inline):
 # copying it into the page cache takes tens of microseconds.
 INLINE_BYTES = 256 << 10
@@ -65,7 +71,7 @@ class Appends:
         self._unsynced: dict[tuple[int, int], int] = {}  # (pipe, segment) -> end written
         self._syncing = trio.Lock()
         self._committed = -math.inf  # when the last batch was done (trio clock)
-        self._small_stream = False  # the last batch was small and came right after one
+        self._linger = 0.0  # how long after _committed the next batch waits (a stream)
         self._ahead = 0  # bytes written since the last sync began
         self._ahead_running = False
 
@@ -140,7 +146,7 @@ class Appends:
         """*job* would be a batch of its own run on the loop: nothing queued,
         the connection free, a small batch after a pause (see _run)."""
         return (not self._jobs.pending and self.conn.limiter.available_tokens > 0
-                and trio.current_time() - self._committed > STREAM_GAP
+                and trio.current_time() - self._committed > STREAM_GAP + self._linger
                 and sum(len(r.data) for r in job.records) <= INLINE_BYTES)
 
     async def loop(self) -> None:
@@ -149,15 +155,20 @@ class Appends:
         and pipe made a single writer connection the bottleneck with 100
         pipes (the outboxes grew and latency with them)."""
         while True:
-            if self._small_stream:
+            lingered = False
+            if self._linger:
                 # A stream of small writes: let a few more come first, so one
                 # commit takes them all (dd bs=100: 4-5 writes per commit
                 # without it, the writing daemon's CPU per write 2.4x).
-                await trio.sleep_until(self._committed + LINGER)
-            await self._run(await self._jobs.take())
+                await trio.sleep_until(self._committed + self._linger)
+                # Writes came meanwhile: the stream goes on, however late
+                # this task woke (on a loaded machine, often a millisecond).
+                lingered = self._jobs.pending
+            await self._run(await self._jobs.take(), lingered)
 
-    async def _run(self, jobs: list[_AppendJob]) -> None:
-        """One batch, one commit: every job gets its outcome and is set done."""
+    async def _run(self, jobs: list[_AppendJob], lingered: bool = False) -> None:
+        """One batch, one commit: every job gets its outcome and is set done.
+        *lingered*: the jobs came while the loop lingered."""
         written: dict[tuple[int, int], int] = {}
         # A small batch after a pause runs on the loop (when the store is
         # free): the hop to a worker thread and back was a third of a
@@ -178,7 +189,9 @@ class Appends:
             self._ahead += batch_bytes
             if self._ahead >= SYNC_AHEAD and not self._ahead_running:
                 self._sync_ahead()
-        self._small_stream = gap <= STREAM_GAP + LINGER and batch_bytes <= INLINE_BYTES
+        stream = (lingered or gap <= STREAM_GAP + self._linger) and batch_bytes <= INLINE_BYTES
+        self._linger = 0.0 if not stream else SMALL_LINGER if batch_bytes <= SMALL_BATCH \
+            else LINGER
         self._committed = trio.current_time()
         for job, error in zip(jobs, errors):
             job.error = error
