@@ -1,5 +1,8 @@
 """Appends, batched (group commit), and syncing for durable ones.
 
+An append alone after a pause runs in its caller's task; the others wait
+for the batch loop, which lingers in a stream of small ones (``LINGER``).
+
 A batch's bytes go to the pipes' segment files, then its index rows are
 committed (``_segments``).  A durable append (close, fsync, O_SYNC) syncs
 the segments this daemon wrote since its last sync, marks them synced, and

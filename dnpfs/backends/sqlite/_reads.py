@@ -1,8 +1,9 @@
 """Group cursors and reads: fetch, let the reader decide, move the cursor.
 
 Reads are batched like appends: the reads of all pipes waiting meanwhile
-share one write transaction and one thread hop (``Reads.loop``).  Every
-cursor move is also recorded as in flight (``_inflight``).
+share one write transaction and one thread hop (``Reads.loop``); a read
+alone after a pause runs in its caller's task instead (``Reads._alone``).
+Every cursor move is also recorded as in flight (``_inflight``).
 """
 
 from __future__ import annotations
