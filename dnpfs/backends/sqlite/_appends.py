@@ -81,11 +81,11 @@ class Appends:
     async def append(self, name: str, records: Sequence[Record], durable: bool) -> None:
         if records:
             job = _AppendJob(name, records, time.time())
-            if self._alone(job):
-                # Run here: handing the batch to loop() and back were two
-                # trio hops on a record's way to a reader on another mount.
-                await self._run([job])
-            else:
+            # Run here when it can run at once: handing the batch to loop()
+            # and back were two trio hops on a record's way to a reader on
+            # another mount.  Never waiting here for a busy store: only the
+            # wait below ends at the delivery timeout.
+            if not (self._alone(job) and self._run_here(job)):
                 self._jobs.put(job)
                 # Cancelled (the delivery timeout): the job stays queued and
                 # may still be stored later, which at-least-once allows.
@@ -186,8 +186,29 @@ class Appends:
             errors = await self.conn.run(lambda db: self._store(db, jobs, written),
                                          inline=inline)
         except StoreError as e:
-            errors = [e] * len(jobs)
-        else:
+            errors, written = [e] * len(jobs), None
+        self._done(jobs, errors, written, batch_bytes, gap, lingered)
+
+    def _run_here(self, job: _AppendJob) -> bool:
+        """*job* as a batch of its own, on the loop now; False (nothing done)
+        if the connection or the store is busy."""
+        written: dict[tuple[int, int], int] = {}
+        gap = trio.current_time() - self._committed
+        try:
+            ran, errors = self.conn.run_here(lambda db: self._store(db, [job], written))
+        except StoreError as e:
+            ran, errors, written = True, [e], None
+        if ran:
+            self._done([job], errors, written, sum(len(r.data) for r in job.records), gap,
+                       False)
+        return ran
+
+    def _done(self, jobs: list[_AppendJob], errors: list,
+              written: dict[tuple[int, int], int] | None, batch_bytes: int, gap: float,
+              lingered: bool) -> None:
+        """After a batch (*written* None: it failed as a whole): what to sync,
+        whether a stream goes on; the jobs done."""
+        if written is not None:
             self._unsynced.update(written)  # ends only grow
             self._ahead += batch_bytes
             if self._ahead >= SYNC_AHEAD and not self._ahead_running:

@@ -234,14 +234,10 @@ class Reads:
             raise StoreError("embedded store: closed")
         job = _ReadJob(name, group, max_bytes, decide)
         with trio.CancelScope(shield=True):
-            if self._alone(job):
-                # Run here: handing the read to loop() and back were two trio
-                # hops, two of the dozen steps of a cross-mount read.
-                # One write transaction from the start: a read after a pause
-                # likely finds records (a bell woke it), and a read snapshot
-                # first, then the lock, were two transactions.
-                await self._run([job], inline=True, locked=True)
-            else:
+            # Run here when it can run at once: handing the read to loop()
+            # and back were two trio hops, two of the dozen steps of a
+            # cross-mount read.
+            if not (self._alone(job) and self._run_here(job)):
                 self._jobs.put(job)
                 await job.done.wait()
         if job.error is not None:
@@ -283,15 +279,37 @@ class Reads:
                 job.error = StoreError("embedded store: closed")
                 job.done.set()
 
-    async def _run(self, jobs: list[_ReadJob], inline: bool, locked: bool = False) -> None:
-        """One batch: every job gets its outcome and is set done.  *locked*:
-        in one write transaction (see _consume_jobs)."""
+    async def _run(self, jobs: list[_ReadJob], inline: bool) -> None:
+        """One batch: every job gets its outcome and is set done."""
         done, self.inflight.delivered = self.inflight.delivered, []
         try:
             outcomes, acknowledged = await self.conn.run(
-                lambda db: self._consume_jobs(db, jobs, done, locked), inline=inline)
+                lambda db: self._consume_jobs(db, jobs, done), inline=inline)
         except StoreError as e:
             outcomes, acknowledged = [(None, None, e)] * len(jobs), False
+        self._done(jobs, outcomes, acknowledged, done)
+
+    def _run_here(self, job: _ReadJob) -> bool:
+        """*job* as a batch of its own, on the loop now, in one write
+        transaction from the start (a bell woke it, so it likely moves the
+        cursor: a read snapshot first, then the lock, were two transactions);
+        False (nothing done) if the connection or the store is busy."""
+        done, self.inflight.delivered = self.inflight.delivered, []
+        try:
+            ran, result = self.conn.run_here(
+                lambda db: self._consume_jobs(db, [job], done, locked=True))
+        except StoreError as e:
+            ran, result = True, ([(None, None, e)], False)
+        if not ran:
+            self.inflight.delivered[:0] = done
+            return False
+        self._done([job], *result, done)
+        return True
+
+    def _done(self, jobs: list[_ReadJob], outcomes: list, acknowledged: bool,
+              done: list[int]) -> None:
+        """After a batch: the in-flight rows *done* kept unless acknowledged;
+        every job gets its outcome and is set done."""
         if not acknowledged:
             self.inflight.delivered[:0] = done
         self._done_at = trio.current_time()
