@@ -108,10 +108,10 @@ def test_a_stream_of_small_appends_commits_once_per_linger(tmp_path, monkeypatch
                                                        store(db, jobs, written))[1])
         outbox: list[Record] = []
 
-        async def writer():  # one write() every ~0.1 ms, as a daemon keeps up with dd
-            for i in range(600):
-                outbox.append(data(b"x" * 100))
-                await trio.sleep(0.0001)
+        async def writer():  # ~10 write()s a millisecond, as a daemon keeps up with dd
+            for i in range(100):
+                outbox.extend(data(b"x" * 100) for _ in range(10))
+                await trio.sleep(0.001)
 
         async def flusher(done):  # as writer.Outbox: every record queued meanwhile
             while not done.is_set() or outbox:
@@ -132,3 +132,25 @@ def test_a_stream_of_small_appends_commits_once_per_linger(tmp_path, monkeypatch
 
     took = run(tmp_path, body)
     assert len(commits) <= took / SMALL_LINGER + 3, (len(commits), took)
+
+
+def test_messages_a_few_milliseconds_apart_never_wait_for_a_linger(tmp_path, monkeypatch):
+    """Each record of a slow sequence is a batch of one: the long linger is
+    for streams of many small records, or every message would wait out the
+    linger the one before it started."""
+    queued = []
+    put = Batch.put
+    monkeypatch.setattr(Batch, "put", lambda self, job: (queued.append(job), put(self, job)))
+
+    async def body(backend):
+        await backend.create_pipe("p")
+        async with trio.open_nursery() as nursery:  # two at once: a stream of two
+            for _ in range(2):
+                nursery.start_soon(backend.append, "p", [data(b"first")], False)
+        queued.clear()
+        for _ in range(20):
+            await trio.sleep(0.003)
+            await backend.append("p", [data(b"message")], durable=False)
+
+    run(tmp_path, body)
+    assert len(queued) <= 2, f"{len(queued)} of 20 messages waited for the batch loop"

@@ -41,11 +41,14 @@ SYNC_AHEAD = 32 << 20
 # linger's) waits until this long after it: one commit then takes every
 # write of that time.
 LINGER = 0.001
-# ... and this long when the last batch was of small records only (up to
-# SMALL_BATCH bytes in all): then the commit, not the bytes, is the cost of
-# a batch.  Kafka's producer lingers 5 ms by default too (linger.ms, since 4.0).
+# ... and this long when the last batch took many small records (at least
+# SMALL_RECORDS, up to SMALL_BATCH bytes in all): then the commit, not the
+# bytes, is the cost of a batch.  Kafka's producer lingers 5 ms by default
+# too (linger.ms, since 4.0).  Not for a batch of a few: messages a few ms
+# apart would each wait out the linger of the one before.
 SMALL_LINGER = 0.005
 SMALL_BATCH = 64 << 10
+SMALL_RECORDS = 8
 # A batch up to this size is written on the trio loop (Conn.run's inline):
 # copying it into the page cache takes tens of microseconds.
 INLINE_BYTES = 256 << 10
@@ -214,8 +217,9 @@ class Appends:
             if self._ahead >= SYNC_AHEAD and not self._ahead_running:
                 self._sync_ahead()
         stream = (lingered or gap <= STREAM_GAP + self._linger) and batch_bytes <= INLINE_BYTES
-        self._linger = 0.0 if not stream else SMALL_LINGER if batch_bytes <= SMALL_BATCH \
-            else LINGER
+        many_small = (batch_bytes <= SMALL_BATCH
+                      and sum(len(job.records) for job in jobs) >= SMALL_RECORDS)
+        self._linger = 0.0 if not stream else SMALL_LINGER if many_small else LINGER
         self._committed = trio.current_time()
         for job, error in zip(jobs, errors):
             job.error = error
