@@ -66,8 +66,16 @@ class Outbox:
         self.sessions: set[WriterSession] = set()
 
     def _poke(self) -> None:
+        # Only set: a new Event here was one per write().  Waiters take a
+        # fresh one (_wait_changed).
         self._changed.set()
-        self._changed = trio.Event()
+
+    async def _wait_changed(self) -> None:
+        """Until the next _poke.  Every caller looked at its condition just
+        before, with no await since, so a poke already set is one it saw."""
+        if self._changed.is_set():
+            self._changed = trio.Event()
+        await self._changed.wait()
 
     def leave(self, session: WriterSession) -> None:
         """The session is over: the flusher may stop once the queue is empty."""
@@ -81,7 +89,7 @@ class Outbox:
     async def wait_room(self) -> None:
         """Wait until the buffer has room (or is empty: one record may exceed it)."""
         while not self.has_room and self._queue:
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def put(self, record: Record, session: WriterSession) -> int:
         await self.wait_room()
@@ -99,12 +107,12 @@ class Outbox:
     async def wait_stored(self, seq: int) -> None:
         """Wait until record *seq* is visible to readers (or failed)."""
         while self._stored_seq < seq:
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def wait_drained(self) -> None:
         """Wait until every record queued so far was handed to the backend (or failed)."""
         while self._stored_seq < self._next_seq - 1:
-            await self._changed.wait()
+            await self._wait_changed()
 
     def settled(self, seq: int) -> bool:
         return self._durable_seq >= seq
@@ -116,7 +124,7 @@ class Outbox:
         self._wanted_seq = max(self._wanted_seq, seq)
         self._poke()
         while self._durable_seq < seq:
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def run(self, on_idle: Callable[[Outbox], None]) -> None:
         """Drain the queue until it is empty and no session is open."""
@@ -129,7 +137,7 @@ class Outbox:
                 self._undurable.clear()
                 self._poke()
             elif self.sessions:
-                await self._changed.wait()
+                await self._wait_changed()
             else:
                 on_idle(self)
                 return
@@ -252,6 +260,12 @@ class WriterSession:
 
     async def write(self, data: bytes) -> int:
         self._check_writable()
+        if len(data) <= self.max_record and self.outbox.has_room:
+            # The common case in one step: one record, room for it.
+            self._last_seq = self.outbox.put_nowait(Record(Kind.DATA, self.id, data), self)
+            if self.sync:
+                await self.flush()
+            return len(data)
         done = 0
         for at in range(0, len(data), self.max_record):
             chunk = data[at : at + self.max_record]

@@ -198,6 +198,13 @@ def test_a_line_that_kills_every_worker_is_set_aside_and_listed(make_mount, back
                     == b"1"
             os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(10)
+            # The kernel releases a dead process's file after its exit, on its
+            # own time: until then the line is the dead handle's, and the
+            # next worker would take "fine" first.
+            mount = (a, b)[n % 2]
+            wait_for(lambda: not json.loads(os.getxattr(mount / "jobs", "user.dnpfs.stat"))
+                     ["groups"].get("", {}).get("readers_here"), timeout=30,
+                     what=f"the kernel to release victim {n}'s handle")
         outs, last = _workers(tmp_path, [b / "jobs"])
         procs += last
         wait_for(lambda: _lines(outs) == [["fine"]], timeout=60,

@@ -1,5 +1,8 @@
 """Appends, batched (group commit), and syncing for durable ones.
 
+An append alone after a pause runs in its caller's task; the others wait
+for the batch loop, which lingers in a stream of small ones (``LINGER``).
+
 A batch's bytes go to the pipes' segment files, then its index rows are
 committed (``_segments``).  A durable append (close, fsync, O_SYNC) syncs
 the segments this daemon wrote since its last sync, marks them synced, and
@@ -34,9 +37,18 @@ log = logging.getLogger(__name__)
 # in the background, so that a close() waits for the last few MiB only (as
 # SQLite's checkpoints synced the records while the bytes were in SQLite).
 SYNC_AHEAD = 32 << 20
-# A small batch begun within STREAM_GAP of the last one's end waits until
-# this long after it: one commit then takes every write of that time.
+# A small batch begun within STREAM_GAP of the last one's end (or of its
+# linger's) waits until this long after it: one commit then takes every
+# write of that time.
 LINGER = 0.001
+# ... and this long when the last batch took many small records (at least
+# SMALL_RECORDS, up to SMALL_BATCH bytes in all): then the commit, not the
+# bytes, is the cost of a batch.  Kafka's producer lingers 5 ms by default
+# too (linger.ms, since 4.0).  Not for a batch of a few: messages a few ms
+# apart would each wait out the linger of the one before.
+SMALL_LINGER = 0.005
+SMALL_BATCH = 64 << 10
+SMALL_RECORDS = 8
 # A batch up to this size is written on the trio loop (Conn.run's inline):
 # copying it into the page cache takes tens of microseconds.
 INLINE_BYTES = 256 << 10
@@ -65,16 +77,22 @@ class Appends:
         self._unsynced: dict[tuple[int, int], int] = {}  # (pipe, segment) -> end written
         self._syncing = trio.Lock()
         self._committed = -math.inf  # when the last batch was done (trio clock)
+        self._linger = 0.0  # how long after _committed the next batch waits (a stream)
         self._ahead = 0  # bytes written since the last sync began
         self._ahead_running = False
 
     async def append(self, name: str, records: Sequence[Record], durable: bool) -> None:
         if records:
             job = _AppendJob(name, records, time.time())
-            self._jobs.put(job)
-            # Cancelled (the delivery timeout): the job stays queued and may
-            # still be stored later, which at-least-once allows.
-            await job.done.wait()
+            # Run here when it can run at once: handing the batch to loop()
+            # and back were two trio hops on a record's way to a reader on
+            # another mount.  Never waiting here for a busy store: only the
+            # wait below ends at the delivery timeout.
+            if not (self._alone(job) and self._run_here(job)):
+                self._jobs.put(job)
+                # Cancelled (the delivery timeout): the job stays queued and
+                # may still be stored later, which at-least-once allows.
+                await job.done.wait()
             if job.error is not None:
                 raise job.error
         if durable:
@@ -130,45 +148,82 @@ class Appends:
         with transaction(db):
             self.segments.mark(db, synced)
 
+    def _alone(self, job: _AppendJob) -> bool:
+        """*job* would be a batch of its own run on the loop: nothing queued,
+        the connection free, a small batch after a pause (see _run)."""
+        return (not self._jobs.pending and self.conn.limiter.available_tokens > 0
+                and trio.current_time() - self._committed > STREAM_GAP + self._linger
+                and sum(len(r.data) for r in job.records) <= INLINE_BYTES)
+
     async def loop(self) -> None:
         """Group commit: the appends of all pipes waiting meanwhile go into one
         transaction, in the order they came.  One transaction per append
         and pipe made a single writer connection the bottleneck with 100
         pipes (the outboxes grew and latency with them)."""
-        small_stream = False
-        gap = batch_bytes = 0
         while True:
-            if small_stream:
+            lingered = False
+            if self._linger:
                 # A stream of small writes: let a few more come first, so one
                 # commit takes them all (dd bs=100: 4-5 writes per commit
                 # without it, the writing daemon's CPU per write 2.4x).
-                await trio.sleep_until(self._committed + LINGER)
-            jobs = await self._jobs.take()
-            written: dict[tuple[int, int], int] = {}
-            try:
-                # A small batch after a pause runs on the loop (when the store
-                # is free): the hop to a worker thread and back was a third
-                # of a record's way to a reader on another mount.  In a
-                # stream it does not: the writes handled during the hop
-                # make the next batch, where on the loop every write became
-                # a commit of its own (daemon CPU per 100-byte write doubled).
-                batch_bytes = sum(len(r.data) for job in jobs for r in job.records)
-                gap = trio.current_time() - self._committed
-                inline = gap > STREAM_GAP and batch_bytes <= INLINE_BYTES
-                errors = await self.conn.run(lambda db: self._store(db, jobs, written),
-                                             inline=inline)
-            except StoreError as e:
-                errors = [e] * len(jobs)
-            else:
-                self._unsynced.update(written)  # ends only grow
-                self._ahead += sum(len(r.data) for job in jobs for r in job.records)
-                if self._ahead >= SYNC_AHEAD and not self._ahead_running:
-                    self._sync_ahead()
-            small_stream = gap <= STREAM_GAP + LINGER and batch_bytes <= INLINE_BYTES
-            self._committed = trio.current_time()
-            for job, error in zip(jobs, errors):
-                job.error = error
-                job.done.set()
+                await trio.sleep_until(self._committed + self._linger)
+                # Writes came meanwhile: the stream goes on, however late
+                # this task woke (on a loaded machine, often a millisecond).
+                lingered = self._jobs.pending
+            await self._run(await self._jobs.take(), lingered)
+
+    async def _run(self, jobs: list[_AppendJob], lingered: bool = False) -> None:
+        """One batch, one commit: every job gets its outcome and is set done.
+        *lingered*: the jobs came while the loop lingered."""
+        written: dict[tuple[int, int], int] = {}
+        # A small batch after a pause runs on the loop (when the store is
+        # free): the hop to a worker thread and back was a third of a
+        # record's way to a reader on another mount.  In a stream it does
+        # not: the writes handled during the hop make the next batch, where
+        # on the loop every write became a commit of its own (daemon CPU per
+        # 100-byte write doubled).
+        batch_bytes = sum(len(r.data) for job in jobs for r in job.records)
+        gap = trio.current_time() - self._committed
+        inline = gap > STREAM_GAP and batch_bytes <= INLINE_BYTES
+        try:
+            errors = await self.conn.run(lambda db: self._store(db, jobs, written),
+                                         inline=inline)
+        except StoreError as e:
+            errors, written = [e] * len(jobs), None
+        self._done(jobs, errors, written, batch_bytes, gap, lingered)
+
+    def _run_here(self, job: _AppendJob) -> bool:
+        """*job* as a batch of its own, on the loop now; False (nothing done)
+        if the connection or the store is busy."""
+        written: dict[tuple[int, int], int] = {}
+        gap = trio.current_time() - self._committed
+        try:
+            ran, errors = self.conn.run_here(lambda db: self._store(db, [job], written))
+        except StoreError as e:
+            ran, errors, written = True, [e], None
+        if ran:
+            self._done([job], errors, written, sum(len(r.data) for r in job.records), gap,
+                       False)
+        return ran
+
+    def _done(self, jobs: list[_AppendJob], errors: list,
+              written: dict[tuple[int, int], int] | None, batch_bytes: int, gap: float,
+              lingered: bool) -> None:
+        """After a batch (*written* None: it failed as a whole): what to sync,
+        whether a stream goes on; the jobs done."""
+        if written is not None:
+            self._unsynced.update(written)  # ends only grow
+            self._ahead += batch_bytes
+            if self._ahead >= SYNC_AHEAD and not self._ahead_running:
+                self._sync_ahead()
+        stream = (lingered or gap <= STREAM_GAP + self._linger) and batch_bytes <= INLINE_BYTES
+        many_small = (batch_bytes <= SMALL_BATCH
+                      and sum(len(job.records) for job in jobs) >= SMALL_RECORDS)
+        self._linger = 0.0 if not stream else SMALL_LINGER if many_small else LINGER
+        self._committed = trio.current_time()
+        for job, error in zip(jobs, errors):
+            job.error = error
+            job.done.set()
 
     def _store(self, db: sqlite3.Connection, jobs: list[_AppendJob],
                written: dict[tuple[int, int], int]) -> list[Exception | None]:

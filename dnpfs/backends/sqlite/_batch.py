@@ -15,6 +15,11 @@ class Batch:
         self._jobs.append(job)
         self._waiting.set()
 
+    @property
+    def pending(self) -> bool:
+        """Jobs are queued that the loop has not taken yet."""
+        return bool(self._jobs)
+
     async def take(self) -> list:
         """Every job queued since the last take; waits for one if none is."""
         while not self._jobs:

@@ -96,23 +96,35 @@ class Conn:
         reserved until then) — only for work whose late success harms no one.
         *inline*: *fn* is short (no large copies); it runs on the loop when
         the connection and the store are free, in the thread otherwise."""
-        self._runs += 1
-        if inline and self._runs < CHECKPOINT_EVERY:
-            try:
-                self.limiter.acquire_nowait()
-            except trio.WouldBlock:
-                pass  # the thread has the connection: wait for it there
-            else:
-                try:
-                    _on_loop.active = True
-                    return self._call(fn, self.busy_seconds)
-                except _Busy:
-                    pass  # rolled back: again in the thread, where waiting is allowed
-                finally:
-                    _on_loop.active = False
-                    self.limiter.release()
+        if inline:
+            ran, result = self.run_here(fn)
+            if ran:
+                return result
+            # Not run: again in the thread, where waiting is allowed.
+        else:
+            self._runs += 1
         return await trio.to_thread.run_sync(self._call, fn, self.busy_seconds,
                                              limiter=self.limiter, abandon_on_cancel=abandon)
+
+    def run_here(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """(True, *fn*'s result) if it ran on the loop now: the connection
+        free, the store answering at once, no checkpoint due; else (False,
+        None), with nothing done (rolled back).  StoreError as run()."""
+        self._runs += 1
+        if self._runs >= CHECKPOINT_EVERY:
+            return False, None
+        try:
+            self.limiter.acquire_nowait()
+        except trio.WouldBlock:
+            return False, None  # the thread has the connection
+        try:
+            _on_loop.active = True
+            return True, self._call(fn, self.busy_seconds)
+        except _Busy:
+            return False, None  # rolled back
+        finally:
+            _on_loop.active = False
+            self.limiter.release()
 
     def _call(self, fn: Callable[[sqlite3.Connection], T], seconds: float) -> T:
         try:

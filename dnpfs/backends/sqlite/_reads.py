@@ -1,12 +1,14 @@
 """Group cursors and reads: fetch, let the reader decide, move the cursor.
 
 Reads are batched like appends: the reads of all pipes waiting meanwhile
-share one write transaction and one thread hop (``Reads.loop``).  Every
-cursor move is also recorded as in flight (``_inflight``).
+share one write transaction and one thread hop (``Reads.loop``); a read
+alone after a pause runs in its caller's task instead (``Reads._alone``).
+Every cursor move is also recorded as in flight (``_inflight``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -184,6 +186,7 @@ class Reads:
         self.inflight = inflight
         self.segments = segments
         self._jobs = Batch()  # _ReadJobs for loop()
+        self._done_at = -math.inf  # when the last batch was done (trio clock)
 
     async def attach(self, name: str, group: str) -> int:
         def attach(db: sqlite3.Connection) -> int:
@@ -230,9 +233,13 @@ class Reads:
         if self._jobs.closed:
             raise StoreError("embedded store: closed")
         job = _ReadJob(name, group, max_bytes, decide)
-        self._jobs.put(job)
         with trio.CancelScope(shield=True):
-            await job.done.wait()
+            # Run here when it can run at once: handing the read to loop()
+            # and back were two trio hops, two of the dozen steps of a
+            # cross-mount read.
+            if not (self._alone(job) and self._run_here(job)):
+                self._jobs.put(job)
+                await job.done.wait()
         if job.error is not None:
             raise job.error
         if job.row is not None:
@@ -242,54 +249,104 @@ class Reads:
                 self.inflight.holders.setdefault(holder, []).append(job.row)
         return job.result
 
+    def _alone(self, job: _ReadJob) -> bool:
+        """*job* would be a batch of its own run on the loop: no read queued,
+        the connection free, and after a pause (not in a stream of reads,
+        which must batch)."""
+        return (not self._jobs.pending and self.conn.limiter.available_tokens > 0
+                and trio.current_time() - self._done_at > STREAM_GAP
+                and job.max_bytes <= INLINE_BYTES)
+
     async def loop(self) -> None:
         """Group commit for reads.  One write transaction per read, with two
         daemons and hundreds of readers, left the readers seconds behind:
         SQLite has one write lock, and a transaction held it across every
         GIL hand-off between its statements."""
-        done_at = -math.inf  # when the last batch was done (trio clock)
         try:
             while True:
                 jobs = await self._jobs.take()
-                done, self.inflight.delivered = self.inflight.delivered, []
-                try:
-                    # On the loop after a pause, when the store is free and
-                    # the reads are few: the hop to a worker thread and back
-                    # was a third of a cross-mount read's latency.  Not in a
-                    # stream of reads: the reads that come during the hop
-                    # make the next batch, one write transaction for all.
-                    inline = (trio.current_time() - done_at > STREAM_GAP
-                              and sum(job.max_bytes for job in jobs) <= INLINE_BYTES)
-                    outcomes = await self.conn.run(
-                        lambda db: self._consume_jobs(db, jobs, done), inline=inline)
-                except StoreError as e:
-                    self.inflight.delivered[:0] = done
-                    outcomes = [(None, None, e)] * len(jobs)
-                done_at = trio.current_time()
-                for job, (row, result, error) in zip(jobs, outcomes):
-                    job.row, job.result, job.error = row, result, error
-                    job.done.set()
+                # On the loop after a pause, when the store is free and
+                # the reads are few: the hop to a worker thread and back
+                # was a third of a cross-mount read's latency.  Not in a
+                # stream of reads: the reads that come during the hop
+                # make the next batch, one write transaction for all.
+                inline = (trio.current_time() - self._done_at > STREAM_GAP
+                          and sum(job.max_bytes for job in jobs) <= INLINE_BYTES)
+                await self._run(jobs, inline)
         finally:
             # Stopped: reads still waiting (shielded) must not wait forever.
             for job in self._jobs.close():
                 job.error = StoreError("embedded store: closed")
                 job.done.set()
 
-    def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int]):
-        """(in-flight row, decide's result, error) for each job.  May run again
-        from the start when the store is busy, so it changes no job.
+    async def _run(self, jobs: list[_ReadJob], inline: bool) -> None:
+        """One batch: every job gets its outcome and is set done."""
+        done, self.inflight.delivered = self.inflight.delivered, []
+        try:
+            outcomes, acknowledged = await self.conn.run(
+                lambda db: self._consume_jobs(db, jobs, done), inline=inline)
+        except StoreError as e:
+            outcomes, acknowledged = [(None, None, e)] * len(jobs), False
+        self._done(jobs, outcomes, acknowledged, done)
+
+    def _run_here(self, job: _ReadJob) -> bool:
+        """*job* as a batch of its own, on the loop now, in one write
+        transaction from the start (a bell woke it, so it likely moves the
+        cursor: a read snapshot first, then the lock, were two transactions);
+        False (nothing done) if the connection or the store is busy."""
+        done, self.inflight.delivered = self.inflight.delivered, []
+        try:
+            ran, result = self.conn.run_here(
+                lambda db: self._consume_jobs(db, [job], done, locked=True))
+        except StoreError as e:
+            ran, result = True, ([(None, None, e)], False)
+        if not ran:
+            self.inflight.delivered[:0] = done
+            return False
+        self._done([job], *result, done)
+        return True
+
+    def _done(self, jobs: list[_ReadJob], outcomes: list, acknowledged: bool,
+              done: list[int]) -> None:
+        """After a batch: the in-flight rows *done* kept unless acknowledged;
+        every job gets its outcome and is set done."""
+        if not acknowledged:
+            self.inflight.delivered[:0] = done
+        self._done_at = trio.current_time()
+        for job, (row, result, error) in zip(jobs, outcomes):
+            job.row, job.result, job.error = row, result, error
+            job.done.set()
+
+    def _consume_jobs(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int],
+                      locked: bool = False):
+        """(in-flight row, decide's result, error) for each job, and whether
+        the in-flight rows *done* were deleted.  May run again from the start
+        when the store is busy, so it changes no job.  *locked*: all of it in
+        one write transaction (for a read alone after a pause).
 
         Every read is decided from one read snapshot, without the write lock:
         most wake-ups find nothing new (another reader was first).  The write
         transaction then only moves cursors by compare-and-swap; a read whose
         cursor another reader moved meanwhile is decided again under the lock.
         Few statements under the lock matter more than their cost: each one
-        hands the GIL to another thread and waits to get it back."""
+        hands the GIL to another thread and waits to get it back.
+
+        *done* is deleted only with a cursor move: a read that finds nothing
+        (the one after each delivery) takes no write lock for it alone; the
+        ack loop deletes the rows within ACK_INTERVAL."""
+        if locked:
+            with transaction(db):
+                return self._consume_in(db, jobs, done, locked)
+        return self._consume_in(db, jobs, done, locked)
+
+    def _consume_in(self, db: sqlite3.Connection, jobs: list[_ReadJob], done: list[int],
+                    locked: bool):
         inflight = self.inflight
         outcomes: list = [None] * len(jobs)
         planned: dict[int, tuple[int, Cursor, Cursor, object]] = {}  # i -> pipe, old, new, result
         pipes: dict[int, int] = {}  # i -> pipe id
-        db.execute("BEGIN")
+        if not locked:
+            db.execute("BEGIN")
         try:
             orphaned = inflight.orphaned(db)
             heads = self._heads(db, jobs)
@@ -310,11 +367,12 @@ class Reads:
                 if planned_move is not None:
                     planned[i] = (pipe, *planned_move)
         finally:
-            db.execute("COMMIT")
+            if not locked:
+                db.execute("COMMIT")
         again = [i for i in pipes if outcomes[i] is None and i not in planned]
-        if not planned and not again and not done:
-            return outcomes
-        with transaction(db):
+        if not planned and not again and not locked:
+            return outcomes, False
+        with contextlib.nullcontext() if locked else transaction(db):
             inflight.delete(db, done)
             for i, (pipe, old, new, result) in planned.items():
                 if move(db, pipe, jobs[i].group, old, new):
@@ -342,7 +400,7 @@ class Reads:
                     old, new, result = planned_move
                     move(db, pipe, job.group, old, new)
                     outcomes[i] = (inflight.take(db, pipe, job.group, old, new), result, None)
-        return outcomes
+        return outcomes, True
 
     @staticmethod
     def _heads(db: sqlite3.Connection, jobs: Sequence[_ReadJob]):

@@ -258,4 +258,7 @@ class SqliteBackend(Backend):
         return await self._upkeep.health()
 
     async def apply_retention(self) -> int:
+        # Reads delivered but not yet acknowledged still hold their records
+        # (the ack loop deletes them within ACK_INTERVAL): acknowledge first.
+        await self._inflight.acknowledge(self._reads.conn)
         return await self._upkeep.apply_retention()
