@@ -80,6 +80,9 @@ ASIDE_KEPT = 1000
 # calls a loop tick apart); a close settles it alone: a handle that took
 # nothing this long after its settle has gone, and its records ahead go back.
 LEAVE_GRACE = 0.1
+# A give-back waits this long at most for its RELEASE to reach the broker
+# (behind a ShareFetch already waiting there: FETCH_WAIT_MS).
+GIVEN_BACK_WAIT = 2.0
 
 # Error codes
 COORDINATOR_GONE = {14, 15, 16}  # load in progress, not available, not coordinator
@@ -387,6 +390,18 @@ class ShareReader:
             self._ack(rec.offset, rq.REJECT)
         else:
             self._ack(rec.offset, rq.RELEASE)
+
+    async def sent(self) -> None:
+        """Wait (``GIVEN_BACK_WAIT`` at most) until the acknowledgements queued
+        now have gone to the broker.  For ``give_back``: a record given back
+        is the group's next read on any mount (the store contract,
+        dnpfs/backends/base.py), so the RELEASE must be there before the
+        caller goes on.  [sharedefault: a small fix outside the read path.]"""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GIVEN_BACK_WAIT):
+                while self._acks and self.session_epoch:
+                    self._wake.set()
+                    await self._round.wait()
 
     def peek(self) -> bool:
         """For poll(): is a record acquired for this mount?  If not, acquire
@@ -740,3 +755,4 @@ class ShareReaders:
         reader = self._holders.pop(holder, None)
         if reader is not None:
             reader.give_back(holder)
+            await reader.sent()
