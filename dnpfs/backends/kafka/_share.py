@@ -329,6 +329,12 @@ class ShareReader:
                 queue.appendleft(acquired)
         if not self._ahead.get(holder, True):
             del self._ahead[holder]
+        if all(a.record.kind is Kind.END for a in run) and self._queue(holder):
+            # [sharedefault: a small fix.]  An END that was no EOF, with the
+            # next record a marker already here (_pick_from adds only data
+            # after an END): the read ends empty and its reader waits for a
+            # change that nothing would announce.  Wake it to read on.
+            self.notify(self.name)
         return result
 
     def _claim(self, holder: object) -> None:
