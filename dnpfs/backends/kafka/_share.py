@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 JOIN_POLL = 0.1  # heartbeat this often until the coordinator assigns the partition
 JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
-MIN_WAIT_MS = 5  # ... shared by the mount's share readers, but never less than this
 # ... for a non-blocking read: the broker answers as soon as a record can be
 # acquired, but a share partition's first fetch after a while may find it
 # still loading its state: a fetch that does not wait at all finds nothing.
@@ -109,7 +108,7 @@ class Acquired:
 
 class ShareReader:
     def __init__(self, cluster, name: str, notify: Callable[[str], None],
-                 aside: deque[Held], peers: Callable[[], int] = lambda: 1) -> None:
+                 aside: deque[Held]) -> None:
         self.cluster = cluster
         self.name = name
         self.topic = cluster.topic(name)
@@ -142,7 +141,6 @@ class ShareReader:
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
-        self.peers = peers  # how many share readers this mount has (``_fetch``)
         self.error: str | None = None
         self._lost_until = -1  # the last offset of the last unreadable batch met
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -547,13 +545,15 @@ class ShareReader:
 
     async def _fetch(self, want: int) -> None:
         acks, self._acks = self._acks, []
-        # A refill alone does not wait: the handle has records to read, and a
-        # long poll would hold up the ledger's Fetch on the same connection.
-        # The broker answers a connection's requests one at a time and the
-        # mount has one connection per broker: the share readers of many pipes
-        # share FETCH_WAIT_MS, or each would wait out the others' long polls.
+        # A refill alone does not wait: the handle has records to read.  A
+        # waiting handle's fetch waits the whole FETCH_WAIT_MS: the member has a
+        # connection of its own (_own_connection), so its long poll holds up no
+        # other pipe.  [sharedefault: it was FETCH_WAIT_MS over the mount's
+        # share readers, from when they shared one connection: many idle
+        # readers then polled the broker all the time (docs/decisions.md,
+        # "Share groups by default").]
         wait = EAGER_WAIT_MS if self._eager else \
-            max(MIN_WAIT_MS, FETCH_WAIT_MS // self.peers()) if self._wants or self._peek else 0
+            FETCH_WAIT_MS if self._wants or self._peek else 0
         self._refills.clear()
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
@@ -718,8 +718,7 @@ class ShareReaders:
             self._configured.add(topic)
         if name not in self.readers:
             aside = self.aside.setdefault(name, deque(maxlen=ASIDE_KEPT))
-            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside,
-                                                         lambda: len(self.readers))
+            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside)
             reader.start()
         return horizon
 
