@@ -84,12 +84,16 @@ def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstr
         if not has_share_groups(kafka_bootstrap):  # 3.9: the hand-over, as for named groups
             wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")}
                      == {"reading", "standby"}, 30, what="one mount reading, one on standby")
+            table = subprocess.run([*DNPFS, "status", str(b.path)], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=30).stdout
+            assert "default group: consumer group (this broker has no share groups)" \
+                in table.splitlines()[0], table
             return
         wait_for(lambda: membership(a / "jobs") == membership(b / "jobs") == "share group", 20,
                  what="both mounts in the share group")
         table = subprocess.run([*DNPFS, "status", str(b.path)], cwd=ROOT,
                                capture_output=True, text=True, timeout=30).stdout
-        assert "default group: share group" in table.splitlines()[0]
+        assert "default group: share group" in table.splitlines()[0], table
         assert "(share group)" in next(l for l in table.splitlines() if l.startswith("jobs"))
     finally:
         for cat in cats:
