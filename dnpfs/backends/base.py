@@ -26,11 +26,15 @@ the default group promises, through the operations it offers:
 
 - records written before any reader are kept for it (it starts at the
   oldest retained record) and, for one reader, come in the writers' order;
-- each record goes to one reader handle, on one mount, across every mount
+- each byte goes to one reader handle, on one mount, across every mount
   (a share group: to whichever asks; a cursor group: to whoever moves the
-  cursor first); what a handle took and did not finish goes back and is the
-  group's next read (``Holds.give_back``); after ``MAX_DELIVERIES`` it is
-  set aside and listed where it was (``Holds.set_aside``);
+  cursor first);
+- where the store holds for it (``Holds.holds``: every store, but Kafka
+  with ``--share-groups never`` or a broker without share groups): each
+  record goes whole to one handle; what a handle took and did not finish
+  goes back and is the group's next read (``Holds.give_back``); after
+  ``MAX_DELIVERIES`` it is set aside and listed where it was
+  (``Holds.set_aside``);
 - EOF after the writers' sessions end (``delivery.take`` decides, from the
   sessions the store reports open at an END);
 - retention keeps what it has not consumed (a store that applies its own
