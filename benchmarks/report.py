@@ -721,6 +721,8 @@ def _methods(results: dict, image_dir: str) -> str:
 - dnpfs: `dd if=DATA of=A/pipe bs=128k` (the writer: each write() is one record; close()
   returns when every record is acknowledged by the broker) and `cat B/pipe` on a second
   mount of the same topic prefix (the reader: 1 MiB reads, EOF after the writer's END).
+  The reader reads every record of the pipe, as kcat -C does, through the pipe's default
+  group {_group_used(meta)}.
 - kcat: the data cut into files of one record each, `kcat -P -X enable.idempotence=true -X
   acks=all -p 0 FILE...` (kcat sends each file as one message, byte for byte: `-D` cannot
   carry binary data, any delimiter may occur in it), and `kcat -C -p 0 -o beginning -c N -f
@@ -740,6 +742,15 @@ def _methods(results: dict, image_dir: str) -> str:
   JVM) or from wait4() rusage (dd, cat, kcat, the scripts); peak RSS = VmHWM of the larger
   daemon, reset (`clear_refs` 5) before each step.
 - Raw numbers, every repetition: [results.json]({image_dir}/results.json)."""
+
+
+def _group_used(meta: dict) -> str:
+    if meta.get("share_groups") == "auto":  # runs before it was recorded: never
+        return ("as a share group (`--share-groups auto`, the mounts' default: the work"
+                " queue's group)")
+    return ("as a consumer group (`--share-groups never`; the mounts' default is a share"
+            " group, the work queue's group, which one `cat` reads more slowly:"
+            " docs/decisions.md, \"Share groups by default\")")
 
 
 def markdown(results: dict, pictures: dict[str, str], image_dir: str = "benchmarks") -> str:

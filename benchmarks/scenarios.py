@@ -30,12 +30,22 @@ RATE_KEYS = ("mib_s", "records_s")
 
 @contextlib.contextmanager
 def kafka_mounts(bench: Bench, tag: str) -> Iterator[tuple[Mount, Mount]]:
-    """Two fresh daemons on the broker, with the run's topic prefix."""
-    args = ["--kafka", bench.bootstrap, "--topic-prefix", bench.prefix]
-    if getattr(bench.args, "share_groups", False):
-        args += ["--share-groups", "auto"]
+    """Two fresh daemons on the broker, with the run's topic prefix.
+
+    The reader of every Kafka scenario reads every record of a pipe, the job
+    kcat -C does: by default through the pipe's default group as a consumer
+    group (--share-groups never; the mounts' own default is a share group,
+    the work queue), with --share-groups as the share group
+    (docs/benchmarks.md says which, ``share_groups_of``)."""
+    args = ["--kafka", bench.bootstrap, "--topic-prefix", bench.prefix,
+            "--share-groups", share_groups_of(bench.args)]
     with _pair(bench, tag, args) as pair:
         yield pair
+
+
+def share_groups_of(args) -> str:
+    """The --share-groups of a run's Kafka mounts (args None: the smoke test)."""
+    return "auto" if getattr(args, "share_groups", False) else "never"
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import report, smoke
 from .rig import ROOT, RigError, kafka_bootstrap, machine
-from .scenarios import KAFKA_SCENARIOS, SCENARIOS
+from .scenarios import KAFKA_SCENARIOS, SCENARIOS, share_groups_of
 from .steps import Bench
 
 FULL = dict(bulk_mib=1024, record_kib=128, reps=5, reps_small=3, lines=200_000,
@@ -41,8 +41,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition (~1 min)")
     p.add_argument("--share-groups", action="store_true",
-                   help="Kafka mounts with --share-groups auto: the default group read as a"
-                        " share group where the broker has them (default: a consumer group)")
+                   help="Kafka mounts with --share-groups auto (the mounts' own default): the"
+                        " default group read as a share group where the broker has them"
+                        " (default here: --share-groups never, a consumer group, the job"
+                        " kcat -C does)")
     p.add_argument("--only", default=",".join(SCENARIOS),
                    help=f"comma-separated scenarios (default all: {','.join(SCENARIOS)})")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results",
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": {k: getattr(args, k) for k in FULL},
             "selected": args.selected,
             "topic_prefix": prefix,
+            "share_groups": share_groups_of(args),
             "bootstrap": bench.bootstrap,
             "git": report.git_describe(),
             "machine": machine(work, bench.broker),

@@ -57,10 +57,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                    help="Kafka: records fetched ahead of readers, all pipes of the mount"
                         " together (default 64, like fetch.max.bytes)")
     m.add_argument("--share-groups", choices=("auto", "never"), default=None,
-                   help="Kafka: auto reads a pipe's default group as a share group where the"
-                        " broker has them, so workers on every mount take records at once"
-                        " (work queues); never (default) keeps a consumer group, which one"
-                        " mount at a time reads at full speed")
+                   help="Kafka: auto (default) reads a pipe's default group as a share group"
+                        " where the broker has them, so workers on every mount take records at"
+                        " once (work queues); never keeps a consumer group, which one mount at"
+                        " a time reads (one streaming reader's fastest path)")
     m.add_argument("--foreground", "-f", action="store_true",
                    help="stay in the foreground and log to stderr")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",

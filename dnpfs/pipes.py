@@ -239,6 +239,7 @@ class Pipes:
         """The mount as a whole (the root's user.dnpfs.status)."""
         return {
             "backend": self.backend.description,
+            "default_group": self.backend.default_group,
             "health": await self.backend.health(),
             "pipes": len(await self.backend.list_pipes()),
             "readers_here": sum(len(s.readers) for s in self._states.values()),

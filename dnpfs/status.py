@@ -55,7 +55,9 @@ def _size(n: int | None) -> str:
 
 def render(status: dict) -> str:
     lines = [
-        f"{status['mountpoint']}: {status['backend']}  health: {status['health']}  "
+        f"{status['mountpoint']}: {status['backend']}  "
+        + (f"default group: {status['default_group']}  " if status.get("default_group") else "")
+        + f"health: {status['health']}  "
         f"pid {status['pid']}  pipes: {status['pipes'] if isinstance(status['pipes'], int) else len(status['pipes'])}",
     ]
     rows = [("PIPE", "RECORDS", "BYTES", "WRITERS", "READERS", "BACKLOG per group (records/bytes)")]

@@ -13,6 +13,33 @@ small protocol of its own:
 - ``Holds``: what a reader handle took stays the store's to deliver again
   until the handle is done with it (work queues: whole records, redelivery).
 
+Groups with a cursor, groups without.  A *cursor group* has a cursor the
+store keeps: ``fetch`` looks at it and the records from it on, ``commit``
+moves it (a compare-and-swap), a group detached and attached again resumes
+at it, a cursor may stand inside a record, ``delete_group`` forgets it.
+Named groups (``pipe@g``) are cursor groups on every store.  A pipe's
+default group may have no cursor (Kafka's share group: records are acquired
+for a mount, not looked at); where ``Holds.holds`` says so, it is read only
+through ``consume_held``, ``fetch`` shows nothing, ``commit`` is not used
+and ``cursor`` answers the sessions open (for leases) alone.  On every store
+the default group promises, through the operations it offers:
+
+- records written before any reader are kept for it (it starts at the
+  oldest retained record) and, for one reader, come in the writers' order;
+- each byte goes to one reader handle, on one mount, across every mount
+  (a share group: to whichever asks; a cursor group: to whoever moves the
+  cursor first);
+- where the store holds for it (``Holds.holds``: every store, but Kafka
+  with ``--share-groups never`` or a broker without share groups): each
+  record goes whole to one handle; what a handle took and did not finish
+  goes back and is the group's next read (``Holds.give_back``); after
+  ``MAX_DELIVERIES`` it is set aside and listed where it was
+  (``Holds.set_aside``);
+- EOF after the writers' sessions end (``delivery.take`` decides, from the
+  sessions the store reports open at an END);
+- retention keeps what it has not consumed (a store that applies its own
+  retention); Kafka's broker applies retention by age alone.
+
 Errors: any operation on a pipe the store does not have raises
 ``NoSuchPipe`` (``create_pipe``/``delete_pipe`` answer False/True instead);
 the store could not do its work: ``StoreError``.  ``dnpfs/backends/memory.py``
@@ -81,6 +108,9 @@ class Backend(abc.ABC):
     max_record_size: int = 1 << 30
     #: Shown by `dnpfs status` and in logs.
     description: str = ""
+    #: What a pipe's default group is on this store, where stores differ
+    #: (Kafka: "share group" or "consumer group (why)"); shown by `dnpfs status`.
+    default_group: str = ""
 
     def check(self) -> None:
         """Cheap synchronous check before the daemon forks (store writable,
@@ -236,8 +266,8 @@ class Holds(Protocol):
 
     def holds(self, name: str, group: str) -> bool:
         """Does *group* of pipe *name* keep what its handles take (else it is
-        read as by ``Backend.consume``)?  Kafka: only where a share group
-        reads it."""
+        read as by ``Backend.consume``)?  Kafka: only the default group, where
+        a share group reads it (a group without a cursor: see above)."""
 
     async def consume_held(self, holder: object, name: str, group: str, max_bytes: int,
                            decide: Callable[[Fetched], tuple[Cursor, T]],
@@ -253,8 +283,10 @@ class Holds(Protocol):
         """What *holder* took and did not settle goes back to the group: its
         next read, on any mount, gets it first.  *since*: (record offset,
         byte) before which the bytes count as done (a handle closed part way
-        through a record); None: all of it (its process was killed).
-        What went out ``MAX_DELIVERIES`` times is set aside instead."""
+        through a record); None: all of it (its process was killed).  A
+        store that acknowledges whole records (Kafka) gives the whole record
+        back either way.  What went out ``MAX_DELIVERIES`` times is set aside
+        instead, and listed by ``set_aside`` at least on this mount."""
 
     async def given_back(self, name: str, group: str) -> bool:
         """Are bytes given back (or left by a dead daemon) waiting for the

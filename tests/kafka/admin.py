@@ -83,11 +83,11 @@ def has_share_groups(bootstrap: str) -> bool:
 def whole_records(backend_args: list[str]) -> bool:
     """Does the default group of a mount with *backend_args* keep records
     whole and give back what a killed reader took (docs/semantics.md, "Work
-    queues")?  The embedded store: yes; Kafka: with --share-groups auto, on a
-    broker that has share groups."""
+    queues")?  The embedded store: yes; Kafka: on a broker that has share
+    groups, unless --share-groups never."""
     if "--kafka" not in backend_args:
         return True
-    if "--share-groups" not in backend_args or \
-            backend_args[backend_args.index("--share-groups") + 1] != "auto":
-        return False  # the default: the consumer group's hand-over
+    if "--share-groups" in backend_args and \
+            backend_args[backend_args.index("--share-groups") + 1] == "never":
+        return False  # the consumer group's hand-over
     return has_share_groups(backend_args[backend_args.index("--kafka") + 1])

@@ -67,11 +67,12 @@ def test_status_shows_which_mount_reads_and_the_standby_takes_over(kafka_bootstr
                 p.wait()
 
 
-def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstrap, make_mount):
-    # With --share-groups auto, where the broker has share groups; on 3.9 the
-    # default group is handed over.
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.",
-            "--share-groups", "auto"]
+@pytest.mark.parametrize("option", [[], ["--share-groups", "auto"]], ids=["default", "auto"])
+def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstrap, make_mount,
+                                                                   option):
+    # By default (--share-groups auto), where the broker has share groups; on
+    # 3.9 the default group is handed over.
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.", *option]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "jobs")
     wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
@@ -83,11 +84,16 @@ def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstr
         if not has_share_groups(kafka_bootstrap):  # 3.9: the hand-over, as for named groups
             wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")}
                      == {"reading", "standby"}, 30, what="one mount reading, one on standby")
+            table = subprocess.run([*DNPFS, "status", str(b.path)], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=30).stdout
+            assert "default group: consumer group (this broker has no share groups)" \
+                in table.splitlines()[0], table
             return
         wait_for(lambda: membership(a / "jobs") == membership(b / "jobs") == "share group", 20,
                  what="both mounts in the share group")
         table = subprocess.run([*DNPFS, "status", str(b.path)], cwd=ROOT,
                                capture_output=True, text=True, timeout=30).stdout
+        assert "default group: share group" in table.splitlines()[0], table
         assert "(share group)" in next(l for l in table.splitlines() if l.startswith("jobs"))
     finally:
         for cat in cats:
@@ -95,12 +101,13 @@ def test_the_default_group_is_a_share_group_that_every_mount_reads(kafka_bootstr
             cat.wait()
 
 
-@pytest.mark.parametrize("option", [[], ["--share-groups", "never"]], ids=["default", "never"])
-def test_by_default_the_default_group_stays_a_consumer_group(kafka_bootstrap, make_mount,
-                                                             option):
-    """Without --share-groups auto the default group is handed over between
-    the mounts (one reads, the other waits), also on a broker with share groups."""
-    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.", *option]
+def test_with_share_groups_never_the_default_group_is_a_consumer_group(kafka_bootstrap,
+                                                                       make_mount):
+    """With --share-groups never the default group is handed over between
+    the mounts (one reads, the other waits), also on a broker with share
+    groups; `dnpfs status` says which."""
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"m{uuid.uuid4().hex[:8]}.",
+            "--share-groups", "never"]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "jobs")
     wait_for(lambda: os.path.exists(b / "jobs"), 5, what="the pipe on mount b")
@@ -110,6 +117,11 @@ def test_by_default_the_default_group_stays_a_consumer_group(kafka_bootstrap, ma
             wait_blocked(cat)
         wait_for(lambda: {membership(a / "jobs"), membership(b / "jobs")}
                  == {"reading", "standby"}, 30, what="one mount reading, one on standby")
+        table = subprocess.run([*DNPFS, "status", str(b.path)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout
+        assert "default group: consumer group (--share-groups never)" in table.splitlines()[0]
+        row = next(l for l in table.splitlines() if l.startswith("jobs"))
+        assert "(reading)" in row or "(standby)" in row, row
     finally:
         for cat in cats:
             cat.kill()

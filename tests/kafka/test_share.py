@@ -211,3 +211,32 @@ def test_a_reader_that_streams_reads_several_records_held_ahead_at_once(kafka_bo
     sizes = [int(n) for n in done.stderr.split()]
     assert max(sizes) >= 4 * 65536, sizes  # (one record a read before)
     assert all(n % 65536 == 0 for n in sizes), sizes  # whole records
+
+
+def test_eof_follows_back_to_back_session_ends_at_once(kafka_bootstrap, make_mount):
+    # Three writer sessions end while a fourth (the test's own) stays open,
+    # then it ends too.  An END that is no EOF, with the next record a
+    # marker already acquired for the reader, ended the read empty, and the
+    # reader waited for a change nothing announced: EOF came 30-60 s late
+    # (tests/semantics/test_conformance.py's PIPE_BUF scenario, where the
+    # reader gave up after 30 s).  The mounts' default: a share group.
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", f"s{uuid.uuid4().hex[:8]}."]
+    a, b = make_mount(args, "a"), make_mount(args, "b")
+    os.mkfifo(a / "p")
+    cat = spawn(["cat", str(b / "p")])
+    try:
+        hold = os.open(a / "p", os.O_WRONLY)
+        writers = [subprocess.Popen(["bash", "-c", f"exec > {a / 'p'}; for n in $(seq 40); do"
+                                     f" printf '%.0s{c}' $(seq 4096); done"]) for c in "ABC"]
+        for w in writers:
+            assert w.wait(60) == 0
+        os.close(hold)
+        closed = time.monotonic()
+        out, _ = cat.communicate(timeout=60)
+        took = time.monotonic() - closed
+        assert len(out) == 3 * 40 * 4096 and cat.returncode == 0
+        assert took < 10, f"EOF {took:.1f} s after the last writer closed"
+    finally:
+        if cat.poll() is None:
+            cat.kill()
+            cat.wait()

@@ -17,13 +17,6 @@ from ..kafka.admin import whole_records
 from ..util import spawn, wait_blocked, wait_for
 
 
-@pytest.fixture
-def backend_args(backend_args):
-    """Kafka mounts here read the default group as a share group."""
-    return [*backend_args, "--share-groups", "auto"] if "--kafka" in backend_args \
-        else backend_args
-
-
 @pytest.fixture(autouse=True)
 def _work_queue(backend_args):
     if not whole_records(backend_args):

@@ -78,7 +78,6 @@ JOIN_FIRST_POLL = 0.01
 JOIN_POLL = 0.1
 JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
-MIN_WAIT_MS = 5  # ... shared by the mount's share readers, but never less than this
 # ... for a non-blocking read: the broker answers as soon as a record can be
 # acquired, but a share partition's first fetch after a while may find it
 # still loading its state: a fetch that does not wait at all finds nothing.
@@ -102,6 +101,9 @@ ASSIGNMENT_INTERVAL = "share.assignment.interval.ms"  # a group setting since Ka
 # calls a loop tick apart); a close settles it alone: a handle that took
 # nothing this long after its settle has gone, and its records ahead go back.
 LEAVE_GRACE = 0.1
+# A give-back waits this long at most for its RELEASE to reach the broker
+# (behind a ShareFetch already waiting there: FETCH_WAIT_MS).
+GIVEN_BACK_WAIT = 2.0
 
 # Error codes
 COORDINATOR_GONE = {14, 15, 16}  # load in progress, not available, not coordinator
@@ -128,7 +130,7 @@ class Acquired:
 
 class ShareReader:
     def __init__(self, cluster, name: str, notify: Callable[[str], None],
-                 aside: deque[Held], peers: Callable[[], int] = lambda: 1) -> None:
+                 aside: deque[Held]) -> None:
         self.cluster = cluster
         self.name = name
         self.topic = cluster.topic(name)
@@ -174,7 +176,6 @@ class ShareReader:
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self.aside = aside  # rejected by this mount, oldest first (``ShareReaders.aside``)
-        self.peers = peers  # how many share readers this mount has (``_fetch``)
         self.error: str | None = None
         self._lost_until = -1  # the last offset of the last unreadable batch met
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -403,6 +404,12 @@ class ShareReader:
             self._refill(holder, window)
         if not self._ahead.get(holder, True):
             del self._ahead[holder]
+        if all(a.record.kind is Kind.END for a in run) and self._queue(holder):
+            # An END that was no EOF, with the next record a marker already
+            # here (_pick_from adds only data after an END): the read ends
+            # empty and its reader waits for a change that nothing would
+            # announce.  Wake it to read on.
+            self.notify(self.name)
         return result
 
     def _refill(self, holder: object, window: Window) -> None:
@@ -480,6 +487,18 @@ class ShareReader:
                     self._ack(rec.offset, rq.REJECT)
                 else:
                     self._ack(rec.offset, rq.RELEASE)
+
+    async def sent(self) -> None:
+        """Wait (``GIVEN_BACK_WAIT`` at most) until the acknowledgements queued
+        now have gone to the broker.  For ``give_back``: a record given back
+        is the group's next read on any mount (the store contract,
+        dnpfs/backends/base.py), so the RELEASE must be there before the
+        caller goes on."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GIVEN_BACK_WAIT):
+                while self._acks and self.session_epoch:
+                    self._wake.set()
+                    await self._round.wait()
 
     def peek(self) -> bool:
         """For poll(): is a record acquired for this mount?  If not, acquire
@@ -697,13 +716,14 @@ class ShareReader:
                 self._refilled -= refills
 
     async def _fetch_some(self, want: int, acks: list[tuple[int, int]]) -> None:
-        # A refill alone does not wait: the handle has records to read, and a
-        # long poll would hold up the ledger's Fetch on the same connection.
-        # The broker answers a connection's requests one at a time and the
-        # mount has one connection per broker: the share readers of many pipes
-        # share FETCH_WAIT_MS, or each would wait out the others' long polls.
+        # A refill alone does not wait: the handle has records to read.  A
+        # waiting handle's fetch waits the whole FETCH_WAIT_MS: the member has a
+        # connection of its own (_own_connection), so its long poll holds up no
+        # other pipe.  (It was FETCH_WAIT_MS over the mount's share readers,
+        # from when they shared one connection: many idle readers then polled
+        # the broker all the time; docs/decisions.md, "Share groups by default".)
         wait = EAGER_WAIT_MS if self._eager else \
-            max(MIN_WAIT_MS, FETCH_WAIT_MS // self.peers()) if self._wants or self._peek else 0
+            FETCH_WAIT_MS if self._wants or self._peek else 0
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
@@ -880,8 +900,7 @@ class ShareReaders:
             self._configured.add(topic)
         if name not in self.readers:
             aside = self.aside.setdefault(name, deque(maxlen=ASIDE_KEPT))
-            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside,
-                                                         lambda: len(self.readers))
+            reader = self.readers[name] = ShareReader(self.cluster, name, self.notify, aside)
             reader.start()
         return horizon
 
@@ -954,3 +973,4 @@ class ShareReaders:
             reader = self._holders.pop(holder, None)
         if reader is not None:
             reader.give_back(holder)
+            await reader.sent()

@@ -53,13 +53,13 @@ MAX_REQUEST = 1 << 20
 # _fetcher.Fetcher.share): Kafka's consumer bounds a fetch by fetch.max.bytes.
 DEFAULT_FETCH_BUDGET = 64 << 20  # the producer's own limit; a record of MAX_RECORD fits
 
-# --share-groups: "auto" makes a pipe's default group a share group where the
-# broker has them (work queues read on every mount at once); "never" keeps the
-# consumer group, which one mount at a time reads (docs/kafka.md).  Never by
-# default: a single reader streams ~10x slower through a share group today
-# (docs/decisions.md, "Work queues on Kafka").
+# --share-groups: "auto" (the default) makes a pipe's default group a share
+# group where the broker has them (work queues read on every mount at once:
+# issue #28); "never" keeps the consumer group, which one mount at a time
+# reads, for a user who streams one pipe to one reader at a time
+# (docs/kafka.md; docs/decisions.md, "Share groups by default").
 SHARE_GROUPS = ("auto", "never")
-SHARE_GROUPS_DEFAULT = "never"
+SHARE_GROUPS_DEFAULT = "auto"
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
 _PREFIX = re.compile(r"[A-Za-z0-9._-]*")
@@ -147,10 +147,10 @@ class KafkaBackend(Backend):
             except StoreError as e:
                 log.warning("cannot tell whether the broker has share groups (%s): not using"
                             " them", e)
-        log.info("work queues: %s", "share groups" if self._shares else
-                 "consumer groups (one mount at a time reads a group: %s)" % (
-                     "--share-groups never, the default" if self.share_groups == "never"
-                     else "this broker has no share groups"))
+        self.default_group = "share group" if self._shares else "consumer group (%s)" % (
+            "--share-groups never" if self.share_groups == "never"
+            else "this broker has no share groups")
+        log.info("the default group of a pipe is a %s", self.default_group)
         limit = self._cluster.message_max_bytes
         if limit is not None and limit - RECORD_OVERHEAD < self.max_record_size:
             self.max_record_size = max(4096, limit - RECORD_OVERHEAD)
