@@ -37,6 +37,7 @@ TOOLS = {
     "aiokafka": "plain aiokafka script (dnpfs's client settings)",
     "fifo": "local kernel FIFO (dd | cat)",
     "fuse": "FUSE ceiling: pyfuse3 filesystem that stores nothing",
+    "dnpfs_share": "dnpfs on Kafka, the mounts' default group: a share group (cat <- mount C)",
     "sqlite": "SQLite alone (records as blobs, as the store kept them before segments; no FUSE)",
 }
 
@@ -441,12 +442,18 @@ def _bulk_md(b: dict, pictures: dict, image_dir: str) -> str:
     if "bulk" in pictures:
         out.append(f"![bulk throughput]({image_dir}/{pictures['bulk']})\n")
     rows = []
-    for tool in ("dnpfs", "kcat", "aiokafka", "fifo", "fuse"):
+    for tool in ("dnpfs", "dnpfs_share", "kcat", "aiokafka", "fifo", "fuse"):
+        if tool == "dnpfs_share" and not s.get("dnpfs_share.read"):
+            continue  # runs before it was measured, or readers that are share groups already
         rows.append([TOOLS[tool]] + [_mib(_rate(s.get(f"{tool}.{ph}")))
                                      for ph in ("write", "read", "through")])
     for ref in ("kcat", "aiokafka"):
         rows.append([f"**dnpfs / {ref}**"] + [_x(r.get(f"{ph}_vs_{ref}"))
                                               for ph in ("write", "read", "through")])
+    if r.get("share_read_vs_kcat"):
+        rows.append(["dnpfs share group / kcat", "–", _x(r.get("share_read_vs_kcat")), "–"])
+        rows.append(["dnpfs share group / consumer group", "–",
+                     _x(r.get("share_read_vs_consumer")), "–"])
     rows.append(["**dnpfs / local FIFO**", "–", "–", _x(r.get("through_vs_fifo"))])
     rows.append(["**dnpfs / FUSE ceiling**", _x(r.get("write_vs_fuse")),
                  _x(r.get("read_vs_fuse")), "–"])
@@ -458,7 +465,8 @@ def _bulk_md(b: dict, pictures: dict, image_dir: str) -> str:
     out.append("\nWhat each costs, per GiB moved (medians):\n")
     out.append(_cost_table(s, [(f"{t}.{ph}", f"{t} {ph}") for t in ("dnpfs", "kcat", "aiokafka")
                                for ph in ("write", "read", "through")] +
-                           [("fifo.through", "fifo through"), ("fuse.write", "FUSE ceiling write"),
+                           [("dnpfs_share.read", "dnpfs share group read"),
+                            ("fifo.through", "fifo through"), ("fuse.write", "FUSE ceiling write"),
                             ("fuse.read", "FUSE ceiling read")]))
     return "\n".join(out)
 
@@ -750,7 +758,9 @@ def _group_used(meta: dict) -> str:
                 " queue's group)")
     return ("as a consumer group (`--share-groups never`; the mounts' default is a share"
             " group, the work queue's group, which one `cat` reads more slowly:"
-            " docs/decisions.md, \"Share groups by default\")")
+            " docs/decisions.md, \"Share groups by default\"). The row \"the mounts' default"
+            " group\" reads the same backlog through it, with `cat` on a third mount made"
+            " with the default")
 
 
 def markdown(results: dict, pictures: dict[str, str], image_dir: str = "benchmarks") -> str:

@@ -43,6 +43,23 @@ def kafka_mounts(bench: Bench, tag: str) -> Iterator[tuple[Mount, Mount]]:
         yield pair
 
 
+@contextlib.contextmanager
+def share_mount(bench: Bench, tag: str) -> Iterator[Mount | None]:
+    """A third daemon with the mounts' default (--share-groups auto), where
+    the run's readers use consumer groups: the bulk read through the group a
+    user's `cat` gets, next to the consumer group's and kcat's.  None when
+    the run's readers are share groups already."""
+    if share_groups_of(bench.args) == "auto":
+        yield None
+        return
+    m = Mount(bench.work / f"{tag}-c", ["--kafka", bench.bootstrap, "--topic-prefix",
+                                        bench.prefix], bench.work / f"{tag}-c.log")
+    try:
+        yield m.start()
+    finally:
+        m.stop()
+
+
 def share_groups_of(args) -> str:
     """The --share-groups of a run's Kafka mounts (args None: the smoke test)."""
     return "auto" if getattr(args, "share_groups", False) else "never"
@@ -185,10 +202,15 @@ def bulk_kafka(bench: Bench) -> dict:
     src = bench.source(size)
     folder, files = bench.parts(size, record)
     bench.say(f"bulk over Kafka: {a.bulk_mib} MiB in {a.record_kib} KiB records, {a.reps} rep(s)")
-    with kafka_mounts(bench, "bulk") as (A, B), null_mount(bench, "bulk") as N:
+    with kafka_mounts(bench, "bulk") as (A, B), null_mount(bench, "bulk") as N, \
+            share_mount(bench, "bulk") as C:
         def parts(row: dict, sub: str) -> list[Callable[[], None]]:
             def dnpfs() -> None:
-                _dnpfs_bulk(bench, row, A, B, sub, src, size, record, kafka=True)
+                pipe, _ = _dnpfs_bulk(bench, row, A, B, sub, src, size, record, kafka=True)
+                if C is not None:  # the same backlog through the mounts' default group
+                    row["dnpfs_share.read"] = bench.run(
+                        "dnpfs read, share group (cat <- mount C)", steps.cat_read, bench,
+                        C / pipe, size, records, record, [A.pid, B.pid, C.pid])
 
             def kcat() -> None:
                 t, thru = _topics(bench, sub, "kcat")
@@ -240,6 +262,8 @@ def bulk_kafka(bench: Bench) -> dict:
         # is bound by the binding, not by dnpfs.
         "fuse_write_vs_kcat": ratio(reps, "fuse.write", "kcat.write"),
         "fuse_read_vs_kcat": ratio(reps, "fuse.read", "kcat.read"),
+        "share_read_vs_kcat": ratio(reps, "dnpfs_share.read", "kcat.read"),
+        "share_read_vs_consumer": ratio(reps, "dnpfs_share.read", "dnpfs.read"),
     }
     return _scenario("Bulk over Kafka", {"bytes": size, "record": record, "reps": a.reps},
                      reps, ratios)
