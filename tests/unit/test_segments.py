@@ -51,8 +51,14 @@ def run(body, store):
 
 
 def segment_files(store) -> dict[str, int]:
+    """The segments (not the spares kept for recycling) and their sizes."""
     folder = segments_path(store)
-    return {name: (folder / name).stat().st_size for name in sorted(os.listdir(folder))}
+    return {name: (folder / name).stat().st_size for name in sorted(os.listdir(folder))
+            if not name.startswith("spare-")}
+
+
+def spare_files(store) -> list[str]:
+    return sorted(n for n in os.listdir(segments_path(store)) if n.startswith("spare-"))
 
 
 def test_the_bytes_are_in_segment_files_and_sqlite_holds_only_their_index(tmp_path):

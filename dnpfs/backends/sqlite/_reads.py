@@ -314,7 +314,7 @@ class Reads:
         again = [i for i in pipes if outcomes[i] is None and i not in planned]
         if not planned and not again and not done:
             return outcomes
-        with transaction(db):
+        with transaction(db, only="main"):  # the records are only read
             inflight.delete(db, done)
             for i, (pipe, old, new, result) in planned.items():
                 if move(db, pipe, jobs[i].group, old, new):
