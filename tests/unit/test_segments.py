@@ -61,6 +61,13 @@ def spare_files(store) -> list[str]:
     return sorted(n for n in os.listdir(segments_path(store)) if n.startswith("spare-"))
 
 
+async def spare_made(store) -> None:
+    """Wait for a spare: consumed segments are freed in the background."""
+    with trio.fail_after(5):
+        while not spare_files(store):
+            await trio.sleep(0.01)
+
+
 def test_the_bytes_are_in_segment_files_and_sqlite_holds_only_their_index(tmp_path):
     store = tmp_path / "s.sqlite"
 
@@ -314,6 +321,8 @@ def test_a_new_segment_reuses_a_consumed_ones_file_and_reads_only_its_new_bytes(
             more, unreadable = await read_all(a, "p")
             assert not unreadable
             got += more
+            if i:  # the append rolled to a new segment: the consumed ones are freed
+                await spare_made(store)
         await a.append("p", [data(b"short")], durable=True)
         more, _ = await read_all(a, "p")
         spares = spare_files(store)
@@ -368,6 +377,7 @@ def test_a_start_cuts_a_recycled_segment_to_what_the_index_names(tmp_path, monke
         for i in range(3):
             await a.append("p", [data(bytes([65 + i]) * 1500)], durable=False)
             await read_all(a, "p")
+        await spare_made(store)
         await a.append("p", [data(b"recycled and synced")], durable=True)
         # no close(): as if killed
 

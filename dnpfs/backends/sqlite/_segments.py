@@ -49,6 +49,7 @@ thread's read.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -156,6 +157,14 @@ class SegmentFiles:
         indexes them.  Raises OSError (disk full, ...)."""
         if pos == 0 and (pipe, seg, True) not in self._files:
             self._recycle(pipe, seg)
+        try:
+            self._write(pipe, seg, pos, chunks)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self._drop_spares():
+                raise
+            self._write(pipe, seg, pos, chunks)  # the spares' space given back
+
+    def _write(self, pipe: int, seg: int, pos: int, chunks: Sequence[bytes]) -> None:
         fd = self._fd(pipe, seg, write=True)
         for at in range(0, len(chunks), _IOV_MAX):
             part = chunks[at:at + _IOV_MAX]
@@ -168,6 +177,18 @@ class SegmentFiles:
                     done += n
                     rest = rest[n:]
             pos += want
+
+    def _drop_spares(self) -> int:
+        """Unlink every spare (the disk is full); how many there were."""
+        dropped = 0
+        for name in os.listdir(self.dir):
+            if name.startswith(_SPARE):
+                try:
+                    (self.dir / name).unlink()
+                    dropped += 1
+                except OSError as e:
+                    log.warning("cannot remove spare segment %s: %s", self.dir / name, e)
+        return dropped
 
     def _recycle(self, pipe: int, seg: int) -> None:
         """Give a new segment a spare's file, if there is one (a failure is
@@ -273,10 +294,10 @@ class SegmentFiles:
         db.execute("DELETE FROM data.boot")
         db.execute("INSERT INTO data.boot (id) VALUES (?)", (boot,))
 
-    def remove(self, pipe: int, seg: int) -> None:
+    def remove(self, pipe: int, seg: int, spare: bool = True) -> None:
         """Remove a segment: keep it as a spare while there are fewer than
-        SPARE_FILES, else unlink it.  A failure is logged (``tidy`` tries
-        again later)."""
+        SPARE_FILES (and *spare*), else unlink it.  A failure is logged
+        (``tidy`` tries again later)."""
         for write in (False, True):
             held = self._files.pop((pipe, seg, write), None)
             if held is not None:
@@ -284,7 +305,7 @@ class SegmentFiles:
         path = self.dir / _name(pipe, seg)
         try:
             spares = sum(n.startswith(_SPARE) for n in os.listdir(self.dir))
-            if spares < SPARE_FILES:
+            if spare and spares < SPARE_FILES:
                 os.rename(path, self.dir / f"{_SPARE}{pipe}-{seg}")
             else:
                 path.unlink()
