@@ -35,7 +35,8 @@ needs a new segment renames a spare to its name and writes over it: its
 pages are still in the page cache, where the bytes of a new file go into
 pages the kernel must first allocate (docs/decisions.md).  A recycled file
 holds old bytes past the end the index knows, as a segment does after a
-commit that never came: no read goes there, and ``tidy`` cuts them off.
+commit that never came: no read goes there, and a daemon's start cuts
+them off (``tidy``; only a start: a cut would free the cached pages).
 The rename is synced with the folder, as a new file's name is, before any
 bytes are written; segment names are never used twice, so an index row
 never names a recycled file's previous life.  An open descriptor is checked
