@@ -115,7 +115,8 @@ def main() -> None:
               f"  per pair {[round(x / f, 2) for (x, _), f in zip(xs, fifo)]}")
     if results.get("A") and results.get("B") and len(results["A"]) == len(results["B"]):
         ratios = [b[0] / x[0] for x, b in zip(results["A"], results["B"])]
-        print(f"B/A median {statistics.median(ratios):.2f}  per pair {[round(r, 2) for r in ratios]}")
+        print(f"B/A median {statistics.median(ratios):.2f}"
+              f"  per pair {[round(r, 2) for r in ratios]}")
     print(f"FIFO median {statistics.median(fifo):.0f} MiB/s, all {[round(f) for f in fifo]}")
 
 
