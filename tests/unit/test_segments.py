@@ -443,3 +443,35 @@ def test_a_cursor_move_does_not_wait_for_the_records_write_lock(tmp_path):
         return got
 
     assert run(body, store) == (b"readable", 0)
+
+
+def test_descriptors_of_recycled_segments_are_closed(tmp_path, monkeypatch):
+    """A segment that became a spare (and then another segment) is closed by
+    the next segment opened, as a removed one is: held under its old name it
+    would never be used again."""
+    monkeypatch.setattr(_appends, "SEGMENT_BYTES", 1000)
+    store = tmp_path / "s.sqlite"
+
+    def held() -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                count += str(segments_path(store)) in os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+        return count
+
+    async def body(opener):
+        a = await opener()
+        await a.create_pipe("p")
+        most = 0
+        for i in range(12):
+            await a.append("p", [data(bytes([65 + i]) * 1200)], durable=False)
+            await read_all(a, "p")
+            if i:
+                await spare_made(store)
+            most = max(most, held())
+        await a.close()
+        return most
+
+    assert run(body, store) <= 6, "a writer, a reader and the upkeep: two segments each at most"

@@ -138,11 +138,16 @@ class SegmentFiles:
         return fd
 
     def _drop_removed(self) -> None:
-        """Close the files removed meanwhile (retention, a deleted pipe, by
-        any daemon): an open descriptor would keep their disk space."""
-        for key, (fd, _) in list(self._files.items()):
-            if not os.fstat(fd).st_nlink:
-                del self._files[key]
+        """Close the files removed or recycled meanwhile (retention, a deleted
+        pipe, by any daemon): an open descriptor would keep a removed file's
+        disk space, and one of a recycled file would never be used again."""
+        for (pipe, seg, write), (fd, ino) in list(self._files.items()):
+            try:
+                gone = os.stat(self.dir / _name(pipe, seg)).st_ino != ino
+            except FileNotFoundError:
+                gone = True
+            if gone:
+                del self._files[pipe, seg, write]
                 os.close(fd)
 
     def sync_dir(self) -> None:
