@@ -55,16 +55,12 @@ class Appends:
     """The writer connection's work."""
 
     def __init__(self, conn: Conn, path: Path, segments: SegmentFiles,
-                 notify: Callable[[str], None], ring: Callable[[Iterable[str]], None],
-                 rolled: Callable[[Iterable[int]], None] = lambda pipes: None) -> None:
+                 notify: Callable[[str], None], ring: Callable[[Iterable[str]], None]) -> None:
         self.conn = conn
         self.path = path
         self.segments = segments
         self.notify = notify
         self.ring = ring
-        # Told of the pipes that began a new segment: their consumed ones can
-        # become spares for the next (_segments, recycling).
-        self.rolled = rolled
         self._jobs = Batch()  # _AppendJobs for loop()
         self._unsynced: dict[tuple[int, int], int] = {}  # (pipe, segment) -> end written
         self._syncing = trio.Lock()
@@ -149,7 +145,6 @@ class Appends:
                 await trio.sleep_until(self._committed + LINGER)
             jobs = await self._jobs.take()
             written: dict[tuple[int, int], int] = {}
-            rolled: set[int] = set()
             try:
                 # A small batch after a pause runs on the loop (when the store
                 # is free): the hop to a worker thread and back was a third
@@ -160,13 +155,11 @@ class Appends:
                 batch_bytes = sum(len(r.data) for job in jobs for r in job.records)
                 gap = trio.current_time() - self._committed
                 inline = gap > STREAM_GAP and batch_bytes <= INLINE_BYTES
-                errors = await self.conn.run(lambda db: self._store(db, jobs, written, rolled),
+                errors = await self.conn.run(lambda db: self._store(db, jobs, written),
                                              inline=inline)
             except StoreError as e:
                 errors = [e] * len(jobs)
             else:
-                if rolled:
-                    self.rolled(rolled)
                 self._unsynced.update(written)  # ends only grow
                 self._ahead += sum(len(r.data) for job in jobs for r in job.records)
                 if self._ahead >= SYNC_AHEAD and not self._ahead_running:
@@ -178,11 +171,9 @@ class Appends:
                 job.done.set()
 
     def _store(self, db: sqlite3.Connection, jobs: list[_AppendJob],
-               written: dict[tuple[int, int], int], rolled: set[int]) -> list[Exception | None]:
-        """Write and index *jobs*; *written* gets the ends of the segments
-        written, *rolled* the pipes that began a new segment after another."""
+               written: dict[tuple[int, int], int]) -> list[Exception | None]:
+        """Write and index *jobs*; *written* gets the ends of the segments written."""
         written.clear()  # (it may run again: the store was busy)
-        rolled.clear()
         errors: list[Exception | None] = []
         with transaction(db, only="data"):  # the catalog is only read
             next_id = None
@@ -199,8 +190,6 @@ class Appends:
                     continue
                 pipe, first_id, seg, end = row
                 next_id = next_id or first_id
-                if seg is not None and end >= SEGMENT_BYTES:
-                    rolled.add(pipe)
                 try:
                     rows = self._write(pipe, job, next_id, (seg, end), written)
                 except OSError as e:  # disk full, ...: this pipe's batch fails

@@ -142,7 +142,7 @@ def _remove_leftovers(segments: SegmentFiles) -> None:
     for name in os.listdir(segments.dir):
         parsed = _parse(name)
         if parsed is not None:
-            segments.remove(*parsed, spare=False)  # the disk may be full: give it back
+            segments.remove(*parsed)
 
 
 def _write_segments(db: sqlite3.Connection, segments: SegmentFiles):

@@ -29,20 +29,6 @@ Crash safety, as with the records inside SQLite (synchronous=NORMAL):
   names them (retention, a deleted pipe), and a segment is never appended
   to again once its pipe's index has no row in it.
 
-Recycling: a removed segment becomes a *spare* (``spare-<pipe>-<segment>``,
-up to ``SPARE_FILES`` of them) instead of being unlinked, and a pipe that
-needs a new segment renames a spare to its name and writes over it: its
-pages are still in the page cache, where the bytes of a new file go into
-pages the kernel must first allocate (docs/decisions.md).  A recycled file
-holds old bytes past the end the index knows, as a segment does after a
-commit that never came: no read goes there, and a daemon's start cuts
-them off (``tidy``; only a start: a cut would free the cached pages).
-The rename is synced with the folder, as a new file's name is, before any
-bytes are written; segment names are never used twice, so an index row
-never names a recycled file's previous life.  An open descriptor is checked
-against its name before each use (a rename keeps the file alive, so the
-link count no longer tells).
-
 One ``SegmentFiles`` per connection (a connection runs in one thread at a
 time), so the file descriptors it keeps open are never closed under another
 thread's read.
@@ -50,7 +36,6 @@ thread's read.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sqlite3
@@ -65,10 +50,6 @@ log = logging.getLogger(__name__)
 # A pipe moves to a new segment once its current one holds this much, so
 # retention gives disk space back in pieces of about this size.
 SEGMENT_BYTES = 64 << 20
-# Removed segments kept for recycling, per store (disk space held for it:
-# up to this many segments' worth).
-SPARE_FILES = 4
-_SPARE = "spare-"
 _OPEN_FILES = 64  # descriptors kept open per SegmentFiles
 _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
@@ -104,23 +85,17 @@ class SegmentFiles:
 
     def _fd(self, pipe: int, seg: int, write: bool, create: bool = True) -> int:
         key = (pipe, seg, write)
-        path = self.dir / _name(pipe, seg)
-        held = self._files.get(key)
-        if held is not None:
-            fd, ino = held
-            try:
-                same = os.stat(path).st_ino == ino
-            except FileNotFoundError:
-                same = False
-            if same:
+        fd = self._files.get(key)
+        if fd is not None:
+            if os.fstat(fd).st_nlink:
                 self._files.move_to_end(key)
                 return fd
-            # Removed or recycled meanwhile (by any daemon; a segment whose
-            # commit failed may be made again under the same name): open the
-            # name anew, never the file that now has another one.
+            # Removed meanwhile (by another daemon's tidy: a segment whose
+            # commit failed, made again under the same name): open it anew.
             del self._files[key]
             os.close(fd)
         self._drop_removed()
+        path = self.dir / _name(pipe, seg)
         if write:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -132,22 +107,17 @@ class SegmentFiles:
                 self.sync_dir()  # the new name survives a power cut with its bytes
         else:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._files[key] = fd, os.fstat(fd).st_ino
+        self._files[key] = fd
         while len(self._files) > _OPEN_FILES:
-            os.close(self._files.popitem(last=False)[1][0])
+            os.close(self._files.popitem(last=False)[1])
         return fd
 
     def _drop_removed(self) -> None:
-        """Close the files removed or recycled meanwhile (retention, a deleted
-        pipe, by any daemon): an open descriptor would keep a removed file's
-        disk space, and one of a recycled file would never be used again."""
-        for (pipe, seg, write), (fd, ino) in list(self._files.items()):
-            try:
-                gone = os.stat(self.dir / _name(pipe, seg)).st_ino != ino
-            except FileNotFoundError:
-                gone = True
-            if gone:
-                del self._files[pipe, seg, write]
+        """Close the files removed meanwhile (retention, a deleted pipe, by
+        any daemon): an open descriptor would keep their disk space."""
+        for key, fd in list(self._files.items()):
+            if not os.fstat(fd).st_nlink:
+                del self._files[key]
                 os.close(fd)
 
     def sync_dir(self) -> None:
@@ -161,16 +131,6 @@ class SegmentFiles:
     def write(self, pipe: int, seg: int, pos: int, chunks: Sequence[bytes]) -> None:
         """Write *chunks* at *pos* of a segment: call before the commit that
         indexes them.  Raises OSError (disk full, ...)."""
-        if pos == 0 and (pipe, seg, True) not in self._files:
-            self._recycle(pipe, seg)
-        try:
-            self._write(pipe, seg, pos, chunks)
-        except OSError as e:
-            if e.errno != errno.ENOSPC or not self._drop_spares():
-                raise
-            self._write(pipe, seg, pos, chunks)  # the spares' space given back
-
-    def _write(self, pipe: int, seg: int, pos: int, chunks: Sequence[bytes]) -> None:
         fd = self._fd(pipe, seg, write=True)
         for at in range(0, len(chunks), _IOV_MAX):
             part = chunks[at:at + _IOV_MAX]
@@ -183,33 +143,6 @@ class SegmentFiles:
                     done += n
                     rest = rest[n:]
             pos += want
-
-    def _drop_spares(self) -> int:
-        """Unlink every spare (the disk is full); how many there were."""
-        dropped = 0
-        for name in os.listdir(self.dir):
-            if name.startswith(_SPARE):
-                try:
-                    (self.dir / name).unlink()
-                    dropped += 1
-                except OSError as e:
-                    log.warning("cannot remove spare segment %s: %s", self.dir / name, e)
-        return dropped
-
-    def _recycle(self, pipe: int, seg: int) -> None:
-        """Give a new segment a spare's file, if there is one (a failure is
-        logged: the segment is then made as a new file)."""
-        path = self.dir / _name(pipe, seg)
-        if path.exists():
-            return  # written before (a commit that never came): write over it
-        try:
-            spares = [n for n in os.listdir(self.dir) if n.startswith(_SPARE)]
-            if not spares:
-                return
-            os.rename(self.dir / spares[0], path)
-            self.sync_dir()  # the new name survives a power cut with its bytes
-        except OSError as e:
-            log.warning("cannot recycle a segment as %s: %s", path, e)
 
     def sync(self, pipe: int, seg: int) -> None:
         """fdatasync a segment (gone already: nothing to sync)."""
@@ -240,15 +173,12 @@ class SegmentFiles:
         return data if len(data) == size else None
 
     # -- upkeep (under the write lock) -----------------------------------------
-    def tidy(self, db: sqlite3.Connection, only: int | None = None, cut: bool = False) -> int:
+    def tidy(self, db: sqlite3.Connection) -> int:
         """After a reboot, forget the records whose bytes may not have reached
-        the disk; remove the segments no index row names (of pipe *only*, or
-        of all), and with *cut* (a daemon's start) cut each pipe's last
-        segment to the end the index knows: bytes of a commit that never
-        came, or a recycled file's old ones.  Not while daemons write: a
-        recycled segment would lose the cached pages it was recycled for.
-        Call inside a write transaction on the records: no one appends
-        meanwhile.  Returns the number of files removed."""
+        the disk; remove the segments no index row names, and cut each pipe's
+        last segment to the end the index knows (bytes of a commit that never
+        came).  Call inside a write transaction on the records: no one
+        appends meanwhile.  Returns the number of files removed."""
         self._after_boot(db)
         by_pipe: dict[int, list[int]] = {}
         try:
@@ -258,7 +188,7 @@ class SegmentFiles:
             return 0
         for name in names:
             parsed = _parse(name)
-            if parsed is not None and only in (None, parsed[0]):
+            if parsed is not None:
                 by_pipe.setdefault(parsed[0], []).append(parsed[1])
         removed = 0
         for pipe, segs in by_pipe.items():
@@ -273,7 +203,7 @@ class SegmentFiles:
                     self.remove(pipe, seg)
                     db.execute("DELETE FROM data.synced WHERE pipe = ? AND seg = ?", (pipe, seg))
                     removed += 1
-                elif seg == last[0] and cut:
+                elif seg == last[0]:
                     path = self.dir / _name(pipe, seg)
                     try:
                         if path.stat().st_size > last[1]:
@@ -300,25 +230,18 @@ class SegmentFiles:
         db.execute("DELETE FROM data.boot")
         db.execute("INSERT INTO data.boot (id) VALUES (?)", (boot,))
 
-    def remove(self, pipe: int, seg: int, spare: bool = True) -> None:
-        """Remove a segment: keep it as a spare while there are fewer than
-        SPARE_FILES (and *spare*), else unlink it.  A failure is logged
-        (``tidy`` tries again later)."""
+    def remove(self, pipe: int, seg: int) -> None:
+        """Remove a segment; a failure is logged (``tidy`` tries again later)."""
         for write in (False, True):
-            held = self._files.pop((pipe, seg, write), None)
-            if held is not None:
-                os.close(held[0])
-        path = self.dir / _name(pipe, seg)
+            fd = self._files.pop((pipe, seg, write), None)
+            if fd is not None:
+                os.close(fd)
         try:
-            spares = sum(n.startswith(_SPARE) for n in os.listdir(self.dir))
-            if spare and spares < SPARE_FILES:
-                os.rename(path, self.dir / f"{_SPARE}{pipe}-{seg}")
-            else:
-                path.unlink()
+            (self.dir / _name(pipe, seg)).unlink()
         except FileNotFoundError:
             pass
         except OSError as e:
-            log.warning("cannot remove segment %s: %s", path, e)
+            log.warning("cannot remove segment %s: %s", self.dir / _name(pipe, seg), e)
 
     def remove_pipe(self, pipe: int) -> None:
         """Every segment of a deleted pipe (its ids are never used again)."""
@@ -334,4 +257,4 @@ class SegmentFiles:
 
     def close(self) -> None:
         while self._files:
-            os.close(self._files.popitem()[1][0])
+            os.close(self._files.popitem()[1])

@@ -29,8 +29,6 @@ class Upkeep:
         self.retention_seconds = retention_seconds
         self.retention_interval = retention_interval
         self.closed = closed
-        self._rolled: set[int] = set()  # pipes whose consumed segments may be spares
-        self._release = trio.Event()
 
     # -- liveness (the Liveness capability) ---------------------------------
     # One host, one clock: wall-clock heartbeats of different mounts compare.
@@ -164,66 +162,11 @@ class Upkeep:
         await self.tidy()
         return removed
 
-    async def tidy(self, pipe: int | None = None, cut: bool = False) -> None:
-        """Remove the segment files no index row names any more (of one pipe,
-        or all; *cut*: at a start, see SegmentFiles.tidy), under the write
-        lock (_segments)."""
+    async def tidy(self) -> None:
+        """Remove the segment files no index row names any more, under the
+        write lock (_segments)."""
         def tidy(db: sqlite3.Connection) -> None:
             with transaction(db):
-                self.segments.tidy(db, pipe, cut)
+                self.segments.tidy(db)
 
         await self._meta.run(tidy)
-
-    # -- recycling ---------------------------------------------------------
-    def rolled(self, pipes) -> None:
-        """*pipes* began new segments (the appends' thread of trio): free
-        their consumed segments soon, as spares for the next new segment."""
-        self._rolled.update(pipes)
-        self._release.set()
-
-    async def release_loop(self) -> None:
-        """Remove what every group of a rolled pipe has consumed, as
-        retention would at its next pass, so that the pipe's old segments
-        become spares while the pipe still writes (_segments, recycling):
-        a bulk writer otherwise fills new pages until retention comes."""
-        while True:
-            await self._release.wait()
-            self._release = trio.Event()
-            pipes, self._rolled = self._rolled, set()
-            for pipe in pipes:
-                try:
-                    await self.release(pipe)
-                except Exception as e:  # noqa: BLE001 - retention catches up later
-                    if self.closed():
-                        return
-                    log.warning("freeing consumed segments of pipe %d: %s", pipe, e)
-
-    async def release(self, pipe: int) -> int:
-        """Remove pipe *pipe*'s records below every group's cursor and every
-        range in flight, then its segments no row names; the records removed.
-        A pipe without groups keeps its records (retention's rule)."""
-        def plan(db: sqlite3.Connection):
-            db.execute("BEGIN")
-            try:
-                return db.execute(
-                    "SELECT (SELECT min(id) FROM data.records WHERE pipe = ?1),"
-                    " (SELECT min(f) FROM (SELECT next AS f FROM groups WHERE pipe = ?1"
-                    " UNION ALL SELECT first FROM inflight WHERE pipe = ?1))",
-                    (pipe,)).fetchone()
-            finally:
-                db.execute("COMMIT")
-
-        def prune(db: sqlite3.Connection, low: int, high: int) -> int:
-            with transaction(db):
-                return db.execute("DELETE FROM data.records WHERE pipe = ? AND id >= ?"
-                                  " AND id < ?", (pipe, low, high)).rowcount
-
-        oldest, floor = await self._meta.run(plan)
-        if oldest is None or floor is None or floor <= oldest:
-            return 0
-        removed = 0
-        for low in range(oldest, floor, _RETENTION_IDS):
-            high = min(low + _RETENTION_IDS, floor)
-            removed += await self._meta.run(lambda db: prune(db, low, high))
-        await self.tidy(pipe)
-        return removed

@@ -87,18 +87,16 @@ class SqliteBackend(Backend):
         self._wake = Wake(self.path, self.access)
         # One set of open segment files per connection: each runs in one thread.
         self._segments = [SegmentFiles(self.path, self.access) for _ in range(3)]
+        self._appends = Appends(writer, self.path, self._segments[0],
+                                lambda name: self._on_change(name), self._wake.ring)
         self._reads = Reads(reader, self._inflight, self._segments[1])
         self._upkeep = Upkeep(self._meta, self._segments[2], self.retention_seconds,
                               self.retention_interval, closed)
-        self._appends = Appends(writer, self.path, self._segments[0],
-                                lambda name: self._on_change(name), self._wake.ring,
-                                self._upkeep.rolled)
-        await self._upkeep.tidy(cut=True)  # what a killed daemon wrote and never indexed
+        await self._upkeep.tidy()  # what a killed daemon wrote and never indexed
         self._watch = ChangeWatch(watch, self._inflight, self._wake, self.poll_interval, closed)
         await self._watch.start()
         nursery.start_soon(self._watch.run, on_change)
         nursery.start_soon(self._upkeep.retention_loop)
-        nursery.start_soon(self._upkeep.release_loop)
         nursery.start_soon(self._inflight.ack_loop, reader, closed)
         nursery.start_soon(self._appends.loop)
         nursery.start_soon(self._reads.loop)
