@@ -51,21 +51,8 @@ def run(body, store):
 
 
 def segment_files(store) -> dict[str, int]:
-    """The segments (not the spares kept for recycling) and their sizes."""
     folder = segments_path(store)
-    return {name: (folder / name).stat().st_size for name in sorted(os.listdir(folder))
-            if not name.startswith("spare-")}
-
-
-def spare_files(store) -> list[str]:
-    return sorted(n for n in os.listdir(segments_path(store)) if n.startswith("spare-"))
-
-
-async def spare_made(store) -> None:
-    """Wait for a spare: consumed segments are freed in the background."""
-    with trio.fail_after(5):
-        while not spare_files(store):
-            await trio.sleep(0.01)
+    return {name: (folder / name).stat().st_size for name in sorted(os.listdir(folder))}
 
 
 def test_the_bytes_are_in_segment_files_and_sqlite_holds_only_their_index(tmp_path):
@@ -301,125 +288,6 @@ def test_segments_are_synced_ahead_so_a_close_waits_for_the_last_bytes_only(tmp_
     assert synced, "synced in the background past SYNC_AHEAD"
 
 
-def test_a_new_segment_reuses_a_consumed_ones_file_and_reads_only_its_new_bytes(
-        tmp_path, monkeypatch):
-    """Recycling: once every group read past a pipe's segment, rolling to a
-    new segment frees it as a spare (without waiting for retention), and the
-    next new segment is that file, written over in place: its old bytes past
-    the new end are never read."""
-    monkeypatch.setattr(_appends, "SEGMENT_BYTES", 1000)
-    store = tmp_path / "s.sqlite"
-
-    async def body(opener):
-        a = await opener()
-        await a.create_pipe("p")
-        inodes = set()
-        got = b""
-        for i in range(8):  # a segment per append: each one reaches 1000 bytes
-            await a.append("p", [data(bytes([65 + i]) * 1200)], durable=False)
-            inodes |= {(segments_path(store) / n).stat().st_ino for n in segment_files(store)}
-            more, unreadable = await read_all(a, "p")
-            assert not unreadable
-            got += more
-            if i:  # the append rolled to a new segment: the consumed ones are freed
-                await spare_made(store)
-        await a.append("p", [data(b"short")], durable=True)
-        more, _ = await read_all(a, "p")
-        spares = spare_files(store)
-        await a.close()
-        return inodes, got + more, spares
-
-    inodes, got, spares = run(body, store)
-    assert got == b"".join(bytes([65 + i]) * 1200 for i in range(8)) + b"short"
-    assert len(inodes) <= 3, f"8 segments in {len(inodes)} files: consumed ones are reused"
-    assert len(spares) <= 4
-
-
-def test_spares_are_capped_and_a_deleted_pipes_segments_become_spares(tmp_path, monkeypatch):
-    from dnpfs.backends.sqlite import _segments
-
-    monkeypatch.setattr(_appends, "SEGMENT_BYTES", 1000)
-    monkeypatch.setattr(_segments, "SPARE_FILES", 2)
-    store = tmp_path / "s.sqlite"
-
-    async def body(opener):
-        a = await opener()
-        await a.create_pipe("p")
-        for i in range(5):
-            await a.append("p", [data(b"x" * 1000)], durable=False)
-        written = len(segment_files(store))
-        await a.delete_pipe("p")
-        left = segment_files(store), spare_files(store)
-        await a.create_pipe("q")
-        await a.append("q", [data(b"fresh")], durable=True)
-        got = await read_all(a, "q")
-        after = spare_files(store)
-        await a.close()
-        return written, left, got, after
-
-    written, (segments, spares), got, after = run(body, store)
-    assert written == 5 and segments == {}
-    assert len(spares) == 2, "two spares kept, the other segments unlinked"
-    assert got == (b"fresh", 0)
-    assert len(after) == 1, "q's first segment is a spare's file"
-
-
-def test_a_start_cuts_a_recycled_segment_to_what_the_index_names(tmp_path, monkeypatch):
-    """A recycled file holds its old bytes past the new end: a start cuts
-    them off as it cuts the bytes of a commit that never came; a reboot
-    keeps what a durable append covered in the recycled file."""
-    monkeypatch.setattr(_appends, "SEGMENT_BYTES", 1000)
-    store = tmp_path / "s.sqlite"
-
-    async def first(opener):
-        a = await opener()
-        await a.create_pipe("p")
-        for i in range(3):
-            await a.append("p", [data(bytes([65 + i]) * 1500)], durable=False)
-            await read_all(a, "p")
-        await spare_made(store)
-        await a.append("p", [data(b"recycled and synced")], durable=True)
-        # no close(): as if killed
-
-    run(first, store)
-    sizes = sorted(segment_files(store).values())
-    db = sqlite3.connect(records_path(store))
-    db.execute("UPDATE boot SET id = 'an earlier boot'")
-    db.commit()
-    db.close()
-
-    async def second(opener):
-        b = await opener()
-        got = await read_all(b, "p")
-        after = segment_files(store)
-        await b.close()
-        return got, after
-
-    got, after = run(second, store)
-    assert max(sizes) == 1500, "the recycled file still held old bytes past its end"
-    assert got == (b"recycled and synced", 0)
-    assert list(after.values()) == [len(b"recycled and synced")]
-
-
-def test_a_held_descriptor_of_a_recycled_segment_is_not_read(tmp_path):
-    """A segment renamed away (a spare, recycled by any daemon) keeps its
-    file alive: a descriptor held under the old name must not read the new
-    owner's bytes; the name is opened again (gone: a read error)."""
-    from dnpfs.access import FileAccess
-    from dnpfs.backends.sqlite._segments import SegmentFiles
-
-    store = tmp_path / "s.sqlite"
-    segments_path(store).mkdir()
-    files = SegmentFiles(store, FileAccess())
-    files.write(1, 1, 0, [b"old bytes"])
-    assert files.read(1, 1, 0, 9) == b"old bytes"
-    os.rename(segments_path(store) / "1-1", segments_path(store) / "2-5")
-    with open(segments_path(store) / "2-5", "r+b") as f:
-        f.write(b"new owner")
-    assert files.read(1, 1, 0, 9) is None
-    files.close()
-
-
 def test_a_cursor_move_does_not_wait_for_the_records_write_lock(tmp_path):
     """A read moves its group's cursor under the catalog's lock only: an
     append holding the records' lock (while it copies a batch into the
@@ -443,35 +311,3 @@ def test_a_cursor_move_does_not_wait_for_the_records_write_lock(tmp_path):
         return got
 
     assert run(body, store) == (b"readable", 0)
-
-
-def test_descriptors_of_recycled_segments_are_closed(tmp_path, monkeypatch):
-    """A segment that became a spare (and then another segment) is closed by
-    the next segment opened, as a removed one is: held under its old name it
-    would never be used again."""
-    monkeypatch.setattr(_appends, "SEGMENT_BYTES", 1000)
-    store = tmp_path / "s.sqlite"
-
-    def held() -> int:
-        count = 0
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                count += str(segments_path(store)) in os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-        return count
-
-    async def body(opener):
-        a = await opener()
-        await a.create_pipe("p")
-        most = 0
-        for i in range(12):
-            await a.append("p", [data(bytes([65 + i]) * 1200)], durable=False)
-            await read_all(a, "p")
-            if i:
-                await spare_made(store)
-            most = max(most, held())
-        await a.close()
-        return most
-
-    assert run(body, store) <= 6, "a writer, a reader and the upkeep: two segments each at most"
