@@ -329,11 +329,11 @@ _LIFT_EMBEDDED = (
     " request and a cursor move; the daemons used {daemon:.2f} of a core while dd and cat ran"
     " at once ({cpu:.2f} CPU s/GiB) on a machine shared with other work. Separate write"
     " locks for appends and cursor moves lifted it (1.7× the MiB/s, median of eleven"
-    " alternated suite runs); recycled segments (no new page-cache pages) and pyfuse3 copying with the GIL released"
-    " gave no lift beyond noise (docs/decisions.md, issue #29). Would lift it: fewer copies"
-    " (pyfuse3 handing a write's buffer over without"
-    " a bytes object) and fewer cursor moves per MiB read (a reader taking several MiB at"
-    " once).")
+    " alternated suite runs); recycled segments (no new page-cache pages) and pyfuse3"
+    " copying with the GIL released gave no lift beyond noise and were dropped"
+    " (docs/decisions.md, issue #29). Would lift it: fewer copies (pyfuse3 handing a write's"
+    " buffer over without a bytes object) and fewer cursor moves per MiB read (a reader"
+    " taking several MiB at once).")
 _LIFT_EMBEDDED_SMALL = (
     "less Python per write (no Event and no Record per write until the batch) and"
     " less per FUSE request (pyfuse3 releasing the GIL around /dev/fuse was tried, no lift:"
