@@ -332,12 +332,18 @@ _LIFT_LATENCY = (
     " asyncio thread, the GIL handed over at once). Not tried. The raw aiokafka reference"
     " moves between runs by about as much as the target's margin.")
 _LIFT_EMBEDDED = (
-    "the writes: the bytes are written once, into segment files, but into new page-cache"
-    " pages, which a FIFO never allocates (the same cost bounded SQLite before: docs/"
-    "decisions.md, issue #29); the daemons used {daemon:.2f} of a core while dd and cat ran"
-    " at once ({cpu:.2f} CPU s/GiB) on a machine shared with other work. Would lift it:"
-    " reusing the cached pages of consumed segments; pyfuse3 copying with the GIL released"
-    " was tried and gave no lift beyond noise (docs/decisions.md, \"pyfuse3 keeps the GIL\").")
+    "copies and work per request on shared cores: each byte is copied five times between dd"
+    " and cat (into the writing daemon, into a bytes object, into the segment's pages, out"
+    " of them, into the reply) where a FIFO copies it twice, and each MiB read is a FUSE"
+    " request and a cursor move; the daemons used {daemon:.2f} of a core while dd and cat ran"
+    " at once ({cpu:.2f} CPU s/GiB) on a machine shared with other work. Separate write"
+    " locks for appends and cursor moves lifted it little (after / before 1.7× and 1.2× the"
+    " MiB/s, medians of two sets of alternated suite runs; through / FIFO 0.14 → 0.24× in"
+    " the first, 0.17 → 0.17× in the second); recycled segments (no new page-cache pages) and pyfuse3"
+    " copying with the GIL released gave no lift beyond noise and were dropped"
+    " (docs/decisions.md, issue #29). Would lift it: fewer copies (pyfuse3 handing a write's"
+    " buffer over without a bytes object) and fewer cursor moves per MiB read (a reader"
+    " taking several MiB at once).")
 _LIFT_EMBEDDED_SMALL = (
     "less Python per write (no Event and no Record per write until the batch) and"
     " less per FUSE request (pyfuse3 releasing the GIL around /dev/fuse was tried, no lift:"

@@ -89,8 +89,8 @@ def test_two_daemons_share_one_store_with_low_latency(make_mount):
 def test_full_buffer_blocks_the_writer_until_the_store_takes_it(make_mount, store):
     m = make_mount(["--store", str(store)], extra=["--buffer-mib", "1"])
     os.mkfifo(m / "p")
-    # Another process holds the store's write lock: nothing can be stored.
-    lock = sqlite3.connect(store, isolation_level=None)
+    # Another process holds the records' write lock: nothing can be stored.
+    lock = sqlite3.connect(records_path(store), isolation_level=None)  # appends' lock
     lock.execute("BEGIN EXCLUSIVE")
     writer = spawn(["dd", "if=/dev/zero", f"of={m/'p'}", "bs=64k", "count=64", "status=none"])
     try:
@@ -134,7 +134,7 @@ def test_retention_removes_consumed_and_old_records(make_mount, store):
 def test_writer_blocked_by_a_full_buffer_can_be_killed(make_mount, store):
     m = make_mount(["--store", str(store)], extra=["--buffer-mib", "1"])
     os.mkfifo(m / "p")
-    lock = sqlite3.connect(store, isolation_level=None)
+    lock = sqlite3.connect(records_path(store), isolation_level=None)  # appends' lock
     lock.execute("BEGIN EXCLUSIVE")
     try:
         writer = spawn(["dd", "if=/dev/zero", f"of={m/'p'}", "bs=64k", "count=64", "status=none"])
@@ -156,7 +156,7 @@ def test_close_reports_eio_after_the_delivery_timeout(make_mount, store):
     m = make_mount(["--store", str(store)], extra=["--delivery-timeout", "2"])
     os.mkfifo(m / "p")
     w = open(m / "p", "wb", buffering=0)  # BEGIN is stored before the store is locked
-    lock = sqlite3.connect(store, isolation_level=None)
+    lock = sqlite3.connect(records_path(store), isolation_level=None)  # appends' lock
     lock.execute("BEGIN EXCLUSIVE")
     try:
         w.write(b"will not be stored in time")

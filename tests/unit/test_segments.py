@@ -286,3 +286,28 @@ def test_segments_are_synced_ahead_so_a_close_waits_for_the_last_bytes_only(tmp_
 
     assert run(body, store) == [], "nothing synced below SYNC_AHEAD"
     assert synced, "synced in the background past SYNC_AHEAD"
+
+
+def test_a_cursor_move_does_not_wait_for_the_records_write_lock(tmp_path):
+    """A read moves its group's cursor under the catalog's lock only: an
+    append holding the records' lock (while it copies a batch into the
+    segments) does not hold it up.  BEGIN IMMEDIATE locked both files."""
+    store = tmp_path / "s.sqlite"
+
+    async def body(opener):
+        a = await opener(busy_ms=1000)
+        await a.create_pipe("p")
+        await a.append("p", [data(b"readable")], durable=True)
+        other = sqlite3.connect(records_path(store), isolation_level=None, timeout=0)
+        other.execute("BEGIN")
+        other.execute("DELETE FROM boot WHERE 0")  # the records' write lock, as an append
+        try:
+            with trio.fail_after(5):
+                got = await read_all(a, "p")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await a.close()
+        return got
+
+    assert run(body, store) == (b"readable", 0)

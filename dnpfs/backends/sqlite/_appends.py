@@ -145,7 +145,7 @@ class Appends:
             files.close()
 
     def _mark(self, db: sqlite3.Connection, synced: dict[tuple[int, int], int]) -> None:
-        with transaction(db):
+        with transaction(db, only="data"):
             self.segments.mark(db, synced)
 
     def _alone(self, job: _AppendJob) -> bool:
@@ -230,7 +230,7 @@ class Appends:
         """Write and index *jobs*; *written* gets the ends of the segments written."""
         written.clear()  # (it may run again: the store was busy)
         errors: list[Exception | None] = []
-        with transaction(db):
+        with transaction(db, only="data"):  # the catalog is only read
             next_id = None
             for job in jobs:
                 # One statement: each one hands the GIL away and waits to get it back.

@@ -153,19 +153,42 @@ class Conn:
             pass  # the connection is closed: nothing to roll back
 
 
+# A statement that writes nothing but takes the write lock of its file.
+_LOCK = {"main": "DELETE FROM main.mounts WHERE 0", "data": "DELETE FROM data.boot WHERE 0"}
+
+
 class transaction:
     """BEGIN IMMEDIATE ... COMMIT: take the write lock up front, so a
-    read-then-write transaction never fails half way on a lock upgrade."""
+    read-then-write transaction never fails half way on a lock upgrade.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    BEGIN IMMEDIATE takes the write lock of every attached file: the
+    catalog's and the records'.  A transaction that writes one file only
+    names it (*only*: "main", the catalog, or "data", the records) and
+    takes that file's lock alone, so that cursor moves and appends do not
+    wait for each other (an append holds its lock while it copies its
+    batch into the segments); it reads the other file from a snapshot."""
+
+    def __init__(self, db: sqlite3.Connection, only: str | None = None) -> None:
         self.db = db
+        self.only = only
 
     def __enter__(self) -> sqlite3.Connection:
         # Wait for the write lock here, briefly, rather than in Conn.run,
         # which would run the whole function again (a batch of reads first
         # decides from a read snapshot: that work is still good).
-        retry_busy(lambda: self.db.execute("BEGIN IMMEDIATE"), 0.5)
+        if self.only is None:
+            retry_busy(lambda: self.db.execute("BEGIN IMMEDIATE"), 0.5)
+        else:
+            retry_busy(self._begin_only, 0.5)
         return self.db
+
+    def _begin_only(self) -> None:
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute(_LOCK[self.only])  # no read before it: no stale snapshot
+        except BaseException:
+            self.db.rollback()
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:

@@ -191,7 +191,7 @@ class InFlight:
             return
 
         def ack(db: sqlite3.Connection) -> None:
-            with transaction(db):
+            with transaction(db, only="main"):
                 self.delete(db, done)
 
         try:

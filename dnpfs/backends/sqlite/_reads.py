@@ -335,7 +335,7 @@ class Reads:
         (the one after each delivery) takes no write lock for it alone; the
         ack loop deletes the rows within ACK_INTERVAL."""
         if locked:
-            with transaction(db):
+            with transaction(db, only="main"):  # the records are only read
                 return self._consume_in(db, jobs, done, locked)
         return self._consume_in(db, jobs, done, locked)
 
@@ -372,7 +372,8 @@ class Reads:
         again = [i for i in pipes if outcomes[i] is None and i not in planned]
         if not planned and not again and not locked:
             return outcomes, False
-        with contextlib.nullcontext() if locked else transaction(db):
+        # The records are only read: the catalog's lock alone (_conn.transaction).
+        with contextlib.nullcontext() if locked else transaction(db, only="main"):
             inflight.delete(db, done)
             for i, (pipe, old, new, result) in planned.items():
                 if move(db, pipe, jobs[i].group, old, new):
