@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 # mount costs (a request and a response listing every held partition).
 FETCH_WAIT_MS = 250
 # Per partition and response at most: ~128 records of 128 KiB.  Each request
-# waits for the broker's first byte, a cost per request that a larger response spreads
-# over more records (docs/decisions.md, "16 MiB fetches").
+# waits for the broker's first byte, a cost per request that a larger
+# response spreads over more records (docs/decisions.md, "16 MiB fetches").
 PARTITION_BYTES = 16 << 20
 RESPONSE_BYTES = 16 << 20  # per response, all partitions together, at most
 # The mount's fetch budget is shared by the members it holds (``share``):
