@@ -9,8 +9,8 @@ dnpfs/backends/kafka/_appender.py (idempotent, acks=all, linger 1 ms, batches of
 its BATCH_BYTES), except that the latency producer does not linger: dnpfs sends
 a write to an idle pipe at once (``lingers``), and every message of the latency
 scenario is one; the consumer fetches as the daemon's fetcher does, with the sizes
-imported from dnpfs/backends/kafka/_fetcher.py (4 MiB per partition, 16 MiB
-per response, no CRC check) and aiokafka.conn.READER_LIMIT raised to match.
+imported from dnpfs/backends/kafka/_fetcher.py (16 MiB per partition and per
+response, no CRC check) and aiokafka.conn.READER_LIMIT raised to match.
 This consumer assigns the partition itself (no group).  So the difference
 between dnpfs and this script is dnpfs itself (FUSE, trio, the bridge to the
 asyncio thread, sessions and cursors, and its reading fetch responses in place,

@@ -745,8 +745,8 @@ def _methods(results: dict, image_dir: str) -> str:
   per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
 - aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
   linger 1 ms, none in the latency scenario as dnpfs for a write to an idle pipe, batches of
-  up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 4 MiB per partition,
-  16 MiB per response, no CRC check; aiokafka's READER_LIMIT raised to 4 MiB,
+  up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 16 MiB per partition
+  and per response, no CRC check; aiokafka's READER_LIMIT raised to 16 MiB,
   while the daemon reads fetch responses without aiokafka's reader: docs/decisions.md,
   "fetch responses read in place"); timed from after it connected (the daemon is
   connected before a step starts too).

@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 # partition added meanwhile waits for its first request, and what an idle
 # mount costs (a request and a response listing every held partition).
 FETCH_WAIT_MS = 250
-PARTITION_BYTES = 4 << 20  # per partition and response at most: ~32 records of 128 KiB
+# Per partition and response at most: ~128 records of 128 KiB.  Each request
+# waits for the broker's first byte, a cost per request that a larger
+# response spreads over more records (docs/decisions.md, "16 MiB fetches").
+PARTITION_BYTES = 16 << 20
 RESPONSE_BYTES = 16 << 20  # per response, all partitions together, at most
 # The mount's fetch budget is shared by the members it holds (``share``):
 # each buffers at most about that much, and never less than MIN_SHARE
