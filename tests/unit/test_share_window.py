@@ -72,18 +72,3 @@ def test_acknowledgements_of_consecutive_records_go_as_one_batch():
     acks = [(5, ACCEPT), (3, ACCEPT), (4, ACCEPT), (6, RELEASE), (7, RELEASE), (9, RELEASE)]
     assert ack_batches(acks) == [(3, 5, [ACCEPT], {}), (6, 7, [RELEASE], {}),
                                  (9, 9, [RELEASE], {})]
-
-
-def test_in_a_backlog_an_ask_a_few_ms_late_doubles_the_window():
-    window = Window()
-    window.backlog = True
-    gap = (QUICK + SLOW) / 2
-    assert stream(window, 5, 100, gap) == [1, 2, 4, 8, 16]
-    window.backlog = False  # caught up: as before
-    assert stream(window, 2, 100, gap, start=5 * gap) == [8, 4]
-
-
-def test_in_a_backlog_a_worker_still_gets_one_record_at_a_time():
-    window = Window()
-    window.backlog = True
-    assert stream(window, 5, 100, 0.2) == [1, 1, 1, 1, 1]

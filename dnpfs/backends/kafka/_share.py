@@ -805,9 +805,6 @@ class ShareReader:
                     raise RuntimeError(f"ShareFetch error {code}: {message}")
                 with self.lock:
                     got += self._acquired(raw, acquired_ranges)
-        with self.lock:
-            for window in self._windows.values():  # (_window: a backlog grows windows)
-                window.backlog = got >= want
         if got:
             self._peek = False
             self.notify(self.name)

@@ -11,12 +11,7 @@ record right after the previous one (``QUICK``), up to ``MAX_RECORDS`` and
 (a job, ``SLOW``) brings it back to one.  An ask between the two halves it:
 a stream's read waits a few ms now and then for the GIL or the CPU (the
 machine's other work), and going back to one record a ShareFetch for that
-cost the stream more than the hiccup (docs/decisions.md).  While the
-mount finds a backlog (its last ShareFetch came back with all it asked
-for: records wait in the log), such an ask doubles the window instead: a
-reader that waits a few ms per record (a loaded machine) still catches up
-a window at a time, and a worker that works on each record (``SLOW``)
-still gets one.
+cost the stream more than the hiccup (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -28,13 +23,12 @@ CAP_BYTES = 8 << 20  # as a ShareFetch's FETCH_BYTES: one fetch fills a window
 
 
 class Window:
-    __slots__ = ("size", "given_at", "record_bytes", "backlog")
+    __slots__ = ("size", "given_at", "record_bytes")
 
     def __init__(self) -> None:
         self.size = 1
         self.given_at: float | None = None  # when the handle got its last record
         self.record_bytes = 0  # the size of that record
-        self.backlog = False  # the mount's last ShareFetch came back full
 
     def given(self, now: float, nbytes: int) -> None:
         self.given_at = now
@@ -47,7 +41,7 @@ class Window:
         if self.given_at is None:
             return self.size
         gap = now - self.given_at
-        if gap <= QUICK or (gap <= SLOW and self.backlog):
+        if gap <= QUICK:
             cap = min(MAX_RECORDS, max(1, CAP_BYTES // max(self.record_bytes, 1)))
             self.size = min(self.size * 2, cap)
         elif gap <= SLOW:
