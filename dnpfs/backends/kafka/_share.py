@@ -77,6 +77,10 @@ log = logging.getLogger(__name__)
 JOIN_FIRST_POLL = 0.01
 JOIN_POLL = 0.1
 JOIN_TIMEOUT = 10.0  # a non-blocking read waits this long at most for the mount to join
+# A member in the group with no partition this long says why once: the broker
+# is still initializing the group's state; one that restarted mid-way retries
+# only after group.share.initialize.retry.interval.ms (docs/kafka.md).
+ASSIGN_SLOW = 10.0
 FETCH_WAIT_MS = 500  # a ShareFetch waits this long for a record to come
 # ... for a non-blocking read: the broker answers as soon as a record can be
 # acquired, but a share partition's first fetch after a while may find it
@@ -314,9 +318,22 @@ class ShareReader:
         return any(a.record.kind in (Kind.DATA, Kind.UNREADABLE) for a in self._queue(holder))
 
     def _queue(self, holder: object) -> deque[Acquired]:
-        """Where the handle's next record comes from: those acquired ahead
-        for it, or, once they are gone, the mount's."""
-        return self._ahead.get(holder) or self._ready
+        """(Under the lock) Where the handle's next record comes from: those
+        acquired ahead for it, or, once they are gone, the mount's.  BEGIN
+        markers at the head of its own are accepted here (as ``_pick_from``
+        does): records ahead that were only markers are gone, and the read
+        takes the mount's (it found nothing ahead and waited with no fetch
+        due, since the mount had a record for it: docs/decisions.md, "Share
+        groups after a broker restart")."""
+        ahead = self._ahead.get(holder)
+        if ahead is None:
+            return self._ready
+        while ahead and ahead[0].record.kind is Kind.BEGIN:
+            self._ack(ahead.popleft().record.offset, rq.ACCEPT)
+        if ahead:
+            return ahead
+        del self._ahead[holder]
+        return self._ready
 
     def _asked(self, holder: object) -> None:
         self._leaving.pop(holder, None)
@@ -404,12 +421,17 @@ class ShareReader:
             self._refill(holder, window)
         if not self._ahead.get(holder, True):
             del self._ahead[holder]
-        if all(a.record.kind is Kind.END for a in run) and self._queue(holder):
-            # An END that was no EOF, with the next record a marker already
-            # here (_pick_from adds only data after an END): the read ends
-            # empty and its reader waits for a change that nothing would
-            # announce.  Wake it to read on.
-            self.notify(self.name)
+        if all(a.record.kind is Kind.END for a in run):
+            # An END that was no EOF ends the read empty, and its reader waits
+            # for a change.  With the next record a marker already here
+            # (_pick_from adds only data after an END), nothing would announce
+            # one: wake it to read on.  With nothing here, nothing would fetch
+            # its next record: ask for it (an EOF's settle takes the ask back).
+            if self._queue(holder):
+                self.notify(self.name)
+            else:
+                self._wants[holder] = None
+                self._poke()
         return result
 
     def _refill(self, holder: object, window: Window) -> None:
@@ -595,6 +617,8 @@ class ShareReader:
     async def _heartbeat_loop(self) -> None:
         topics: list[str] | None = [self.topic]
         poll = JOIN_FIRST_POLL
+        unassigned_since: float | None = None  # in the group, no partition yet, since then
+        slow = False
         while True:
             try:
                 node = await self._coordinator()
@@ -636,13 +660,28 @@ class ShareReader:
                 else:
                     self._joined.clear()
             if self.topic_id is None:
+                now = time.monotonic()
+                if unassigned_since is None:
+                    unassigned_since, slow = now, False
+                elif not slow and now - unassigned_since >= ASSIGN_SLOW:
+                    slow = True
+                    log.warning("%s: in the share group for %.0f s and no partition assigned yet:"
+                                " the broker has not initialized the group's state (after a"
+                                " broker restart it tries again group.share.initialize.retry"
+                                ".interval.ms, 30 s by default, after it began); reads wait",
+                                self.group_id, now - unassigned_since)
                 await asyncio.sleep(poll)
                 poll = min(poll * 2, JOIN_POLL)
             else:
+                if unassigned_since is not None and slow:
+                    log.warning("%s: partition assigned after %.0f s", self.group_id,
+                                time.monotonic() - unassigned_since)
+                unassigned_since = None
                 poll = JOIN_FIRST_POLL
                 await asyncio.sleep(self.interval)
 
     async def _fetch_loop(self) -> None:
+        failing = ""  # the error the last round met
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RENEW_EVERY / 2):
@@ -666,12 +705,17 @@ class ShareReader:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the broker is away: try again shortly
-                log.info("%s: share fetch: %s", self.group_id, e)
+                if str(e) != failing:  # once per cause, not twice a second while it lasts
+                    failing = str(e)
+                    log.info("%s: share fetch: %s", self.group_id, e)
                 self.session_epoch = 0
                 self._end_round()
                 await asyncio.sleep(0.5)
                 self._wake.set()
                 continue
+            if failing:
+                log.info("%s: share fetch works again", self.group_id)
+                failing = ""
             self._end_round()
             with self.lock:
                 want = self._wanted()
@@ -724,6 +768,15 @@ class ShareReader:
         # the broker all the time; docs/decisions.md, "Share groups by default".)
         wait = EAGER_WAIT_MS if self._eager else \
             FETCH_WAIT_MS if self._wants or self._peek else 0
+        if acks and self.session_epoch == 0:
+            # A ShareFetch that opens a share session may carry no
+            # acknowledgements (the broker refuses the whole request,
+            # INVALID_REQUEST), and these are moot: they name records of the
+            # lost session, which the broker released (a broker restart, an
+            # evicted session) and delivers again.
+            log.info("%s: %d acknowledgements dropped with their share session", self.name,
+                     len(acks))
+            acks = []
         request = rq.ShareFetchRequest(self.group_id, self.member_id, self._next_session_epoch(),
                                        self.topic_id, acks, want, wait, FETCH_BYTES)
         try:
