@@ -131,6 +131,16 @@ def test_idle_pipes_do_not_hold_up_a_busy_one(kafka_bootstrap, make_mount, tmp_p
             c.wait()
 
 
+def _write_records(pipe, count: int = 200) -> list[bytes]:
+    """*count* records of 64 KiB, each one write() (one record), numbered."""
+    records = [(b"%06d" % i) * (65536 // 6) + b"x" * (65536 % 6) for i in range(count)]
+    with open(pipe, "wb") as w:
+        for rec in records:
+            w.write(rec)
+            w.flush()
+    return records
+
+
 READ_SOME = """
 import os, sys, time
 idle = os.open(sys.argv[1], os.O_RDONLY)  # keeps the mount in the share group
@@ -155,11 +165,7 @@ def test_records_a_reader_held_ahead_go_back_when_it_closes(kafka_bootstrap, mak
     args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
     a, b = make_mount(args, "a"), make_mount(args, "b")
     os.mkfifo(a / "p")
-    records = [(b"%06d" % i) * (65536 // 6) + b"x" * (65536 % 6) for i in range(200)]
-    with open(a / "p", "wb") as w:  # one write(), one record
-        for rec in records:
-            w.write(rec)
-            w.flush()
+    records = _write_records(a / "p")
     first = spawn([sys.executable, "-c", READ_SOME, str(b / "p"), "16"])
     try:
         taken = first.stdout.read(16 * 65536)
@@ -200,11 +206,7 @@ def test_a_reader_that_streams_reads_several_records_held_ahead_at_once(kafka_bo
     args = ["--kafka", kafka_bootstrap, "--topic-prefix", prefix, "--share-groups", "auto"]
     a = make_mount(args, "a")
     os.mkfifo(a / "p")
-    records = [(b"%06d" % i) * (65536 // 6) + b"x" * (65536 % 6) for i in range(200)]
-    with open(a / "p", "wb") as w:  # one write(), one record
-        for rec in records:
-            w.write(rec)
-            w.flush()
+    records = _write_records(a / "p")
     done = subprocess.run([sys.executable, "-c", READ_SIZES, str(a / "p")],
                           capture_output=True, timeout=60, check=True)
     assert done.stdout == b"".join(records)
