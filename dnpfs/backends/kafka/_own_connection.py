@@ -37,6 +37,14 @@ class OwnConnection:
         self.cluster = cluster
         self._node: int | None = None
         self._conn = None
+        self._written: object | None = None  # the last request handed to the socket
+
+    def written(self, request) -> bool:
+        """Did *request* reach the socket?  A request cancelled or failed after
+        that may still be answered by the broker: the broker reads it unless
+        the connection broke first, and serves the next request on this
+        connection only after it."""
+        return self._written is request
 
     async def send(self, node: int, request):
         conn = self._conn
@@ -55,8 +63,10 @@ class OwnConnection:
                 conn.close()
                 raise
             self._node, self._conn = node, conn
+        waiting = conn.send(request)  # writes the request now, or raises
+        self._written = request
         try:
-            return await conn.send(request)
+            return await waiting
         except asyncio.TimeoutError as e:
             self.close()  # what it was waiting for may still come: a new one next time
             raise RequestTimedOutError() from e

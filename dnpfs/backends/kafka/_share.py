@@ -782,7 +782,7 @@ class ShareReader:
         try:
             response = await self.link.send(self._leader(), request)
         except BaseException:
-            self._put_back_acks(acks)
+            self._put_back_unsent(request, acks)
             raise
         if response.error_code in SESSION_GONE:
             self.session_epoch = 0
@@ -812,6 +812,19 @@ class ShareReader:
     def _put_back_acks(self, acks: list[tuple[int, int]]) -> None:
         with self.lock:
             self._acks[:0] = acks
+
+    def _put_back_unsent(self, request, acks: list[tuple[int, int]]) -> None:
+        """A request that carried *acks* failed or was cancelled (``close``
+        cancels the fetch loop mid-request).  Once written, the broker may
+        apply its acknowledgements all the same: sent again, they would name
+        records no longer acquired, and the broker refuses a partition's
+        acknowledgements whole (error 121), the new ones with the old: an
+        ACCEPT lost that way hands the record (an END: a second EOF) to
+        another mount when this member leaves.  So only acknowledgements that
+        never reached the socket go back; those that did were applied, or
+        their session is lost and the broker delivers the records again."""
+        if not self.link.written(request):
+            self._put_back_acks(acks)
 
     def _acquired(self, raw: bytes | None, ranges) -> int:
         """(Under the lock.)"""
@@ -897,7 +910,7 @@ class ShareReader:
             response = await self.link.send(self._leader(), request)
         except BaseException:
             if not final:
-                self._put_back_acks(acks)
+                self._put_back_unsent(request, acks)
             raise
         if response.error_code in SESSION_GONE and not final:
             self.session_epoch = 0
@@ -905,6 +918,12 @@ class ShareReader:
         elif response.error_code:
             log.info("%s: acknowledgement: error %d %s", self.name, response.error_code,
                      response.error_message)
+        else:
+            for _, partitions, *_ in response.responses:
+                for _, code, message, *_ in partitions:
+                    if code:
+                        log.info("%s: acknowledgement refused (%d): %s", self.name, code,
+                                 message)
 
 
 class ShareReaders:
