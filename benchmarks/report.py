@@ -538,7 +538,9 @@ def _latency_md(lat: dict | None, emb: dict | None, pictures: dict, image_dir: s
            "One 100-byte message at a time: the writer writes only when the previous"
            " message arrived and the reader is blocked in read() again (2 ms later). From"
            " just before write() (or send()) to the reader's read() (getone()) returning"
-           " it.\n"]
+           " it. On Kafka, dnpfs and raw aiokafka take turns (four each, in the order"
+           " ABBA) and each row pools its turns' messages, so background work falls on"
+           " both alike.\n"]
     if "latency" in pictures:
         out.append(f"![latency]({image_dir}/{pictures['latency']})\n")
     rows = []

@@ -416,6 +416,16 @@ def percentiles(samples_us: list[float]) -> dict:
             "samples_us": [round(x, 1) for x in s]}
 
 
+def pooled(parts: list[dict]) -> dict:
+    """Latency steps taken in turns as one: their samples' percentiles, their
+    other figures (seconds, CPU) added up."""
+    samples = [x for p in parts for x in p["samples_us"]]
+    figures = percentiles(samples)
+    added = {k: round(sum(p[k] for p in parts), 3) for k, v in parts[0].items()
+             if k not in figures and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {**figures, **added, "turns": len(parts)}
+
+
 def file_latency(bench: Bench, write_path: Path, read_path: Path, count: int, size: int,
                  daemons: list[int]) -> dict:
     with Meter(daemons, bench.broker) as m:
