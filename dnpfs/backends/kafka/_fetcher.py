@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiokafka.client import AIOKafkaClient
@@ -68,6 +69,13 @@ CLOSE_WAIT = 0.5  # for the broker to close a fetch session when the mount stops
 # Kafka error codes the fetcher answers specially.
 OFFSET_OUT_OF_RANGE = 1
 EARLIEST = -2
+# After a small response that handed records over, the fetch loop lets the
+# GIL go for this long before it builds its next request: the trio thread,
+# woken to answer a blocked read(), runs first (docs/decisions.md, "Kafka:
+# the producer lingers 1 ms, except after an idle spell").  Not after large
+# responses: a bulk reader is not waiting on one record.
+HAND_OVER_PAUSE = 0.0001
+SMALL_RESPONSE = 64 << 10
 FETCH_SESSION_ID_NOT_FOUND = 70
 INVALID_FETCH_SESSION_EPOCH = 71
 
@@ -237,7 +245,7 @@ class Fetcher:
                 response = await self._send(node, session.request(start, sizes, self.budget))
                 if not session.answered(response, start, sizes):
                     continue  # the broker lost the session: ask again in full
-                ok = self._deliver(node, due, start, response)
+                ok, handed = self._deliver(node, due, start, response)
             except Exception as e:  # noqa: BLE001 - the loop must go on: readers wait on it
                 # Broker away or frozen (KafkaError, OSError), or a response
                 # that cannot be read (a corrupt batch): ask again, logged once,
@@ -253,6 +261,8 @@ class Fetcher:
             if failing:
                 log.info("fetching from broker %d again", node)
                 failing = False
+            if 0 < handed <= SMALL_RESPONSE:
+                time.sleep(HAND_OVER_PAUSE)
             if not ok:
                 # A partition answered with an error (its leader moved, its
                 # topic is gone): such answers come at once, so do not ask
@@ -260,9 +270,11 @@ class Fetcher:
                 await asyncio.sleep(ERROR_WAIT)
 
     def _deliver(self, node: int, due: dict[str, list[Want]], start: dict[str, int],
-                 response) -> bool:
-        """Hand each member its records; False if a partition had an error."""
+                 response) -> tuple[bool, int]:
+        """Hand each member its records; False if a partition had an error,
+        and the bytes of the records handed over."""
         ok = True
+        handed = 0
         if not isinstance(response, FetchResponse):
             raise KafkaFetchError(f"the broker answers Fetch v{response.API_VERSION}; "
                                   "dnpfs reads v11 (Kafka 2.3 and later)")
@@ -293,13 +305,15 @@ class Fetcher:
                         mine = [r for r in fetched if r.offset >= want.position]
                         want.position = next_offset
                         want.member.fetched(mine)
+                        if mine:
+                            handed += len(records)
                         # The first partition of a response brings a whole
                         # batch (up to 1 MB) whatever its size asked for:
                         # keep the share, fetch the rest again later.
                         dropped = want.member.shed(self.share)
                         if dropped is not None:
                             want.position = min(want.position, dropped)
-        return ok
+        return ok, handed
 
     def _report(self, topic: str, lost: Unreadable) -> None:
         """Log an unreadable batch once, not for each reader group of the pipe
