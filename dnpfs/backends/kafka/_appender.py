@@ -38,6 +38,16 @@ REQUEST_BYTES = 8 << 20
 
 
 LINGER = 0.001  # the producer's linger, in seconds (but see ``lingers``)
+# A stream of many small writes (an append of SMALL_RECORDS or more, up to
+# SMALL_BATCH bytes in all, right after the previous one) waits until this
+# long after the previous append before its batches go, aiokafka's linger
+# included: Kafka's producer default since 4.0 (KIP-1030), and the embedded
+# store's (sqlite/_appends.py).  Each append costs both threads a hand-over
+# and a produce round, whatever it carries (docs/decisions.md, "small writes
+# over Kafka").
+SMALL_LINGER = 0.005
+SMALL_BATCH = 64 << 10
+SMALL_RECORDS = 8
 
 
 def lingers(records: Sequence[Record], idle: float | None) -> bool:
@@ -61,6 +71,22 @@ def lingers(records: Sequence[Record], idle: float | None) -> bool:
     if sum(record.kind is Kind.DATA for record in records) > 1:
         return True
     return idle is not None and idle < LINGER
+
+
+def holds_back(records: Sequence[Record], idle: float | None) -> float:
+    """How long, beyond aiokafka's linger, an append waits before handing
+    its batches over: SMALL_LINGER - LINGER for a stream of many small
+    writes (*idle*: the pipe's previous append was over that long ago, less
+    than a linger), so that the next append carries the writes of 5 ms, not
+    of one produce round; 0 for any other.  A write after a pause, a burst
+    that queued while the pipe was idle, or a stream of large writes never
+    waits for it.
+    """
+    if idle is None or idle >= LINGER or len(records) < SMALL_RECORDS:
+        return 0.0
+    if sum(len(record.data) for record in records) > SMALL_BATCH:
+        return 0.0
+    return SMALL_LINGER - LINGER - idle
 
 
 class Appender:
@@ -134,8 +160,11 @@ class Appender:
         self._produced.add(topic)
         loop = asyncio.get_running_loop()
         last = self._appended.get(topic)
-        linger = lingers(records, None if last is None else loop.time() - last)
+        idle = None if last is None else loop.time() - last
+        linger = lingers(records, idle)
         try:
+            if (wait := holds_back(records, idle)) > 0:
+                await asyncio.sleep(wait)
             for attempt in (1, 2):
                 producer = self.producer
                 try:
