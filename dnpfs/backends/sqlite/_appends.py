@@ -24,7 +24,7 @@ from pathlib import Path
 import trio
 
 from ...errors import NoSuchPipe, StoreError
-from ...model import Kind, Record
+from ...model import Record
 from ._batch import Batch
 from ._conn import STREAM_GAP, Conn, transaction
 from ._schema import records_path
@@ -61,7 +61,6 @@ _COLUMNS = 7
 _INSERTS = {n: "INSERT INTO data.records (pipe, kind, session, ts, seg, pos, size) VALUES "
                + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n)
             for n in (INSERT_ROWS >> k for k in range(INSERT_ROWS.bit_length()))}
-_KIND_NAMES = {kind: kind.value for kind in Kind}
 
 
 def _insert(db: sqlite3.Connection, rows: list) -> None:
@@ -292,7 +291,8 @@ class Appends:
         rows, chunks, pos, ts = [], [], end, job.ts
         for r in job.records:
             size = len(r.data)
-            rows += (pipe, _KIND_NAMES[r.kind], r.session, ts, seg, pos, size)
+            # _value_: Kind.value is a property, and an Enum hashes in Python.
+            rows += (pipe, r.kind._value_, r.session, ts, seg, pos, size)
             if size:
                 chunks.append(r.data)
                 pos += size
