@@ -75,18 +75,20 @@ def lingers(records: Sequence[Record], idle: float | None) -> bool:
 
 def holds_back(records: Sequence[Record], idle: float | None) -> float:
     """How long, beyond aiokafka's linger, an append waits before handing
-    its batches over: SMALL_LINGER - LINGER for a stream of many small
-    writes (*idle*: the pipe's previous append was over that long ago, less
-    than a linger), so that the next append carries the writes of 5 ms, not
-    of one produce round; 0 for any other.  A write after a pause, a burst
+    its batches over: until SMALL_LINGER after the pipe's previous append
+    was over (*idle* ago) for a stream of many small writes, so that the
+    next append carries the writes of 5 ms, not of one produce round; 0 for
+    any other.  A stream: this append follows the last within SMALL_LINGER,
+    not a linger, since the hand-over back from trio alone takes longer
+    than a millisecond on a loaded machine.  A write after a pause, a burst
     that queued while the pipe was idle, or a stream of large writes never
     waits for it.
     """
-    if idle is None or idle >= LINGER or len(records) < SMALL_RECORDS:
+    if idle is None or len(records) < SMALL_RECORDS:
         return 0.0
     if sum(len(record.data) for record in records) > SMALL_BATCH:
         return 0.0
-    return SMALL_LINGER - LINGER - idle
+    return max(SMALL_LINGER - LINGER - idle, 0.0)
 
 
 class Appender:
