@@ -85,15 +85,22 @@ def test_one_write_right_after_the_last_append_lingers() -> None:
 
 
 def test_a_stream_of_many_small_writes_waits_until_five_ms_after_the_last_append() -> None:
-    assert holds_back(data(40), STREAM) == SMALL_LINGER - LINGER - STREAM
-    assert holds_back([Record(Kind.BEGIN, "t"), *data(7)], STREAM) > 0
+    assert holds_back(data(40), STREAM, True) == SMALL_LINGER - LINGER - STREAM
+    assert holds_back([Record(Kind.BEGIN, "t"), *data(7)], STREAM, True) > 0
     # The hand-over back from trio took over a millisecond: still a stream.
-    assert holds_back(data(40), IDLE) == SMALL_LINGER - LINGER - IDLE
+    assert holds_back(data(40), IDLE, True) == SMALL_LINGER - LINGER - IDLE
 
 
 def test_writes_after_a_pause_few_writes_and_large_ones_are_not_held_back() -> None:
-    assert holds_back(data(40), None) == 0  # the pipe's first append
-    assert holds_back(data(40), SMALL_LINGER) == 0  # a burst queued while the pipe was idle
-    assert holds_back(data(7), STREAM) == 0  # messages a few apart
+    assert holds_back(data(40), None, False) == 0  # the pipe's first append
+    assert holds_back(data(40), SMALL_LINGER, True) == 0  # a burst after a pause
+    assert holds_back(data(7), STREAM, True) == 0  # messages a few apart
     large = [Record(Kind.DATA, "s", b"x" * (128 << 10)) for _ in range(8)]
-    assert holds_back(large, STREAM) == 0  # bulk: its batches fill without a linger
+    assert holds_back(large, STREAM, True) == 0  # bulk: its batches fill without a linger
+
+
+def test_a_backlog_behind_one_slow_append_is_not_held_back() -> None:
+    """Messages one at a time queued behind an append that took long (a slow
+    produce round): the next append carries many, right after the last, but
+    the last carried one."""
+    assert holds_back(data(10), STREAM, False) == 0
