@@ -43,7 +43,8 @@ def main() -> None:
     ap.add_argument("--b-tree", type=Path, default=ROOT, help="of side B (default: this one)")
     ap.add_argument("--lines", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--kafka", action="store_true", help="Kafka mounts instead of the embedded store")
+    ap.add_argument("--kafka", action="store_true",
+                    help="Kafka mounts instead of the embedded store")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (stores, logs)")
     a = ap.parse_args()
     trees = {"A": a.a_tree.resolve(), "B": a.b_tree.resolve()}
@@ -101,15 +102,19 @@ def main() -> None:
     null_rates = [x for x, _ in results.get("N", [])]
     for side in "ABN":
         xs = results.get(side, [])
-        if xs:
-            print(f"{side} median {statistics.median(x for x, _ in xs):8,.0f} writes/s"
-                  f"  {statistics.median(c for _, c in xs) * 1e6:4.0f} us CPU/write"
-                  + (f"  /nullfs median {statistics.median(x / n for (x, _), n in zip(xs, null_rates)):.2f}"
-                     f"  per round {[round(x / n, 2) for (x, _), n in zip(xs, null_rates)]}"
-                     if side != "N" else ""))
+        if not xs:
+            continue
+        line = (f"{side} median {statistics.median(x for x, _ in xs):8,.0f} writes/s"
+                f"  {statistics.median(c for _, c in xs) * 1e6:4.0f} us CPU/write")
+        if side != "N":
+            ratios = [x / n for (x, _), n in zip(xs, null_rates)]
+            line += (f"  /nullfs median {statistics.median(ratios):.2f}"
+                     f"  per round {[round(r, 2) for r in ratios]}")
+        print(line)
     if results.get("A") and results.get("B"):
         ratios = [b[0] / x[0] for x, b in zip(results["A"], results["B"])]
-        print(f"B/A median {statistics.median(ratios):.2f}  per round {[round(r, 2) for r in ratios]}")
+        print(f"B/A median {statistics.median(ratios):.2f}"
+              f"  per round {[round(r, 2) for r in ratios]}")
 
 
 if __name__ == "__main__":

@@ -38,13 +38,13 @@ REQUEST_BYTES = 8 << 20
 
 
 LINGER = 0.001  # the producer's linger, in seconds (but see ``lingers``)
-# A stream of many small writes (an append of SMALL_RECORDS or more, up to
-# SMALL_BATCH bytes in all, right after the previous one) waits until this
-# long after the previous append before its batches go, aiokafka's linger
-# included: Kafka's producer default since 4.0 (KIP-1030), and the embedded
-# store's (sqlite/_appends.py).  Each append costs both threads a hand-over
-# and a produce round, whatever it carries (docs/decisions.md, "small writes
-# over Kafka").
+# A stream of many small writes (appends of SMALL_RECORDS or more, up to
+# SMALL_BATCH bytes in all, one right after the other: ``holds_back``) waits
+# until this long after the previous append before its batches go,
+# aiokafka's linger included: Kafka's producer default since 4.0 (KIP-1030),
+# and the embedded store's (sqlite/_appends.py).  Each append costs both
+# threads a hand-over and a produce round, whatever it carries
+# (docs/decisions.md, "Small writes, third look").
 SMALL_LINGER = 0.005
 SMALL_BATCH = 64 << 10
 SMALL_RECORDS = 8

@@ -66,7 +66,7 @@ _INSERTS = {n: "INSERT INTO data.records (pipe, kind, session, ts, seg, pos, siz
 def _insert(db: sqlite3.Connection, rows: list) -> None:
     """Insert index rows given flat (``_COLUMNS`` values each), many per
     statement: executemany runs the statement once per row, which took about
-    twice the time per row of a small record's append (docs/decisions.md).
+    twice the time per row (docs/decisions.md, "Small writes, third look").
     Row counts are powers of two, so that a handful of statements serve
     every batch from sqlite3's statement cache."""
     at, count = 0, len(rows) // _COLUMNS
@@ -291,7 +291,7 @@ class Appends:
         rows, chunks, pos, ts = [], [], end, job.ts
         for r in job.records:
             size = len(r.data)
-            # _value_: Kind.value is a property, and an Enum hashes in Python.
+            # _value_: Kind.value is a property, a Python call per record.
             rows += (pipe, r.kind._value_, r.session, ts, seg, pos, size)
             if size:
                 chunks.append(r.data)
