@@ -8,7 +8,9 @@ The client settings are dnpfs's own: the producer's are copied from
 dnpfs/backends/kafka/_appender.py (idempotent, acks=all, linger 1 ms, batches of
 its BATCH_BYTES), except that the latency producer does not linger: dnpfs sends
 a write to an idle pipe at once (``lingers``), and every message of the latency
-scenario is one; the consumer fetches as the daemon's fetcher does, with the sizes
+scenario is one.  dnpfs also holds a stream of many small writes until 5 ms
+after its previous append (``holds_back``); this producer's send() per line
+lingers 1 ms only.  The consumer fetches as the daemon's fetcher does, with the sizes
 imported from dnpfs/backends/kafka/_fetcher.py (16 MiB per partition and per
 response, no CRC check) and aiokafka.conn.READER_LIMIT raised to match.
 This consumer assigns the partition itself (no group).  So the difference

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from .rig import ROOT, MiB, proc_cpu_seconds
+from .rig import ROOT, MiB, in_tree, proc_cpu_seconds
 from tests.mount import Mount
 
 
@@ -71,9 +71,7 @@ def main() -> None:
     mounts = {(side, role): Mount(work / f"{side}{role}",
                                   ["--store", str(work / f"store-{side}" / "dnpfs.sqlite")],
                                   work / f"{side}{role}.log",
-                                  wrap=lambda argv, side=side: ["env",
-                                                                f"PYTHONPATH={trees[side]}",
-                                                                *argv])
+                                  wrap=lambda argv, side=side: in_tree(argv, trees[side]))
               for side in "AB" for role in ("w", "r")}
     results: dict[str, list[tuple[float, float]]] = {}
     try:

@@ -746,7 +746,8 @@ def _methods(results: dict, image_dir: str) -> str:
   `fetch.wait.max.ms`, 500 ms). For small writes kcat reads lines from stdin (one message
   per line, without its newline; `-f '%s\\n'` puts it back on the reading side).
 - aiokafka script (benchmarks/clients.py): dnpfs's own client settings (idempotent, acks=all,
-  linger 1 ms, none in the latency scenario as dnpfs for a write to an idle pipe, batches of
+  linger 1 ms (dnpfs holds a stream of many small writes 5 ms), none in the latency scenario
+  as dnpfs for a write to an idle pipe, batches of
   up to 1,000,000 bytes; fetches as the daemon's fetcher makes them: 16 MiB per partition
   and per response, no CRC check; aiokafka's READER_LIMIT raised to 16 MiB,
   while the daemon reads fetch responses without aiokafka's reader: docs/decisions.md,

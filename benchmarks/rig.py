@@ -45,6 +45,14 @@ class RigError(Exception):
 
 # -- processes and what they cost -----------------------------------------------
 
+def in_tree(argv: list[str], tree: Path) -> list[str]:
+    """*argv* (``python -m dnpfs ...``, as a Mount's wrap gets it) run on
+    another source tree's dnpfs (A/B runs).  ``-P``: Mount starts it in this
+    checkout, which ``-m`` would put before PYTHONPATH: both sides would
+    then run this tree."""
+    return ["env", f"PYTHONPATH={tree}", argv[0], "-P", *argv[1:]]
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of *pid*, all threads (0 if it is gone)."""
     try:

@@ -158,3 +158,32 @@ def test_messages_a_few_milliseconds_apart_never_wait_for_a_linger(tmp_path, mon
 
     run(tmp_path, body)
     assert len(queued) <= 2, f"{len(queued)} of 20 messages waited for the batch loop"
+
+
+def test_index_rows_of_a_batch_go_in_by_multi_row_inserts_in_order(tmp_path):
+    """A batch's index rows are inserted many per statement, in chunks of
+    powers of two (_appends._insert): every record of a batch of 131 (64 +
+    64 + 2 + 1 rows), markers among them, is indexed once, in order, at its
+    bytes; and the statements are a handful, not one per row."""
+    records = [Record(Kind.BEGIN, "m.2")]
+    records += [data(b"%03d" % i * (i % 5)) for i in range(129)]  # some empty
+    records.append(Record(Kind.END, "m.2"))
+
+    async def body(backend):
+        await backend.create_pipe("p")
+        statements: list[str] = []
+        db = backend._appends.conn.db
+        db.set_trace_callback(statements.append)
+        await backend.append("p", records, durable=False)
+        db.set_trace_callback(None)
+        rows = db.execute("SELECT kind, session, pos, size FROM data.records"
+                          " ORDER BY id").fetchall()
+        return rows, [s for s in statements if s.startswith("INSERT INTO data.records")]
+
+    rows, inserts = run(tmp_path, body)
+    expected, pos = [], 0
+    for r in records:
+        expected.append((r.kind.value, r.session, pos, len(r.data)))
+        pos += len(r.data)
+    assert rows == expected
+    assert len(inserts) == 4, len(inserts)

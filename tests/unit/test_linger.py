@@ -1,7 +1,8 @@
 """Which appends wait out the producer's linger (``_appender.lingers``), and
 that those which do not are drained at once: the Appender's batches handed
 to aiokafka's own accumulator (linger 1 ms, as the daemon's producer) and
-drained as its sender drains them."""
+drained as its sender drains them.  Which wait longer, a stream of many
+small writes (``_appender.holds_back``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import asyncio
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 
-from dnpfs.backends.kafka._appender import BATCH_BYTES, LINGER, Appender, lingers
+from dnpfs.backends.kafka._appender import (BATCH_BYTES, LINGER, SMALL_LINGER, Appender,
+                                            holds_back, lingers)
 from dnpfs.model import Kind, Record
 
 TOPIC = "dnpfs.p"
@@ -80,3 +82,25 @@ def test_writes_that_waited_behind_each_other_linger() -> None:
 def test_one_write_right_after_the_last_append_lingers() -> None:
     assert not sent_at_once(data(1), STREAM)
     assert not sent_at_once([Record(Kind.END, "s")], STREAM)
+
+
+def test_a_stream_of_many_small_writes_waits_until_five_ms_after_the_last_append() -> None:
+    assert holds_back(data(40), STREAM, True) == SMALL_LINGER - LINGER - STREAM
+    assert holds_back([Record(Kind.BEGIN, "t"), *data(7)], STREAM, True) > 0
+    # The hand-over back from trio took over a millisecond: still a stream.
+    assert holds_back(data(40), IDLE, True) == SMALL_LINGER - LINGER - IDLE
+
+
+def test_writes_after_a_pause_few_writes_and_large_ones_are_not_held_back() -> None:
+    assert holds_back(data(40), None, False) == 0  # the pipe's first append
+    assert holds_back(data(40), SMALL_LINGER, True) == 0  # a burst after a pause
+    assert holds_back(data(7), STREAM, True) == 0  # messages a few apart
+    large = [Record(Kind.DATA, "s", b"x" * (128 << 10)) for _ in range(8)]
+    assert holds_back(large, STREAM, True) == 0  # bulk: its batches fill without a linger
+
+
+def test_a_backlog_behind_one_slow_append_is_not_held_back() -> None:
+    """Messages one at a time queued behind an append that took long (a slow
+    produce round): the next append carries many, right after the last, but
+    the last carried one."""
+    assert holds_back(data(10), STREAM, False) == 0

@@ -38,6 +38,16 @@ REQUEST_BYTES = 8 << 20
 
 
 LINGER = 0.001  # the producer's linger, in seconds (but see ``lingers``)
+# A stream of many small writes (appends of SMALL_RECORDS or more, up to
+# SMALL_BATCH bytes in all, one right after the other: ``holds_back``) waits
+# until this long after the previous append before its batches go,
+# aiokafka's linger included: Kafka's producer default since 4.0 (KIP-1030),
+# and the embedded store's (sqlite/_appends.py).  Each append costs both
+# threads a hand-over and a produce round, whatever it carries
+# (docs/decisions.md, "Small writes, third look").
+SMALL_LINGER = 0.005
+SMALL_BATCH = 64 << 10
+SMALL_RECORDS = 8
 
 
 def lingers(records: Sequence[Record], idle: float | None) -> bool:
@@ -63,6 +73,30 @@ def lingers(records: Sequence[Record], idle: float | None) -> bool:
     return idle is not None and idle < LINGER
 
 
+def many_small(records: Sequence[Record]) -> bool:
+    """An append of SMALL_RECORDS or more, up to SMALL_BATCH bytes in all."""
+    return (len(records) >= SMALL_RECORDS
+            and sum(len(record.data) for record in records) <= SMALL_BATCH)
+
+
+def holds_back(records: Sequence[Record], idle: float | None, after_many: bool) -> float:
+    """How long, beyond aiokafka's linger, an append waits before handing
+    its batches over: until SMALL_LINGER after the pipe's previous append
+    was over (*idle* ago) in a stream of many small writes, so that the
+    next append carries the writes of 5 ms, not of one produce round; 0 for
+    any other.  A stream: this append and the previous one (*after_many*)
+    both carried many small writes, and this one follows within SMALL_LINGER
+    (not a linger: on a loaded machine the hand-over back from trio alone
+    takes longer).  Not held: a write after a pause, a burst that queued
+    while the pipe was idle, large writes, nor the backlog of messages that
+    queued behind one slow append (the latency probe's, whose tail it would
+    lengthen by the hold).
+    """
+    if idle is None or not after_many or not many_small(records):
+        return 0.0
+    return max(SMALL_LINGER - LINGER - idle, 0.0)
+
+
 class Appender:
     def __init__(self, catalog: Catalog, client_kwargs: Callable[[], dict[str, Any]], *,
                  message_max_bytes: int | None, max_request_size: int) -> None:
@@ -73,6 +107,7 @@ class Appender:
         self.producer: AIOKafkaProducer | None = None
         self._produced: set[str] = set()  # topics the producer tracks
         self._appended: dict[str, float] = {}  # topic -> when its last append was over
+        self._streamed: set[str] = set()  # topics whose last append was many small writes
         self._producer_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -91,6 +126,7 @@ class Appender:
         if topic in self._produced:
             self._produced.discard(topic)
             self._appended.pop(topic, None)
+            self._streamed.discard(topic)
             self.producer.client.set_topics(self._produced)
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -134,8 +170,11 @@ class Appender:
         self._produced.add(topic)
         loop = asyncio.get_running_loop()
         last = self._appended.get(topic)
-        linger = lingers(records, None if last is None else loop.time() - last)
+        idle = None if last is None else loop.time() - last
+        linger = lingers(records, idle)
         try:
+            if (wait := holds_back(records, idle, topic in self._streamed)) > 0:
+                await asyncio.sleep(wait)
             for attempt in (1, 2):
                 producer = self.producer
                 try:
@@ -152,6 +191,10 @@ class Appender:
         finally:
             if topic in self._produced:
                 self._appended[topic] = loop.time()
+                if many_small(records):
+                    self._streamed.add(topic)
+                else:
+                    self._streamed.discard(topic)
 
     async def _append(self, name: str, topic: str, records: Sequence[Record],
                       linger: bool) -> None:

@@ -49,9 +49,33 @@ LINGER = 0.001
 SMALL_LINGER = 0.005
 SMALL_BATCH = 64 << 10
 SMALL_RECORDS = 8
+# Index rows go in by INSERTs of this many rows at most, then of halves
+# (``_insert``).
+INSERT_ROWS = 64
 # A batch up to this size is written on the trio loop (Conn.run's inline):
 # copying it into the page cache takes tens of microseconds.
 INLINE_BYTES = 256 << 10
+
+
+_COLUMNS = 7
+_INSERTS = {n: "INSERT INTO data.records (pipe, kind, session, ts, seg, pos, size) VALUES "
+               + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n)
+            for n in (INSERT_ROWS >> k for k in range(INSERT_ROWS.bit_length()))}
+
+
+def _insert(db: sqlite3.Connection, rows: list) -> None:
+    """Insert index rows given flat (``_COLUMNS`` values each), many per
+    statement: executemany runs the statement once per row, which took about
+    twice the time per row (docs/decisions.md, "Small writes, third look").
+    Row counts are powers of two, so that a handful of statements serve
+    every batch from sqlite3's statement cache."""
+    at, count = 0, len(rows) // _COLUMNS
+    while at < count:
+        n = INSERT_ROWS
+        while n > count - at:
+            n >>= 1
+        db.execute(_INSERTS[n], rows[at * _COLUMNS:(at + n) * _COLUMNS])
+        at += n
 
 
 @dataclass(eq=False)
@@ -250,10 +274,8 @@ class Appends:
                 except OSError as e:  # disk full, ...: this pipe's batch fails
                     errors.append(StoreError(f"embedded store: {e}"))
                     continue
-                db.executemany(
-                    "INSERT INTO data.records (pipe, kind, session, ts, seg, pos, size)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                next_id += len(rows)
+                _insert(db, rows)
+                next_id += len(rows) // _COLUMNS
                 errors.append(None)
         # Rung here, in the worker thread, as soon as the commit is done: the
         # hop back to trio first cost the readers on other mounts ~0.1 ms.
@@ -261,16 +283,19 @@ class Appends:
         return errors
 
     def _write(self, pipe: int, job: _AppendJob, next_id: int, last: tuple,
-               written: dict[tuple[int, int], int]) -> list[tuple]:
+               written: dict[tuple[int, int], int]) -> list:
         """Write *job*'s bytes after the pipe's *last* record (segment, end),
-        in a new segment if there is none or it is full; its index rows."""
+        in a new segment if there is none or it is full; its index rows, one
+        after the other in one flat list (``_insert``)."""
         seg, end = last if last[0] is not None and last[1] < SEGMENT_BYTES else (next_id, 0)
-        rows, chunks, pos = [], [], end
+        rows, chunks, pos, ts = [], [], end, job.ts
         for r in job.records:
-            rows.append((pipe, r.kind.value, r.session, job.ts, seg, pos, len(r.data)))
-            if r.data:
+            size = len(r.data)
+            # _value_: Kind.value is a property, a Python call per record.
+            rows += (pipe, r.kind._value_, r.session, ts, seg, pos, size)
+            if size:
                 chunks.append(r.data)
-                pos += len(r.data)
+                pos += size
         if chunks:
             self.segments.write(pipe, seg, end, chunks)
             written[pipe, seg] = pos
