@@ -1,6 +1,8 @@
 """The fetcher's frame reader (_aiokafka/frames.py): frames cut out of the
-socket's bytes, and the socket told to wake the loop only once a large
-frame's bytes are there (SO_RCVLOWAT).  A real socket, no broker."""
+socket's bytes, the socket told to wake the loop only once a large
+frame's bytes are there (SO_RCVLOWAT), and large frames read into pooled
+buffers that are never taken again while anything views them.  A real
+socket, no broker."""
 
 from __future__ import annotations
 
@@ -8,15 +10,21 @@ import socket
 
 import pytest
 
-from dnpfs.backends.kafka._aiokafka.frames import RCVLOWAT, SMALL_FRAMES, _Frames
+from dnpfs.backends.kafka._aiokafka.frames import RCVLOWAT, SMALL_FRAMES, FramePool, _Frames
 
 
 class Conn:
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
         self.frames: list[bytes] = []
+        self.kept: list[memoryview] = []  # frames handed over as viewed, as handed
+        self.viewed: list[bool] = []
+        self.keep = keep
 
-    def frame_received(self, frame) -> None:
+    def frame_received(self, frame, viewed: bool = False) -> None:
         self.frames.append(bytes(frame))
+        self.viewed.append(viewed)
+        if self.keep and viewed:
+            self.kept.append(memoryview(frame)[10:20])  # a record's value, say
 
 
 def feed(frames: _Frames, data: bytes, step: int) -> None:
@@ -64,3 +72,35 @@ def test_frames_are_cut_the_same_without_a_socket() -> None:
     data = b"".join(len(f).to_bytes(4, "big") + f for f in (b"a", large, b"bc", large))
     feed(frames, data, 7_777)
     assert conn.frames == [b"a", large, b"bc", large]
+
+
+def test_a_viewed_frame_is_never_overwritten_while_anything_views_it() -> None:
+    """Records of a response are views of its buffer: a reader slow on one
+    of them while later responses arrive must still read its own bytes."""
+    conn = Conn(keep=True)
+    frames = _Frames(conn, None, pool=FramePool(2))
+    bodies = [bytes([i]) * (SMALL_FRAMES * 2) for i in range(6)]
+    for body in bodies:
+        feed(frames, len(body).to_bytes(4, "big") + body, 50_000)
+    assert conn.frames == bodies
+    # Two pooled buffers, each still viewed: the third frame on went to the
+    # reused buffer, handed over as not viewed (its reader copies).
+    assert conn.viewed == [True, True, False, False, False, False]
+    assert [bytes(v) for v in conn.kept] == [bytes([0]) * 10, bytes([1]) * 10]
+    conn.kept.pop(0)  # the reader is done with the first response's record
+    conn.keep = False
+    more = bytes([9]) * (SMALL_FRAMES * 2)
+    feed(frames, len(more).to_bytes(4, "big") + more, 50_000)
+    assert conn.viewed[-1]  # its buffer was free again, and taken
+    assert bytes(conn.kept[0]) == bytes([1]) * 10  # the other one's untouched
+
+
+def test_a_pooled_buffer_too_small_for_a_frame_makes_way() -> None:
+    pool = FramePool(1)
+    small = pool.take(100)
+    assert small is not None and len(small) == 100
+    view = memoryview(small)
+    assert pool.take(50) is None  # the only buffer is viewed
+    view.release()
+    large = pool.take(1000)
+    assert large is not None and len(large) >= 1000 and len(pool) == 1

@@ -68,8 +68,8 @@ def with_aiokafka(raw: bytes, start: int) -> tuple[list, int]:
     return out, position
 
 
-def mine(raw, start: int) -> tuple[list, int]:
-    got, position = read_records(memoryview(raw), start)
+def mine(raw, start: int, view: bool = False) -> tuple[list, int]:
+    got, position = read_records(memoryview(raw), start, view=view)
     return [(r.offset, r.value, list(r.headers)) for r in got], position
 
 
@@ -87,6 +87,16 @@ PARTITION = (batch(0, LARGE) + batch(5, ODD) + batch(8, SMALL) + batch(208, LARG
 @pytest.mark.parametrize("start", [0, 3, 6, 8, 100, 210, 213, 214, 216, 219])
 def test_records_match_aiokafka(start: int) -> None:
     assert mine(PARTITION, start) == with_aiokafka(PARTITION, start)
+
+
+@pytest.mark.parametrize("start", [0, 3, 216])
+def test_values_viewed_in_the_response_are_the_values(start: int) -> None:
+    got, _ = read_records(memoryview(PARTITION), start, view=True)
+    # Batches of large records, uncompressed, are read here: views.
+    views = [r.value for r in got if isinstance(r.value, memoryview)]
+    assert len(views) == len([r for r in got if r.offset < 5 or r.offset >= 214])
+    assert all(v.obj is PARTITION and v.readonly for v in views)
+    assert mine(PARTITION, start, view=True) == with_aiokafka(PARTITION, start)
 
 
 def test_every_kind_of_batch_is_read() -> None:

@@ -36,7 +36,7 @@ from aiokafka.conn import CloseReason
 from aiokafka.errors import NodeNotReadyError, RequestTimedOutError
 
 from ._aiokafka.fetch_request import SessionFetchRequest
-from ._aiokafka.frames import FetchConnection
+from ._aiokafka.frames import FetchConnection, FramePool
 from ._records import FetchResponse, Unreadable, decode_fetch_v11, read_records
 
 if TYPE_CHECKING:
@@ -60,6 +60,10 @@ RESPONSE_BYTES = 16 << 20  # per response, all partitions together, at most
 # however many there are, nor more than MAX_SHARE however few.
 MIN_SHARE = 64 << 10
 MAX_SHARE = 2 * PARTITION_BYTES
+# Responses whose records are views of them, not copies: a member buffers up
+# to MAX_SHARE (two responses), the next one is read meanwhile.  Their
+# buffers count against the fetch budget: never more than it holds.
+KEPT_RESPONSES = 3
 RETRY_WAIT = 0.5  # after a failed request (broker away)
 ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
@@ -104,6 +108,11 @@ class Fetcher:
         self.budget = budget
         self.check_crcs = check_crcs  # the mount's check.crcs (config.ClientConfig)
         self.share = MAX_SHARE  # what one member may buffer
+        # Response buffers that records view (docs/decisions.md, "records
+        # viewed in the fetch response"), the budget's: a reader slow on one
+        # record holds its whole response.
+        response = max(1, min(RESPONSE_BYTES, budget))
+        self.frames = FramePool(min(KEPT_RESPONSES, budget // response))
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
         self._conns: dict[int, FetchConnection] = {}
@@ -133,7 +142,7 @@ class Fetcher:
             broker = self.client.cluster.broker_metadata(node)
             if broker is None:
                 raise NodeNotReadyError(f"broker {node} is not in the metadata")
-            conn = FetchConnection(broker.host, broker.port, **self._connect)
+            conn = FetchConnection(broker.host, broker.port, **self._connect, pool=self.frames)
             try:
                 await conn.connect()
             except BaseException:
@@ -246,6 +255,7 @@ class Fetcher:
                 if not session.answered(response, start, sizes):
                     continue  # the broker lost the session: ask again in full
                 ok, handed = self._deliver(node, due, start, response)
+                del response  # not kept viewed while the next one is read
             except Exception as e:  # noqa: BLE001 - the loop must go on: readers wait on it
                 # Broker away or frozen (KafkaError, OSError), or a response
                 # that cannot be read (a corrupt batch): ask again, logged once,
@@ -294,7 +304,7 @@ class Fetcher:
                     continue
                 self.highwater[topic] = stable if stable >= 0 else highwater
                 fetched, next_offset = read_records(records, start[topic], aborted,
-                                                   self.check_crcs)
+                                                   self.check_crcs, response.viewed)
                 for lost in fetched:
                     if isinstance(lost, Unreadable):
                         self._report(topic, lost)

@@ -7,7 +7,9 @@ Reading a backlog, those copies were most of the daemon's CPU
 (docs/decisions.md, "fetch responses read in place").  Here the response is
 one buffer the socket was read into (``_aiokafka.frames.FetchConnection``); a
 partition's records stay a memoryview of it, and a large record's value is
-copied once, into the bytes the reader is handed.
+a view of it too when the response's buffer stays as long as anything views
+it (``FetchResponse.viewed``), else copied once, into the bytes the reader
+is handed.
 
 Only Fetch v11 (what aiokafka asks brokers from 2.3 on) is read here; a
 batch that is compressed, in the old message format, or made of many small
@@ -81,22 +83,26 @@ class FetchResponse:
     """A Fetch v11 response: ``topics`` is [(topic, [(partition, error,
     high watermark, last stable offset, aborted transactions, records), ...]),
     ...]; aborted transactions a list of (producer id, first offset), records
-    a memoryview."""
+    a memoryview.  *viewed*: that memory stays as long as anything views
+    it (else it is reused at the next request: copy what is kept)."""
 
-    __slots__ = ("error_code", "session_id", "topics")
+    __slots__ = ("error_code", "session_id", "topics", "viewed")
 
-    def __init__(self, error_code: int, session_id: int, topics: list) -> None:
+    def __init__(self, error_code: int, session_id: int, topics: list,
+                 viewed: bool = False) -> None:
         self.error_code = error_code
         self.session_id = session_id
         self.topics = topics
+        self.viewed = viewed
 
 
 class CorruptResponse(ValueError):
     """A response that ends before its fields do."""
 
 
-def decode_fetch_v11(body: memoryview) -> FetchResponse:
-    """The response after its header (the correlation id)."""
+def decode_fetch_v11(body: memoryview, viewed: bool = False) -> FetchResponse:
+    """The response after its header (the correlation id); *viewed*: see
+    ``FetchResponse``."""
     try:
         _, error, session = _RESPONSE_HEAD.unpack_from(body, 0)
         at = _RESPONSE_HEAD.size
@@ -126,10 +132,11 @@ def decode_fetch_v11(body: memoryview) -> FetchResponse:
             topics.append((topic, got))
     except struct.error as e:
         raise CorruptResponse(f"fetch response cut short: {e}") from None
-    return FetchResponse(error, session, topics)
+    return FetchResponse(error, session, topics, viewed)
 
 
-def read_records(raw, start: int, aborted=(), check_crcs: bool = True) -> tuple[list, int]:
+def read_records(raw, start: int, aborted=(), check_crcs: bool = True,
+                 view: bool = False) -> tuple[list, int]:
     """The records of *raw* (a partition's record batches) from offset *start*
     on, and the offset after the last whole batch.  *aborted*: the response's
     aborted transactions of the partition, (producer id, first offset) each.
@@ -138,7 +145,9 @@ def read_records(raw, start: int, aborted=(), check_crcs: bool = True) -> tuple[
     fetched again next time; a batch that cannot be read is an
     ``Unreadable``.  *check_crcs*: verify each batch's CRC32C (the mount's
     ``check.crcs``); with the CPU's crc32 instruction it costs little of the
-    read path (docs/decisions.md, "CRCs checked on reads")."""
+    read path (docs/decisions.md, "CRCs checked on reads").  *view*: the
+    values of large records are views of *raw*, not copies (*raw* must then
+    stay unchanged while they live: ``FetchResponse.viewed``)."""
     out: list = []
     position = start
     at, end_of_all = 0, len(raw)
@@ -184,7 +193,7 @@ def read_records(raw, start: int, aborted=(), check_crcs: bool = True) -> tuple[
         try:
             if not attributes & _COMPRESSION and length >= count * LARGE_RECORD:
                 got: list = []
-                _read_batch(batch, _BATCH_HEAD.size, len(batch), base, count, start, got)
+                _read_batch(batch, _BATCH_HEAD.size, len(batch), base, count, start, got, view)
             else:
                 got = _read_with_aiokafka(bytes(batch), start)
         except Exception as e:  # noqa: BLE001 - any codec's or reader's error: the batch is lost, not the pipe
@@ -232,8 +241,10 @@ def _read_legacy(batch: bytes, base: int, start: int, out: list) -> int:
     return after
 
 
-def _read_batch(raw, at: int, end: int, base: int, count: int, start: int, out: list) -> None:
-    """The records of an uncompressed v2 batch (its body from *at* to *end*)."""
+def _read_batch(raw, at: int, end: int, base: int, count: int, start: int, out: list,
+                view: bool = False) -> None:
+    """The records of an uncompressed v2 batch (its body from *at* to *end*);
+    *view*: values as views of *raw*."""
     for _ in range(count):
         length, at = _varint(raw, at)
         next_record = at + length
@@ -246,7 +257,7 @@ def _read_batch(raw, at: int, end: int, base: int, count: int, start: int, out: 
         if size < 0:
             value = None
         else:
-            value = bytes(raw[at:at + size])
+            value = raw[at:at + size] if view else bytes(raw[at:at + size])
             at += size
         pairs, at = _varint(raw, at)
         headers = []

@@ -12,8 +12,15 @@ faults, zeroing), and it was half the daemon's CPU reading a backlog
 protocol for ``_Frames``, an asyncio BufferedProtocol that has the socket (or
 TLS) read straight into the buffer of the frame being read.  A request may
 carry ``decode_frame``: its response is handed to it as a memoryview of that
-buffer (``_records.decode_fetch_v11``), valid until the next request is
-sent: the buffer is reused, so the decoder and its caller copy what they keep.
+buffer (``_records.decode_fetch_v11``).  By default it is valid until the
+next request is sent: the buffer is reused, so the decoder and its caller
+copy what they keep.  A connection given a ``FramePool`` reads large frames
+into the pool's buffers instead, and tells the decoder when its frame
+may be viewed for as long as anything needs it (``viewed``): a buffer is
+taken again only once nothing views it, which Python itself tracks (a
+bytearray with live memoryviews refuses to be resized).  The fetcher's
+records are then views of the response, not copies (docs/decisions.md,
+"Kafka: records viewed in the fetch response").
 Other responses go to aiokafka as before.
 
 This leans on aiokafka's connection internals (``_create_reader_task``,
@@ -43,6 +50,11 @@ RCVLOWAT = 1 << 20
 
 
 class FetchConnection(AIOKafkaConnection):
+    def __init__(self, *args, pool: FramePool | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Buffers for large frames that may stay viewed after their request.
+        self._pool = pool
+
     def _create_reader_task(self):
         # aiokafka's reader task keeps waiting on its StreamReader, which now
         # only ever sees the end of the connection: it then closes the
@@ -53,7 +65,7 @@ class FetchConnection(AIOKafkaConnection):
         # frame's bytes arrive through the TLS layer's buffers.
         plain = transport.get_extra_info("sslcontext") is None and hasattr(socket, "SO_RCVLOWAT")
         sock = transport.get_extra_info("socket") if plain else None
-        transport.set_protocol(_Frames(self, transport.get_protocol(), sock))
+        transport.set_protocol(_Frames(self, transport.get_protocol(), sock, self._pool))
         return task
 
     def send(self, request, expect_response=True):
@@ -64,7 +76,9 @@ class FetchConnection(AIOKafkaConnection):
             raise RuntimeError("a FetchConnection takes one request at a time")
         return super().send(request, expect_response)
 
-    def frame_received(self, frame: bytes | memoryview) -> None:
+    def frame_received(self, frame: bytes | memoryview, viewed: bool = False) -> None:
+        """*viewed*: the frame's memory is not reused while anything views
+        it (a pooled buffer, or bytes of its own)."""
         if not self._requests:
             self.close(reason=CloseReason.OUT_OF_SYNC,
                        exc=kafka_errors.CorrelationIdError("a response nobody asked for"))
@@ -87,25 +101,35 @@ class FetchConnection(AIOKafkaConnection):
         if fut.done():
             return  # timed out meanwhile
         try:
-            fut.set_result(decode(memoryview(frame)[4:]))
+            if self._pool is not None:  # records may view it: read-only to them
+                fut.set_result(decode(memoryview(frame).toreadonly()[4:], viewed))
+            else:
+                fut.set_result(decode(memoryview(frame)[4:]))
         except Exception as e:  # noqa: BLE001 - a response that cannot be read fails its request
             fut.set_exception(e)
 
 
 class _Frames(asyncio.BufferedProtocol):
     """Kafka's size-prefixed frames: small ones several to a read in one
-    buffer, a large one straight into a buffer of its size (reused)."""
+    buffer, a large one straight into a buffer of its size (reused).
+
+    With a *pool*, a large frame is read into one of its buffers that
+    nothing views any more and handed over as ``viewed``; when the pool has
+    none, into the one reused buffer as before (not ``viewed``: its reader
+    copies what it keeps)."""
 
     def __init__(self, conn: FetchConnection, previous: asyncio.BaseProtocol,
-                 sock=None) -> None:
+                 sock=None, pool: FramePool | None = None) -> None:
         self._conn = conn
         self._sock = sock  # to set SO_RCVLOWAT on (None: not done)
         self._lowat = 1  # the socket's SO_RCVLOWAT now (Linux's default)
         self._previous = previous  # aiokafka's: flow control, the end of the connection
         self._small = bytearray(SMALL_FRAMES)
         self._small_used = 0
-        self._large: memoryview | None = None  # the frame being read, in _spare
+        self._large: memoryview | None = None  # the frame being read
         self._large_used = 0
+        self._large_viewed = False  # ... into a pooled buffer
+        self._pool = pool
         # Reused from one large frame to the next: a fresh multi-MiB buffer
         # costs a page fault and zeroing per 4 KiB before a byte is read.
         self._spare = bytearray()
@@ -121,7 +145,7 @@ class _Frames(asyncio.BufferedProtocol):
             if self._large_used == len(self._large):
                 frame, self._large = self._large, None
                 self._wake_at(1)
-                self._conn.frame_received(frame)
+                self._conn.frame_received(frame, self._large_viewed)
             else:
                 self._wake_at(len(self._large) - self._large_used)
             return
@@ -137,11 +161,9 @@ class _Frames(asyncio.BufferedProtocol):
             begin = at + 4
             if used - begin >= size:
                 at = begin + size
-                self._conn.frame_received(bytes(small[begin:at]))
+                self._conn.frame_received(bytes(small[begin:at]), True)
             elif 4 + size > len(small):
-                if len(self._spare) < size:
-                    self._spare = bytearray(size)
-                self._large = memoryview(self._spare)[:size]
+                self._large, self._large_viewed = self._buffer(size)
                 self._large[:used - begin] = small[begin:used]
                 self._large_used = used - begin
                 self._wake_at(size - self._large_used)
@@ -152,6 +174,16 @@ class _Frames(asyncio.BufferedProtocol):
         if at:
             small[:used - at] = small[at:used]
         self._small_used = used - at
+
+    def _buffer(self, size: int) -> tuple[memoryview, bool]:
+        """Where a large frame of *size* bytes is read, and whether it may
+        stay viewed (a pooled buffer nothing views now)."""
+        buf = self._pool.take(size) if self._pool is not None else None
+        if buf is not None:
+            return memoryview(buf)[:size], True
+        if len(self._spare) < size:
+            self._spare = bytearray(size)
+        return memoryview(self._spare)[:size], False
 
     def _wake_at(self, left: int) -> None:
         """Have the socket wake the loop once *left* bytes (at most
@@ -177,3 +209,46 @@ class _Frames(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._previous.resume_writing()
+
+
+class FramePool:
+    """Buffers for large frames whose records stay views of them, shared by
+    a fetcher's connections (one thread: its loop): at most *limit*, each
+    taken again once nothing views it.  A reader slow on one record keeps
+    its response's whole buffer, so the pool is bounded, not the records:
+    when every buffer is viewed, frames are read as before and copied from."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._bufs: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray | None:
+        """A buffer of at least *size* bytes that nothing views, or None."""
+        small = None
+        for buf in self._bufs:
+            if _unviewed(buf):
+                if len(buf) >= size:
+                    return buf
+                small = buf
+        if small is not None:  # free but too small: make way for a larger one
+            self._bufs.remove(small)
+        if len(self._bufs) >= self.limit:
+            return None
+        buf = bytearray(size)
+        self._bufs.append(buf)
+        return buf
+
+    def __len__(self) -> int:
+        return len(self._bufs)
+
+
+def _unviewed(buf: bytearray) -> bool:
+    """Does nothing view *buf*?  A bytearray with live memoryviews (exports)
+    refuses to be resized: a byte appended and taken off again tells, and
+    costs nothing after its first time (the bytearray keeps room to grow)."""
+    try:
+        buf.append(0)
+    except BufferError:
+        return False
+    del buf[-1]
+    return True
