@@ -64,6 +64,9 @@ MAX_SHARE = 2 * PARTITION_BYTES
 # to MAX_SHARE (two responses), the next one is read meanwhile.  Their
 # buffers count against the fetch budget: never more than it holds.
 KEPT_RESPONSES = 3
+# A response is larger than the bytes it asked for by its fields, and by up
+# to a whole batch (1 MB) when its first partition's batch is larger.
+FRAME_EXTRA = (1 << 20) + (64 << 10)
 RETRY_WAIT = 0.5  # after a failed request (broker away)
 ERROR_WAIT = 0.1  # after a partition's error (leader moved, topic gone)
 REQUEST_TIMEOUT_MS = 15_000  # a frozen broker: give up and ask again
@@ -112,7 +115,7 @@ class Fetcher:
         # viewed in the fetch response"), the budget's: a reader slow on one
         # record holds its whole response.
         response = max(1, min(RESPONSE_BYTES, budget))
-        self.frames = FramePool(min(KEPT_RESPONSES, budget // response))
+        self.frames = FramePool(min(KEPT_RESPONSES, budget // response), response + FRAME_EXTRA)
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
         self._conns: dict[int, FetchConnection] = {}
