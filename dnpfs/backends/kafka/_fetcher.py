@@ -114,8 +114,8 @@ class Fetcher:
         # Response buffers that records view (docs/decisions.md, "records
         # viewed in the fetch response"), the budget's: a reader slow on one
         # record holds its whole response.
-        response = max(1, min(RESPONSE_BYTES, budget))
-        self.frames = FramePool(min(KEPT_RESPONSES, budget // response), response + FRAME_EXTRA)
+        frame = min(RESPONSE_BYTES, budget) + FRAME_EXTRA
+        self.frames = FramePool(min(KEPT_RESPONSES, budget // frame), frame)
         self.client: AIOKafkaClient | None = None  # metadata: where each broker is
         self._connect: dict = {}  # FetchConnection's settings
         self._conns: dict[int, FetchConnection] = {}
