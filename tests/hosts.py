@@ -2,7 +2,7 @@
 
     from tests.hosts import Hosts
 
-    with Hosts(["h1", "h2"]) as hosts:            # or Hosts(2) -> h1, h2
+    with Hosts(["h1", "h2"], reach=broker) as hosts:   # or Hosts(2) -> h1, h2
         hosts.run("h1", ["kcat", "-b", broker, "-L"])        # CompletedProcess
         p = hosts.popen("h2", [sys.executable, "-m", "dnpfs", "mount", ...])
         hosts.cut("h1")                           # unplug h1's cable
@@ -26,6 +26,16 @@ Commands run with only the network namespace switched (`nsenter --net=...`, not
 `ip netns exec`, which also unshares the mount namespace): a FUSE mount or file
 made by a process in a host is visible to the test and to the other hosts.
 
+`Hosts(..., reach="ADDR:PORT")` returns only once every host has made a TCP
+connection to ADDR:PORT from inside its namespace (attempts of at most 1 s, for
+at most `reach_timeout` s; else HostsError naming the host, the address and the
+last error).  A daemon started in a host right away then never meets a path that
+is not there yet, and a path that never comes is told as such, not as the
+daemon's failure to reach its broker.  A host that needs more than one attempt
+is reported with a warning, so that a slow path shows in the test summary.  The
+bridge has STP off, so its ports forward as soon as their veth has carrier (no
+listening/learning delay).
+
 `cut(host)` sets the root-side veth down (the host's eth0 loses carrier; packets
 are dropped, connections time out); `heal(host)` sets it up again.
 
@@ -44,6 +54,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 SUBNET_PREFIX = "10.213"         # our private test range; .0.0/24 is the broker's bridge
@@ -51,6 +63,32 @@ BROKER_NET = f"{SUBNET_PREFIX}.0.0/24"
 RUN_DIR = Path("/run/dnpfs-hosts")
 NETNS_DIR = Path("/run/netns")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+
+# Run in a host: TCP connects to argv[1] (host:port) until one succeeds or
+# argv[2] seconds have passed; prints "SECONDS ATTEMPTS ERROR": the first
+# error on success, the last one on failure (exit 1).
+# One attempt waits at most 1 s: a SYN lost to a path not ready yet is retried
+# then, as the kernel would, but without its doubling backoff (1, 3, 7, 15 s).
+_REACH = """
+import socket, sys, time
+host, _, port = sys.argv[1].rpartition(":")
+t0 = time.monotonic(); deadline = t0 + float(sys.argv[2])
+attempts, first, last = 0, "", ""
+while True:
+    attempts += 1
+    try:
+        socket.create_connection((host, int(port)),
+                                 timeout=max(0.05, min(1.0, deadline - time.monotonic()))).close()
+        print(f"{time.monotonic() - t0:.3f} {attempts} {first}")
+        sys.exit(0)
+    except OSError as e:
+        last = str(e) if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        first = first or last
+    if time.monotonic() >= deadline:
+        print(f"{time.monotonic() - t0:.3f} {attempts} {last}")
+        sys.exit(1)
+    time.sleep(0.1)
+"""
 
 
 class HostsError(RuntimeError):
@@ -94,7 +132,8 @@ def _remove_index(n: int) -> None:
 class Hosts:
     """N network namespaces ("hosts") on a private bridge; see the module doc."""
 
-    def __init__(self, hosts: int | list[str] = 2):
+    def __init__(self, hosts: int | list[str] = 2, *, reach: str | None = None,
+                 reach_timeout: float = 30.0):
         if os.geteuid() != 0:
             raise HostsError(
                 "tests/hosts.py needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create "
@@ -112,9 +151,12 @@ class Hosts:
         self.names = names
         self.n: int | None = None
         self._closed = False
+        self.reached: dict[str, float] = {}   # host -> seconds its first connection took
         self._claim()
         try:
             self._create()
+            if reach is not None:
+                self.wait_reach(reach, reach_timeout)
         except BaseException:
             self.close()
             raise
@@ -181,7 +223,7 @@ class Hosts:
 
     def _create(self) -> None:
         br = self.bridge
-        _ip("link", "add", br, "type", "bridge")
+        _ip("link", "add", br, "type", "bridge", "stp_state", "0")
         _ip("addr", "add", f"{self.gateway}/24", "dev", br)
         _ip("link", "set", br, "up")
         for host in self.names:
@@ -194,6 +236,38 @@ class Hosts:
             _ip("-n", ns, "addr", "add", f"{self.addr(host)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "route", "add", BROKER_NET, "via", self.gateway)
+
+    def wait_reach(self, target: str, timeout: float = 30.0) -> None:
+        """Return once every host has connected over TCP to target (host:port),
+        from inside its namespace; HostsError naming the host if one has not
+        within timeout.  The hosts try at once, each in its own process."""
+        probes = {h: self.popen(h, [sys.executable, "-c", _REACH, target, str(timeout)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+                  for h in self.names}
+        failed = []
+        try:
+            outs = {h: p.communicate(timeout=timeout + 30)[0] for h, p in probes.items()}
+        finally:
+            for p in probes.values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for host, p in probes.items():
+            out = outs[host]
+            m = re.fullmatch(r"([\d.]+) (\d+) ?(.*)", (out or "").strip(), re.S)
+            if p.returncode != 0 or not m:
+                why = (f"{m[3]} (after {m[1]} s, {m[2]} attempts)" if m
+                       else f"probe exited {p.returncode}: {(out or '').strip()[-500:]}")
+                failed.append(f"host {host} ({self.addr(host)}) cannot reach {target}: {why}")
+                continue
+            self.reached[host] = float(m[1])
+            if m[2] != "1":
+                warnings.warn(f"tests/hosts.py: host {host} ({self.addr(host)}) reached "
+                              f"{target} only after {m[1]} s, {m[2]} attempts "
+                              f"(first: {m[3]})", stacklevel=2)
+        if failed:
+            raise HostsError(f"within {timeout:g} s: " + "; ".join(failed))
 
     # ------------------------------------------------------------------ use
     def cmd(self, host: str, cmd) -> list[str]:

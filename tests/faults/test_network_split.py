@@ -24,7 +24,7 @@ READER_CUT = long_or(14, 30)
 def hosts(fault_broker):
     if fault_broker.hosts_addr is None:
         pytest.skip("the fault tests' broker has no HOSTS listener (needs root and iproute2)")
-    with Hosts(["a", "b"]) as h:
+    with Hosts(["a", "b"], reach=fault_broker.hosts_addr) as h:
         yield h
 
 

@@ -62,7 +62,7 @@ def reads(log) -> list[tuple[float, int]]:
 def hosts(fault_broker):
     if fault_broker.hosts_addr is None:
         pytest.skip("the fault tests' broker has no HOSTS listener (needs root and iproute2)")
-    with Hosts(["w", "a", "b"]) as h:
+    with Hosts(["w", "a", "b"], reach=fault_broker.hosts_addr) as h:
         yield h
 
 

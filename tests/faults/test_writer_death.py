@@ -156,7 +156,7 @@ def test_readers_get_eof_when_the_writers_host_is_cut_off_for_good(fault_broker,
         pytest.skip("no HOSTS listener")
     extra = _expiry_args()
     args = kafka_args(fault_broker.hosts_addr)
-    with Hosts(["a", "b"]) as hosts:
+    with Hosts(["a", "b"], reach=fault_broker.hosts_addr) as hosts:
         a = make_plain_mount(tmp_path, "a", args, extra,
                              wrap=lambda argv: hosts.cmd("a", argv)).start()
         b = make_plain_mount(tmp_path, "b", args, extra,

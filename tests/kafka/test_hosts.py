@@ -9,9 +9,12 @@ host are visible to the test.  Needs root.
 """
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -209,3 +212,46 @@ def test_not_root_is_a_clear_error():
 def test_unknown_host_is_a_clear_error(hosts):
     with pytest.raises(HostsError, match="no host 'h9'"):
         hosts.run("h9", ["true"])
+
+
+def _mine() -> set[int]:
+    """Indices of Hosts that this test process owns."""
+    return {int(f.name) for f in RUN_DIR.glob("[0-9]*")
+            if f.read_text().split()[:1] == [str(os.getpid())]}
+
+
+def test_reach_waits_for_a_path_that_is_not_there_yet(broker):
+    """A host whose cable is still unplugged reaches the broker once it is
+    plugged in: wait_reach retries the lost connects instead of failing."""
+    with Hosts(1) as h:
+        h.cut("h1")
+        plug_in = threading.Timer(2.5, h.heal, ["h1"])
+        plug_in.start()
+        try:
+            with pytest.warns(UserWarning, match=r"host h1 .* reached .* only after"):
+                h.wait_reach(broker, timeout=20)
+        finally:
+            plug_in.cancel()
+            plug_in.join()
+        assert 2.3 < h.reached["h1"] < 10, h.reached
+
+
+def test_reach_is_at_once_on_a_fresh_host(broker):
+    with Hosts(["a", "b", "c"], reach=broker) as h:
+        assert set(h.reached) == {"a", "b", "c"}
+        assert max(h.reached.values()) < 1, h.reached
+
+
+def test_reach_that_never_comes_is_a_clear_error(hosts):
+    with socket.socket() as s:       # a port of 10.213.0.1 where nothing listens
+        s.bind(("10.213.0.1", 0))
+        target = f"10.213.0.1:{s.getsockname()[1]}"
+    before = _mine()
+    t0 = time.monotonic()
+    with pytest.raises(HostsError) as e:
+        Hosts(["x", "y"], reach=target, reach_timeout=1.5)
+    assert time.monotonic() - t0 < 10
+    for name, last in (("x", 11), ("y", 12)):
+        assert re.search(rf"host {name} \(10\.213\.\d+\.{last}\) cannot reach {target}:"
+                         r" Connection refused \(after [\d.]+ s, \d+ attempts\)", str(e.value)), e.value
+    assert _mine() == before             # nothing of the failed Hosts is left

@@ -28,7 +28,7 @@ def hosts_broker(kafka_bootstrap):
 @pytest.fixture
 def two_hosts(tmp_path, hosts_broker):
     prefix = f"h{uuid.uuid4().hex[:8]}."
-    with Hosts(["a", "b"]) as hosts:
+    with Hosts(["a", "b"], reach=hosts_broker) as hosts:
         mounts = {}
         for name in ("a", "b"):
             m = Mount(tmp_path / name, ["--kafka", hosts_broker, "--topic-prefix", prefix],
