@@ -12,4 +12,7 @@ bench-results/results.json, plots and docs/benchmarks.md.  Layout:
 - report.py     targets, tables and docs/benchmarks.md; plots.py the PNGs
 - smoke.py      the ratios tests/bench checks against baseline.json
 - profile.py    py-spy hot spots of the daemons (not part of `make bench`)
+- *_ab.py       small_ab, embedded_ab, pyfuse3_ab: two trees (or interpreters)
+                side by side, interleaved (not part of `make bench`); ab.py holds
+                what they share
 """

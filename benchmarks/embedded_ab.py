@@ -15,18 +15,15 @@ tool's own error on the day.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from .rig import ROOT, MiB, in_tree, proc_cpu_seconds
-from tests.mount import Mount
+from . import ab
+from .rig import MiB, proc_cpu_seconds
 
 
 def _through(reader: str, writer: tuple, size: int) -> float:
@@ -55,34 +52,27 @@ def _through(reader: str, writer: tuple, size: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--a-tree", required=True, type=Path, help="dnpfs source tree of side A")
-    ap.add_argument("--b-tree", type=Path, default=ROOT, help="of side B (default: this one)")
+    ap = ab.tree_arguments(__doc__)
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--pairs", type=int, default=6)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (stores, logs)")
     a = ap.parse_args()
-    trees = {"A": a.a_tree.resolve(), "B": a.b_tree.resolve()}
     size = a.mib * MiB
-    work = Path(tempfile.mkdtemp(prefix="dnpfs-emab-"))
+    work = ab.work_folder("emab")
     src = work / "src"
     subprocess.run(["dd", "if=/dev/urandom", f"of={src}", "bs=1M", f"count={a.mib}"],
                    check=True, capture_output=True)
-    mounts = {(side, role): Mount(work / f"{side}{role}",
-                                  ["--store", str(work / f"store-{side}" / "dnpfs.sqlite")],
-                                  work / f"{side}{role}.log",
-                                  wrap=lambda argv, side=side: in_tree(argv, trees[side]))
-              for side in "AB" for role in ("w", "r")}
-    results: dict[str, list[tuple[float, float]]] = {}
-    try:
-        for m in mounts.values():
-            m.start()
+    mounts = ab.side_mounts(work, ("w", "r"),
+                            lambda side: ["--store", str(work / f"store-{side}" / "dnpfs.sqlite")],
+                            ab.on_trees(a))
+    results: dict[str, list[ab.Sample]] = {}
+    with ab.running(mounts.values(), work, a.keep):
         fifo = work / "fifo"
         os.mkfifo(fifo)
         for i in range(a.pairs):
             seconds = _through(str(fifo), (src, fifo), size)
             results.setdefault("FIFO", []).append((a.mib / seconds, 0.0))
-            for side in ("AB" if i % 2 == 0 else "BA"):
+            for side in ab.in_turn("AB", i):
                 writer, reader = mounts[side, "w"], mounts[side, "r"]
                 pipe = f"through{i}"
                 os.mkfifo(writer.path / pipe)
@@ -95,26 +85,15 @@ def main() -> None:
             print(f"pair {i + 1}/{a.pairs} (load {os.getloadavg()[0]:.1f}): FIFO {fifo_rate:.0f}"
                   + "".join(f", {s} {results[s][-1][0]:.0f} ({results[s][-1][0] / fifo_rate:.2f}x)"
                             for s in "AB") + " MiB/s", flush=True)
-    finally:
-        for m in mounts.values():
-            m.stop()
-        if not a.keep:
-            subprocess.run(["rm", "-rf", str(work)])
-        else:
-            print(f"kept {work}")
     fifo = [x for x, _ in results.get("FIFO", [])]
     for side in "AB":
         xs = results.get(side, [])
         if not xs:
             continue
-        print(f"{side} median {statistics.median(x for x, _ in xs):6.0f} MiB/s"
-              f"  {statistics.median(c for _, c in xs) * 1024 / a.mib:5.2f} daemon CPU s/GiB"
-              f"  /FIFO median {statistics.median(x / f for (x, _), f in zip(xs, fifo)):.2f}"
-              f"  per pair {[round(x / f, 2) for (x, _), f in zip(xs, fifo)]}")
+        print(ab.median_text(side, xs, "{:6.0f} MiB/s", "{:5.2f} daemon CPU s/GiB", 1024 / a.mib)
+              + "  /" + ab.ratio_text("FIFO", ab.ratios(xs, fifo), "pair"))
     if results.get("A") and results.get("B") and len(results["A"]) == len(results["B"]):
-        ratios = [b[0] / x[0] for x, b in zip(results["A"], results["B"])]
-        print(f"B/A median {statistics.median(ratios):.2f}"
-              f"  per pair {[round(r, 2) for r in ratios]}")
+        print(ab.ratio_text("B/A", ab.b_over_a(results["A"], results["B"]), "pair"))
     print(f"FIFO median {statistics.median(fifo):.0f} MiB/s, all {[round(f) for f in fifo]}")
 
 

@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+from . import ab
 from .rig import ROOT, Admin, MiB, kafka_bootstrap, proc_cpu_seconds
-from tests.mount import Mount
 
 
 def main() -> None:
@@ -40,7 +37,7 @@ def main() -> None:
     a = ap.parse_args()
     pythons = {"A": sys.executable, "B": a.b_python}
     size = a.mib * MiB
-    work = Path(tempfile.mkdtemp(prefix="dnpfs-ab-"))
+    work = ab.work_folder("ab")
     bootstrap = kafka_bootstrap()
     prefix = f"ab-{secrets.token_hex(4)}."
     src = work / "src"
@@ -48,66 +45,60 @@ def main() -> None:
                    check=True, capture_output=True)
     # The reader's default group as a consumer group, as when this was
     # measured (docs/decisions.md): the share group's read path is another.
-    mounts = {(side, role): Mount(work / f"{side}{role}", ["--kafka", bootstrap, "--topic-prefix",
-                                                            prefix, "--share-groups", "never"],
-                                  work / f"{side}{role}.log",
-                                  wrap=lambda argv, side=side: [pythons[side], *argv[1:]])
-              for side in "AB" for role in ("w", "r")}
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    mounts = ab.side_mounts(work, ("w", "r"),
+                            lambda side: ["--kafka", bootstrap, "--topic-prefix", prefix,
+                                          "--share-groups", "never"],
+                            lambda side, argv: [pythons[side], *argv[1:]])
+    results: dict[tuple[str, str], list[ab.Sample]] = {}
     old_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT)  # both sides' daemons run this tree's dnpfs
     try:
-        for m in mounts.values():
-            m.start()
-        backlog = mounts["A", "w"].path / "backlog"
-        os.mkfifo(backlog)
-        subprocess.run(["dd", f"if={src}", f"of={backlog}", "bs=128k"], check=True,
-                       capture_output=True)
-        for i in range(a.pairs):
-            order = "AB" if i % 2 == 0 else "BA"
-            for side in order:
-                reader = mounts[side, "r"]
-                cpu0, t0 = proc_cpu_seconds(reader.pid), time.perf_counter()
-                _count(f"cat {reader.path}/backlog@ab{i}{side}", size)
-                results.setdefault((side, "read"), []).append(
-                    (a.mib / (time.perf_counter() - t0), proc_cpu_seconds(reader.pid) - cpu0))
-            for side in order:
-                writer, reader = mounts[side, "w"], mounts[side, "r"]
-                pipe = f"through{i}{side}"
-                os.mkfifo(writer.path / pipe)
-                cpu0 = proc_cpu_seconds(writer.pid) + proc_cpu_seconds(reader.pid)
-                cat = subprocess.Popen(f"cat {reader.path}/{pipe} | wc -c", shell=True,
-                                       stdout=subprocess.PIPE, text=True)
-                time.sleep(0.3)  # the reader waits first
-                t0 = time.perf_counter()
-                subprocess.run(["dd", f"if={src}", f"of={writer.path / pipe}", "bs=128k"],
-                               check=True, capture_output=True)
-                got = int(cat.communicate()[0])
-                seconds = time.perf_counter() - t0
-                if got != size:
-                    raise SystemExit(f"through {side}: read {got} bytes of {size}")
-                cpu = proc_cpu_seconds(writer.pid) + proc_cpu_seconds(reader.pid) - cpu0
-                results.setdefault((side, "through"), []).append((a.mib / seconds, cpu))
-                os.unlink(writer.path / pipe)
-            print(f"pair {i + 1}/{a.pairs}: " + ", ".join(
-                f"{side} {kind} {xs[-1][0]:.0f}" for (side, kind), xs in sorted(results.items())),
-                flush=True)
+        with ab.running(mounts.values(), work):
+            backlog = mounts["A", "w"].path / "backlog"
+            os.mkfifo(backlog)
+            subprocess.run(["dd", f"if={src}", f"of={backlog}", "bs=128k"], check=True,
+                           capture_output=True)
+            for i in range(a.pairs):
+                for side in ab.in_turn("AB", i):
+                    reader = mounts[side, "r"]
+                    cpu0, t0 = proc_cpu_seconds(reader.pid), time.perf_counter()
+                    _count(f"cat {reader.path}/backlog@ab{i}{side}", size)
+                    results.setdefault((side, "read"), []).append(
+                        (a.mib / (time.perf_counter() - t0), proc_cpu_seconds(reader.pid) - cpu0))
+                for side in ab.in_turn("AB", i):
+                    writer, reader = mounts[side, "w"], mounts[side, "r"]
+                    pipe = f"through{i}{side}"
+                    os.mkfifo(writer.path / pipe)
+                    cpu0 = proc_cpu_seconds(writer.pid) + proc_cpu_seconds(reader.pid)
+                    cat = subprocess.Popen(f"cat {reader.path}/{pipe} | wc -c", shell=True,
+                                           stdout=subprocess.PIPE, text=True)
+                    time.sleep(0.3)  # the reader waits first
+                    t0 = time.perf_counter()
+                    subprocess.run(["dd", f"if={src}", f"of={writer.path / pipe}", "bs=128k"],
+                                   check=True, capture_output=True)
+                    got = int(cat.communicate()[0])
+                    seconds = time.perf_counter() - t0
+                    if got != size:
+                        raise SystemExit(f"through {side}: read {got} bytes of {size}")
+                    cpu = proc_cpu_seconds(writer.pid) + proc_cpu_seconds(reader.pid) - cpu0
+                    results.setdefault((side, "through"), []).append((a.mib / seconds, cpu))
+                    os.unlink(writer.path / pipe)
+                print(f"pair {i + 1}/{a.pairs}: " + ", ".join(
+                    f"{side} {kind} {xs[-1][0]:.0f}"
+                    for (side, kind), xs in sorted(results.items())), flush=True)
     finally:
-        for m in mounts.values():
-            m.stop()
         if old_path is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old_path
         Admin(bootstrap).delete_prefix(prefix)
     for (side, kind), xs in sorted(results.items()):
-        print(f"{side} {kind:8s} median {statistics.median(x for x, _ in xs):7.0f} MiB/s"
-              f"  {statistics.median(c for _, c in xs) * 1024 / a.mib:5.2f} daemon CPU s/GiB"
-              f"  all {[round(x) for x, _ in xs]}")
+        print(ab.median_text(f"{side} {kind:8s}", xs, "{:7.0f} MiB/s",
+                             "{:5.2f} daemon CPU s/GiB", 1024 / a.mib)
+              + f"  all {[round(x) for x, _ in xs]}")
     for kind in ("read", "through"):
-        ratios = [b[0] / x[0] for x, b in zip(results["A", kind], results["B", kind])]
-        print(f"B/A {kind:8s} median {statistics.median(ratios):.2f}"
-              f"  per pair {[round(r, 2) for r in ratios]}")
+        print(ab.ratio_text(f"B/A {kind:8s}", ab.b_over_a(results["A", kind], results["B", kind]),
+                            "pair"))
 
 
 def _count(command: str, want: int) -> None:

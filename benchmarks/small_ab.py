@@ -17,18 +17,15 @@ tree on both sides first: that A/A ratio is the tool's own error on the day.
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .rig import ROOT, Admin, NullMount, in_tree, kafka_bootstrap, proc_cpu_seconds
-from tests.mount import Mount
+from . import ab
+from .rig import Admin, NullMount, kafka_bootstrap, proc_cpu_seconds
 
 
 def _dd(lines: Path, dst: Path) -> float:
@@ -38,17 +35,14 @@ def _dd(lines: Path, dst: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--a-tree", required=True, type=Path, help="dnpfs source tree of side A")
-    ap.add_argument("--b-tree", type=Path, default=ROOT, help="of side B (default: this one)")
+    ap = ab.tree_arguments(__doc__)
     ap.add_argument("--lines", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--kafka", action="store_true",
                     help="Kafka mounts instead of the embedded store")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (stores, logs)")
     a = ap.parse_args()
-    trees = {"A": a.a_tree.resolve(), "B": a.b_tree.resolve()}
-    work = Path(tempfile.mkdtemp(prefix="dnpfs-smab-"))
+    work = ab.work_folder("smab")
     lines = work / "lines"
     with open(lines, "w") as f:
         for i in range(a.lines):
@@ -62,59 +56,44 @@ def main() -> None:
                     "--share-groups", "never"]
         return ["--store", str(work / f"store-{side}" / "dnpfs.sqlite")]
 
-    mounts = {(side, role): Mount(work / f"{side}{role}", backend(side), work / f"{side}{role}.log",
-                                  wrap=lambda argv, side=side: in_tree(argv, trees[side]))
-              for side in "AB" for role in roles}
+    mounts = ab.side_mounts(work, roles, backend,
+                            ab.on_trees(a))
     null = NullMount(work / "null", work / "null.log")
-    results: dict[str, list[tuple[float, float]]] = {}  # side -> (writes/s, CPU s per write)
+    results: dict[str, list[ab.Sample]] = {}  # side -> (writes/s, CPU s per write)
     try:
-        for m in mounts.values():
-            m.start()
-        null.start()
-        order = ["A", "B", "N"]
-        for i in range(a.rounds):
-            for side in (order if i % 2 == 0 else order[::-1]):
-                if side == "N":
-                    pid, dst = null.pid, null.path / "sink"
-                else:
-                    pid, dst = mounts[side, "w"].pid, mounts[side, "w"].path / f"small{i}"
-                    os.mkfifo(dst)
-                cpu0 = proc_cpu_seconds(pid)
-                seconds = _dd(lines, dst)
-                cpu = proc_cpu_seconds(pid) - cpu0
-                results.setdefault(side, []).append((a.lines / seconds, cpu / a.lines))
-                if side != "N":
-                    os.unlink(dst)
-            n = results["N"][-1][0]
-            print(f"round {i + 1}/{a.rounds} (load {os.getloadavg()[0]:.1f}): nullfs {n:,.0f}/s"
-                  + "".join(f", {s} {results[s][-1][0]:,.0f}/s ({results[s][-1][0] / n:.2f}x,"
-                            f" {results[s][-1][1] * 1e6:.0f} us)" for s in "AB"), flush=True)
+        with ab.running([*mounts.values(), null], work, a.keep):
+            for i in range(a.rounds):
+                for side in ab.in_turn("ABN", i):
+                    if side == "N":
+                        pid, dst = null.pid, null.path / "sink"
+                    else:
+                        pid, dst = mounts[side, "w"].pid, mounts[side, "w"].path / f"small{i}"
+                        os.mkfifo(dst)
+                    cpu0 = proc_cpu_seconds(pid)
+                    seconds = _dd(lines, dst)
+                    cpu = proc_cpu_seconds(pid) - cpu0
+                    results.setdefault(side, []).append((a.lines / seconds, cpu / a.lines))
+                    if side != "N":
+                        os.unlink(dst)
+                n = results["N"][-1][0]
+                print(f"round {i + 1}/{a.rounds} (load {os.getloadavg()[0]:.1f}): nullfs"
+                      f" {n:,.0f}/s" + "".join(
+                          f", {s} {results[s][-1][0]:,.0f}/s ({results[s][-1][0] / n:.2f}x,"
+                          f" {results[s][-1][1] * 1e6:.0f} us)" for s in "AB"), flush=True)
     finally:
-        for m in mounts.values():
-            m.stop()
-        null.stop()
         if a.kafka:
             Admin(kafka_bootstrap()).delete_prefix(prefix)
-        if not a.keep:
-            subprocess.run(["rm", "-rf", str(work)])
-        else:
-            print(f"kept {work}")
     null_rates = [x for x, _ in results.get("N", [])]
     for side in "ABN":
         xs = results.get(side, [])
         if not xs:
             continue
-        line = (f"{side} median {statistics.median(x for x, _ in xs):8,.0f} writes/s"
-                f"  {statistics.median(c for _, c in xs) * 1e6:4.0f} us CPU/write")
+        line = ab.median_text(side, xs, "{:8,.0f} writes/s", "{:4.0f} us CPU/write", 1e6)
         if side != "N":
-            ratios = [x / n for (x, _), n in zip(xs, null_rates)]
-            line += (f"  /nullfs median {statistics.median(ratios):.2f}"
-                     f"  per round {[round(r, 2) for r in ratios]}")
+            line += "  /" + ab.ratio_text("nullfs", ab.ratios(xs, null_rates), "round")
         print(line)
     if results.get("A") and results.get("B"):
-        ratios = [b[0] / x[0] for x, b in zip(results["A"], results["B"])]
-        print(f"B/A median {statistics.median(ratios):.2f}"
-              f"  per round {[round(r, 2) for r in ratios]}")
+        print(ab.ratio_text("B/A", ab.b_over_a(results["A"], results["B"]), "round"))
 
 
 if __name__ == "__main__":
