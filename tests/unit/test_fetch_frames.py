@@ -6,11 +6,21 @@ socket, no broker."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import time
 
 import pytest
 
-from dnpfs.backends.kafka._aiokafka.frames import RCVLOWAT, SMALL_FRAMES, FramePool, _Frames
+from dnpfs.backends.kafka._aiokafka.frames import (
+    BLOCKING_POLL,
+    BLOCKING_READ,
+    RCVLOWAT,
+    SMALL_FRAMES,
+    FramePool,
+    _Frames,
+)
 
 
 class Conn:
@@ -104,3 +114,79 @@ def test_a_pooled_buffer_too_small_for_a_frame_makes_way() -> None:
     view.release()
     large = pool.take(1000)
     assert large is not None and len(large) >= 1000 and len(pool) == 1
+
+
+class Transport:
+    """What _Frames asks of its transport while a thread reads the socket."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def test_the_rest_of_a_large_frame_is_read_by_a_thread_with_the_loop_paused() -> None:
+    """Past its first bytes, a large frame is read in one blocking recv off
+    the loop (BLOCKING_READ); the loop's own reading is paused meanwhile and
+    resumed after, and the socket is non-blocking again for it."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def go() -> None:
+        conn, transport = Conn(), Transport()
+        frames = _Frames(conn, Previous(), a, None, transport)
+        body = bytes(range(256)) * ((BLOCKING_READ * 3) // 256)
+        feed(frames, len(body).to_bytes(4, "big") + body[:1000], 1 << 16)
+        assert not transport.reading and conn.frames == []
+
+        def send_slowly() -> None:  # in pieces, as the broker's would come
+            for at in range(1000, len(body), 1 << 18):
+                b.sendall(body[at:at + (1 << 18)])
+                time.sleep(0.005)
+
+        await asyncio.get_running_loop().run_in_executor(None, send_slowly)
+        for _ in range(200):
+            if conn.frames:
+                break
+            await asyncio.sleep(0.01)
+        assert conn.frames == [body] and transport.reading
+        assert not os.get_blocking(a.fileno())
+        # The next frame, a small one, comes the loop's way as before.
+        feed(frames, (3).to_bytes(4, "big") + b"abc", 1 << 16)
+        assert conn.frames == [body, b"abc"]
+        frames.connection_lost(None)
+
+    try:
+        asyncio.run(go())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_thread_reading_a_frame_stops_when_the_connection_is_lost() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def go() -> None:
+        conn = Conn()
+        frames = _Frames(conn, Previous(), a, None, Transport())
+        feed(frames, (BLOCKING_READ * 2).to_bytes(4, "big") + b"x" * 100, 1 << 16)
+        reading = frames._reading
+        frames.connection_lost(None)  # the broker gone, or the fetcher closed
+        await asyncio.wait_for(reading, 2 * BLOCKING_POLL + 1)
+        assert conn.frames == []
+
+    try:
+        asyncio.run(go())
+    finally:
+        a.close()
+        b.close()
+
+
+class Previous:
+    def connection_lost(self, exc) -> None:
+        pass

@@ -16,6 +16,7 @@ from dnpfs.backends.kafka._records import (
     CorruptResponse,
     Unreadable,
     decode_fetch_v11,
+    position_after,
     read_records,
 )
 
@@ -113,6 +114,23 @@ def test_a_batch_cut_short_is_left_for_the_next_fetch() -> None:
         got, position = mine(whole[:cut], 0)
         assert [offset for offset, _, _ in got] == [0, 1, 2, 3, 4]
         assert position == 5
+
+
+@pytest.mark.parametrize("start", [0, 3, 100, 216, 219, 300])
+def test_the_next_position_from_the_headers_is_where_reading_ends(start: int) -> None:
+    """The fetcher asks for the next records before it reads these
+    (position_after): it must ask where reading them ends, cut or whole."""
+    for raw in (PARTITION, PARTITION[:-1], PARTITION[:len(PARTITION) // 2], PARTITION[:10]):
+        assert position_after(memoryview(raw), start) == read_records(raw, start)[1]
+
+
+def test_the_next_position_of_batches_only_reading_tells_is_not_guessed() -> None:
+    short = bytearray(batch(0, SMALL[:1]))
+    struct.pack_into(">i", short, 8, 40)  # shorter than a v2 batch header
+    assert position_after(bytes(short), 0) is None
+    legacy = bytearray(batch(0, SMALL[:1]))
+    legacy[16] = 1  # the old message format
+    assert position_after(bytes(legacy), 0) is None
 
 
 def test_a_record_that_overruns_its_batch_is_unreadable_not_data() -> None:

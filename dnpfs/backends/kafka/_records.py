@@ -150,29 +150,21 @@ def read_records(raw, start: int, aborted=(), check_crcs: bool = True,
     stay unchanged while they live: ``FetchResponse.viewed``)."""
     out: list = []
     position = start
-    at, end_of_all = 0, len(raw)
     pending = sorted(aborted, key=lambda a: a[1])  # by first offset
     aborting: set[int] = set()  # producers whose current transaction was aborted
-    while end_of_all - at >= 17:  # base offset, length, leader epoch, magic
-        base, length = struct.unpack_from(">qi", raw, at)
-        end = at + 12 + length
-        if length < 0 or end > end_of_all:
-            break
+    for at, end, base in _batch_spans(raw):
         if raw[at + 16] != 2:  # the old message format: no transactions, no CRC32C
             position = max(position, _read_legacy(bytes(raw[at:end]), base, start, out))
-            at = end
             continue
         if end - at < _BATCH_HEAD.size:
             out.append(Unreadable(base, base, "a record batch shorter than its header"))
             position = max(position, base + 1)
-            at = end
             continue
         head = _BATCH_HEAD.unpack_from(raw, at)
         crc, attributes, last_delta, producer, count = head[4], head[5], head[6], head[9], head[12]
         last = base + max(last_delta, 0)
         position = max(position, last + 1)
         batch = raw[at:end]
-        at = end
         if check_crcs and crc32c.crc32c(batch[_CRC_FROM:]) != crc & 0xFFFFFFFF:
             if last >= start:
                 out.append(Unreadable(base, last, "CRC mismatch"))
@@ -191,7 +183,7 @@ def read_records(raw, start: int, aborted=(), check_crcs: bool = True,
         if attributes & _CONTROL or last < start:
             continue  # a transaction marker (no data), or before the fetch position
         try:
-            if not attributes & _COMPRESSION and length >= count * LARGE_RECORD:
+            if not attributes & _COMPRESSION and end - at - 12 >= count * LARGE_RECORD:
                 got: list = []
                 _read_batch(batch, _BATCH_HEAD.size, len(batch), base, count, start, got, view)
             else:
@@ -201,6 +193,32 @@ def read_records(raw, start: int, aborted=(), check_crcs: bool = True,
             continue
         out.extend(got)
     return out, position
+
+
+def position_after(raw, start: int) -> int | None:
+    """The offset after the last whole batch of *raw*, as ``read_records``
+    finds it, from the batches' headers alone (no CRC, no records): where a
+    fetch sent before *raw* is read may start.  None where only reading the
+    batches tells (the old message format, a batch shorter than its header)."""
+    position = start
+    for at, end, base in _batch_spans(raw):
+        if raw[at + 16] != 2 or end - at < _BATCH_HEAD.size:
+            return None
+        position = max(position, base + max(_BATCH_HEAD.unpack_from(raw, at)[6], 0) + 1)
+    return position
+
+
+def _batch_spans(raw):
+    """(start, end, base offset) of each whole batch of *raw*, in order; a
+    batch cut short at the end of the response is not one."""
+    at, end_of_all = 0, len(raw)
+    while end_of_all - at >= 17:  # base offset, length, leader epoch, magic
+        base, length = struct.unpack_from(">qi", raw, at)
+        end = at + 12 + length
+        if length < 0 or end > end_of_all:
+            return
+        yield at, end, base
+        at = end
 
 
 def _control_type(batch) -> int:

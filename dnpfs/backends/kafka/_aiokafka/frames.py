@@ -22,6 +22,12 @@ bytearray with live memoryviews refuses to be resized).  The fetcher's
 records are then views of the response, not copies (docs/decisions.md,
 "Kafka: records viewed in the fetch response").
 Other responses go to aiokafka as before.
+Past its first bytes, the rest of a frame of a MiB or more is read by a
+thread in one blocking recv (MSG_WAITALL) while the loop's reading of the
+socket is paused: the GIL is let go until the frame's last byte, where the
+loop woke for every MiB of it and waited each time for the trio thread to
+let go of the GIL (docs/decisions.md, "Kafka: fetch responses read off the
+GIL").
 
 This leans on aiokafka's connection internals (``_create_reader_task``,
 ``_handle_frame``, ``_requests``, ``_writer``), checked by the Kafka tests on
@@ -32,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import threading
 import time
 
 from aiokafka import errors as kafka_errors
@@ -47,6 +55,13 @@ SMALL_FRAMES = 64 << 10
 # "fetch responses read in fewer wake-ups").  Linux still wakes it early when
 # the receive window fills, so a mark above what the socket can hold is safe.
 RCVLOWAT = 1 << 20
+# The rest of a frame at least this large is read by a thread of the
+# connection's in one blocking recv (MSG_WAITALL), the GIL let go until its
+# last byte: the trio thread replying to FUSE holds the GIL in turns, and
+# each of the ~17 wake-ups of a 16 MiB response waited for it.
+BLOCKING_READ = 1 << 20
+# How long that recv blocks before it looks whether the connection closed.
+BLOCKING_POLL = 1.0
 
 
 class FetchConnection(AIOKafkaConnection):
@@ -65,7 +80,8 @@ class FetchConnection(AIOKafkaConnection):
         # frame's bytes arrive through the TLS layer's buffers.
         plain = transport.get_extra_info("sslcontext") is None and hasattr(socket, "SO_RCVLOWAT")
         sock = transport.get_extra_info("socket") if plain else None
-        transport.set_protocol(_Frames(self, transport.get_protocol(), sock, self._pool))
+        transport.set_protocol(_Frames(self, transport.get_protocol(), sock, self._pool,
+                                       transport if plain else None))
         return task
 
     def send(self, request, expect_response=True):
@@ -119,9 +135,12 @@ class _Frames(asyncio.BufferedProtocol):
     copies what it keeps)."""
 
     def __init__(self, conn: FetchConnection, previous: asyncio.BaseProtocol,
-                 sock=None, pool: FramePool | None = None) -> None:
+                 sock=None, pool: FramePool | None = None, transport=None) -> None:
         self._conn = conn
         self._sock = sock  # to set SO_RCVLOWAT on (None: not done)
+        # Its socket's transport, to pause while a thread reads the socket
+        # (None: large frames are read by the loop, as they arrive).
+        self._transport = transport
         self._lowat = 1  # the socket's SO_RCVLOWAT now (Linux's default)
         self._previous = previous  # aiokafka's: flow control, the end of the connection
         self._small = bytearray(SMALL_FRAMES)
@@ -133,6 +152,9 @@ class _Frames(asyncio.BufferedProtocol):
         # Reused from one large frame to the next: a fresh multi-MiB buffer
         # costs a page fault and zeroing per 4 KiB before a byte is read.
         self._spare = bytearray()
+        self._blocked: socket.socket | None = None  # the socket a thread reads now
+        self._reading: asyncio.Future | None = None  # ... and what it answers
+        self._lost = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._large is not None:
@@ -166,8 +188,9 @@ class _Frames(asyncio.BufferedProtocol):
                 self._large, self._large_viewed = self._buffer(size)
                 self._large[:used - begin] = small[begin:used]
                 self._large_used = used - begin
-                self._wake_at(size - self._large_used)
                 at = used
+                if not self._read_rest():
+                    self._wake_at(size - self._large_used)
                 break
             else:
                 break  # the rest of a small frame is still to come
@@ -198,10 +221,63 @@ class _Frames(asyncio.BufferedProtocol):
             return
         self._lowat = mark
 
+    def _read_rest(self) -> bool:
+        """Have a thread read the rest of the large frame in one blocking
+        recv; False if it is left to the loop (TLS, small, or no socket)."""
+        left = len(self._large) - self._large_used
+        if self._transport is None or self._sock is None or left < BLOCKING_READ:
+            return False
+        self._transport.pause_reading()
+        # A socket of its own on the same connection: the transport's stays
+        # non-blocking to Python; the thread's blocks (O_NONBLOCK is the
+        # connection's, and the transport neither reads, being paused, nor
+        # writes, a FetchConnection sending one request at a time).
+        self._blocked = sock = self._sock.dup()
+        loop = asyncio.get_running_loop()
+        self._reading = reading = loop.create_future()
+
+        def read() -> None:
+            try:
+                got = _recv_all(sock, view)
+            except BaseException as e:  # noqa: BLE001 - handed to the loop, which closes the connection
+                got = e
+            try:
+                loop.call_soon_threadsafe(self._rest_read, reading, got)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for the frame
+
+        view = self._large[self._large_used:]
+        # A daemon thread per frame (~60 a second at most): a thread pool's
+        # are joined at exit, and one stuck in a recv would keep the daemon.
+        threading.Thread(target=read, name="dnpfs-fetch-read", daemon=True).start()
+        return True
+
+    def _rest_read(self, reading: asyncio.Future, got: int | BaseException) -> None:
+        sock, self._blocked = self._blocked, None
+        sock.close()
+        reading.set_result(None)
+        if self._lost or self._large is None:
+            return
+        if isinstance(got, BaseException) or self._large_used + got < len(self._large):
+            why = got if isinstance(got, BaseException) else "the broker closed the connection"
+            self._conn.close(reason=CloseReason.CONNECTION_BROKEN,
+                             exc=kafka_errors.KafkaConnectionError(f"reading a response: {why}"))
+            return
+        self._transport.resume_reading()
+        frame, self._large = self._large, None
+        self._wake_at(1)
+        self._conn.frame_received(frame, self._large_viewed)
+
     def eof_received(self):
         return self._previous.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._blocked is not None:
+            try:  # wakes the thread's recv (the socket, not only this fd)
+                self._blocked.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._previous.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -209,6 +285,31 @@ class _Frames(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._previous.resume_writing()
+
+
+def _recv_all(sock: socket.socket, view: memoryview) -> int:
+    """Read into all of *view* from *sock* (a thread's): the bytes read,
+    fewer only if the connection ended.  The GIL is let go for each recv."""
+    sock.settimeout(None)  # blocking: the connection's O_NONBLOCK off...
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    _timeval(BLOCKING_POLL))
+    got = 0
+    try:
+        while got < len(view):
+            try:
+                n = sock.recv_into(view[got:], 0, socket.MSG_WAITALL)
+            except (BlockingIOError, InterruptedError):
+                continue  # SO_RCVTIMEO with nothing read: wait on
+            if n == 0:
+                break  # closed (or shut down by connection_lost)
+            got += n
+    finally:
+        sock.setblocking(False)  # ... and on again before the loop reads it
+    return got
+
+
+def _timeval(seconds: float) -> bytes:
+    return struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
 
 
 class FramePool:
