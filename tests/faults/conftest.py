@@ -160,7 +160,7 @@ class FaultBroker:
 
 
 @pytest.fixture(scope="session")
-def fault_broker():
+def fault_broker(request, tmp_path_factory):
     if "kafka" not in BACKENDS:
         pytest.skip("kafka is not in DNPFS_TEST_BACKENDS")
     if os.geteuid() != 0:
@@ -188,7 +188,19 @@ def fault_broker():
     finally:
         broker.thaw()
         _kafka_dev(env, "stop")
+        if request.session.testsfailed:
+            _keep_logs(state, tmp_path_factory.getbasetemp() / "fault-broker")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _keep_logs(state: Path, to: Path) -> None:
+    """The broker's logs, kept with the tests' temporary files when a test
+    failed: whether the broker answered is often the question."""
+    to.mkdir(parents=True, exist_ok=True)
+    for log in [state / "kafka.out", *sorted((state / "logs").glob("*.log*"))]:
+        if log.is_file():
+            shutil.copy2(log, to / log.name)
+    print(f"\nthe fault broker's logs: {to}")
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import statistics
 import subprocess
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -206,6 +208,41 @@ def test_unreachable_broker_is_one_readable_line():
         assert "\n" not in message
 
     run(main, timeout=30)
+
+
+def test_a_broker_that_never_answers_is_named_with_what_was_waited_for():
+    """A listener that takes connections and answers nothing (a frozen or
+    overloaded broker, a wrong service on the port): the line says which
+    step of the start had no answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+
+    async def main():
+        backend = KafkaBackend(f"127.0.0.1:{port}")
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(StoreError) as info:
+                await backend.start(nursery, lambda name, gone=False: None)
+        message = str(info.value)
+        assert message.startswith(f"cannot reach Kafka at 127.0.0.1:{port}: no answer within ")
+        assert "(waiting for the cluster's metadata" in message
+        assert "\n" not in message
+
+    try:
+        run(main, timeout=40)
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
 
 
 def test_bad_settings_are_refused_before_connecting(tmp_path):

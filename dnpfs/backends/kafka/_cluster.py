@@ -135,21 +135,31 @@ class Cluster:
                              self.consumer_kwargs, self.notify)
         capture = _ConnectErrors()
         logging.getLogger("aiokafka").addHandler(capture)
+        # What the start waits for, named when it does not come in time: a
+        # broker that accepts connections but does not answer its metadata
+        # is another fault than one whose producer cannot start.
+        step = "the cluster's metadata"
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self.client.bootstrap()
+                step = "the admin client's start"
                 await self.admin.start()
+                step = "the broker's message.max.bytes"
                 self.message_max_bytes = await self._message_max_bytes()
                 self.appender = Appender(self.catalog, self.consumer_kwargs,
                                          message_max_bytes=self.message_max_bytes,
                                          max_request_size=self.max_request_size)
+                step = "the producer's start"
                 await self.appender.start()
+                step = "the fetch client's start"
                 await self.fetcher.start(**common)
+                step = "the list of topics"
                 await self.catalog.refresh()
         except (TimeoutError, KafkaError, OSError, StoreError) as e:
             await self._stop_clients()
             if isinstance(e, TimeoutError):
-                reason = f"no answer within {CONNECT_TIMEOUT:.0f} s"
+                reason = f"no answer within {CONNECT_TIMEOUT:.0f} s (waiting for {step}"
+                reason += f"; last connection error: {capture.last})" if capture.last else ")"
             elif isinstance(e, KafkaConnectionError):
                 reason = capture.last or await self._why_unreachable()
             else:
