@@ -227,14 +227,19 @@ class _Frames(asyncio.BufferedProtocol):
         left = len(self._large) - self._large_used
         if self._transport is None or self._sock is None or left < BLOCKING_READ:
             return False
-        self._transport.pause_reading()
         # A socket of its own on the same connection: the transport's stays
         # non-blocking to Python; the thread's blocks (O_NONBLOCK is the
-        # connection's, and the transport neither reads, being paused, nor
-        # writes, a FetchConnection sending one request at a time).
-        self._blocked = sock = self._sock.dup()
+        # connection's).  The transport does not read meanwhile (paused), and
+        # writes only a request sent after a cancelled one (a share reader's
+        # last acknowledgements at close): a blocking send, at once unless
+        # the socket's send buffer is full.
+        try:
+            sock = self._sock.dup()
+        except OSError:  # out of file descriptors: the loop reads it, as before
+            return False
         loop = asyncio.get_running_loop()
-        self._reading = reading = loop.create_future()
+        reading = loop.create_future()
+        view = self._large[self._large_used:]
 
         def read() -> None:
             try:
@@ -246,10 +251,18 @@ class _Frames(asyncio.BufferedProtocol):
             except RuntimeError:
                 pass  # the loop is closed: nobody waits for the frame
 
-        view = self._large[self._large_used:]
         # A daemon thread per frame (~60 a second at most): a thread pool's
         # are joined at exit, and one stuck in a recv would keep the daemon.
-        threading.Thread(target=read, name="dnpfs-fetch-read", daemon=True).start()
+        thread = threading.Thread(target=read, name="dnpfs-fetch-read", daemon=True)
+        self._transport.pause_reading()
+        self._blocked, self._reading = sock, reading
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the loop reads it, as before
+            self._blocked = self._reading = None
+            sock.close()
+            self._transport.resume_reading()
+            return False
         return True
 
     def _rest_read(self, reading: asyncio.Future, got: int | BaseException) -> None:
