@@ -321,11 +321,12 @@ _LIFT_READ = (
     " fetch response read by a thread without the GIL, and the next request sent before"
     " a response's records are handed over (docs/decisions.md, \"fetch responses read off"
     " the GIL\"): a 16 MiB request to its whole response 13.5 -> 8.3 ms on a quiet machine,"
-    " 1.09-1.85× in four alternated pairs. What bounds it now: one request in flight per"
-    " broker connection (the broker's ~3 ms before a response's first byte, each round)"
-    " and the reading daemon's CPU per GiB. Would lift it: a second fetch in flight on a"
-    " second connection (for offsets whose byte size is not known before they are"
-    " fetched), a reply of several buffers (no join).")
+    " 1.09-1.85× in four alternated pairs. What bounds it now: one GIL. The trio thread"
+    " holds it through the join of a read's records (12 % of its samples in a py-spy"
+    " profile) and the FUSE reply's writev in pyfuse3 (17 %), while the thread that read"
+    " the next response waits for it. Would lift it: a pyfuse3 reply of several buffers"
+    " (no join; branch kafkazc-readparts) and the reply without the GIL (patches/tried/),"
+    " together less than the 1.3× the issue asks of a pyfuse3 change by that share.")
 _LIFT_SMALL = (
     "each write() is one FUSE request, and pyfuse3 alone stays below the target here."
     " Would lift it: taking FUSE requests outside Python (libfuse's own multithreaded"
