@@ -324,9 +324,10 @@ _LIFT_READ = (
     " 1.09-1.85× in four alternated pairs. What bounds it now: one GIL. The trio thread"
     " holds it through the join of a read's records (12 % of its samples in a py-spy"
     " profile) and the FUSE reply's writev in pyfuse3 (17 %), while the thread that read"
-    " the next response waits for it. Would lift it: a pyfuse3 reply of several buffers"
-    " (no join; branch kafkazc-readparts) and the reply without the GIL (patches/tried/),"
-    " together less than the 1.3× the issue asks of a pyfuse3 change by that share.")
+    " the next response waits for it. Would lift it: the FUSE reply without the GIL; a"
+    " pyfuse3 build with it and replies of several buffers (branch rp) read 1.15× and"
+    " 1.21× in two alternated series, through 1.09×, below the 1.3× the issue asks of a"
+    " pyfuse3 change, so not kept (docs/decisions.md).")
 _LIFT_SMALL = (
     "each write() is one FUSE request, and pyfuse3 alone stays below the target here."
     " Would lift it: taking FUSE requests outside Python (libfuse's own multithreaded"
