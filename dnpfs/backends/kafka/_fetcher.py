@@ -327,8 +327,8 @@ class Fetcher:
         quarter more.  The next positions come from the batches' headers
         (``position_after``); the hand-over (~2.5 ms of a 16 MiB round:
         CRCs, records, members) then overlaps the next response's way
-        (docs/decisions.md, "Kafka: the next fetch asked before the records
-        are handed over")."""
+        (docs/decisions.md, "Kafka: fetch responses read off the GIL, the
+        next fetch asked before the hand-over")."""
         if not getattr(response, "viewed", False):
             return None
         brought: dict[str, int] = {}
