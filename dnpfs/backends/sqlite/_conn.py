@@ -78,13 +78,19 @@ class Conn:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                   timeout=0)
         self.busy_seconds = busy_ms / 1000
-        self.db.execute("ATTACH DATABASE ? AS data", (str(records_path(path)),))
+        # Busy-retried like all later work: another daemon starting on the
+        # same store at once holds its locks for a moment ("database is
+        # locked" at mount, seen with two daemons mounting an old store).
+        retry_busy(lambda: self.db.execute("ATTACH DATABASE ? AS data",
+                                           (str(records_path(path)),)), self.busy_seconds)
         for schema in ("main", "data"):
-            self.db.execute(f"PRAGMA {schema}.journal_mode=WAL")
-            self.db.execute(f"PRAGMA {schema}.synchronous={synchronous}")
-            # A checkpoint syncs the files: never on the loop.  Conn.run
-            # checkpoints in the thread instead (CHECKPOINT_EVERY).
-            self.db.execute(f"PRAGMA {schema}.wal_autocheckpoint=0")
+            for pragma in (f"PRAGMA {schema}.journal_mode=WAL",
+                           f"PRAGMA {schema}.synchronous={synchronous}",
+                           # A checkpoint syncs the files: never on the loop.
+                           # Conn.run checkpoints in the thread instead
+                           # (CHECKPOINT_EVERY).
+                           f"PRAGMA {schema}.wal_autocheckpoint=0"):
+                retry_busy(lambda pragma=pragma: self.db.execute(pragma), self.busy_seconds)
         self.limiter = trio.CapacityLimiter(1)
         self._runs = 0  # since the last checkpoint
 
