@@ -316,3 +316,36 @@ def test_a_read_that_ends_empty_at_an_end_marker_asks_for_its_next_record(reader
     reader.settle(holder)  # an EOF's settle (reader.py) takes the ask back
     with reader.lock:
         assert reader._wanted() == 0
+
+
+def test_a_handle_with_nothing_here_reads_the_later_half_of_another_handles_records_ahead(
+        reader):
+    # Found by tests/semantics/test_conformance.py (each_byte_goes_to_one_reader,
+    # 1 run in 4): two non-blocking readers on one mount; the mount's records
+    # all went ahead to one of them, the other's poll() said readable, its
+    # read found nothing of its own and waited two rounds for a ShareFetch
+    # that could find nothing (they were acquired), then got EAGAIN.
+    first, second = object(), object()
+    streaming(reader, first, 8, *range(5))
+    assert reader.try_take(second, RECORD, one_record) == (2,)
+    with reader.lock:
+        assert [a.record.offset for a in reader._ahead[first]] == [0, 1]
+        assert [a.record.offset for a in reader._ahead[second]] == [3, 4]
+        assert all(a.holder is second for a in reader._ahead[second])
+    # each still reads in offset order
+    assert [reader.try_take(first, RECORD, one_record) for _ in range(2)] == [(0,), (1,)]
+    assert [reader.try_take(second, RECORD, one_record) for _ in range(2)] == [(3,), (4,)]
+
+
+def test_the_mounts_own_records_come_before_another_handles_and_markers_stay_put(reader):
+    first, second = object(), object()
+    streaming(reader, first, 8, 0, 1)
+    with reader.lock:
+        reader._ready.extend(data(7))
+    assert reader.try_take(second, RECORD, one_record) == (7,)  # the mount's first
+    with reader.lock:
+        reader._ahead[first].append(Acquired(StoredRecord(2, Kind.END, "s"), 1))
+    # an END last in line stays with the handle it was fetched for
+    assert reader.try_take(second, RECORD, one_record) is None
+    with reader.lock:
+        assert [a.record.offset for a in reader._ahead[first]] == [0, 1, 2]

@@ -319,21 +319,51 @@ class ShareReader:
 
     def _queue(self, holder: object) -> deque[Acquired]:
         """(Under the lock) Where the handle's next record comes from: those
-        acquired ahead for it, or, once they are gone, the mount's.  BEGIN
-        markers at the head of its own are accepted here (as ``_pick_from``
-        does): records ahead that were only markers are gone, and the read
-        takes the mount's (it found nothing ahead and waited with no fetch
-        due, since the mount had a record for it: docs/decisions.md, "Share
-        groups after a broker restart")."""
+        acquired ahead for it, or, once they are gone, the mount's, or, when
+        the mount has none, some that another handle has ahead (``_share_ahead``).
+        BEGIN markers at the head of its own are accepted here (as
+        ``_pick_from`` does): records ahead that were only markers are gone,
+        and the read takes the mount's (it found nothing ahead and waited
+        with no fetch due, since the mount had a record for it:
+        docs/decisions.md, "Share groups after a broker restart")."""
         ahead = self._ahead.get(holder)
         if ahead is None:
-            return self._ready
+            return self._share_ahead(holder)
         while ahead and ahead[0].record.kind is Kind.BEGIN:
             self._ack(ahead.popleft().record.offset, rq.ACCEPT)
         if ahead:
             return ahead
         del self._ahead[holder]
-        return self._ready
+        return self._share_ahead(holder)
+
+    def _share_ahead(self, holder: object) -> deque[Acquired]:
+        """(Under the lock) The mount's records; if it has none with bytes,
+        the later half of the data another handle here has acquired ahead
+        and not read yet, as this handle's own.  Records ahead are only
+        fetched early, not delivered: left with the other handle, a reader
+        with nothing of its own would wait for a ShareFetch that finds
+        nothing (they are acquired) while poll() says there are bytes; a
+        non-blocking reader got EAGAIN only after two rounds of EAGER_WAIT_MS
+        each (two readers on one mount took 10-20 s for 200 short lines).
+        The later half, so each handle still reads in offset order."""
+        if any(a.record.kind is not Kind.BEGIN for a in self._ready):
+            return self._ready
+        others = [h for h in self._ahead if h is not holder]
+        if not others:
+            return self._ready
+        theirs = self._ahead[max(others, key=lambda h: len(self._ahead[h]))]
+        # only data from the end: a marker stays with the reader it was fetched for
+        n = sum(1 for _ in itertools.takewhile(lambda a: a.record.kind is Kind.DATA,
+                                               reversed(theirs)))
+        n = min(n, (len(theirs) + 1) // 2)
+        if n == 0:
+            return self._ready
+        mine = self._ahead[holder] = deque()
+        for _ in range(n):
+            acquired = theirs.pop()
+            acquired.holder = holder
+            mine.appendleft(acquired)
+        return mine
 
     def _asked(self, holder: object) -> None:
         self._leaving.pop(holder, None)
