@@ -301,9 +301,12 @@ _LIFT_WRITE = (
     " patch of aiokafka's sender, docs/decisions.md) wrote one pipe about a fifth faster"
     " but sent smaller batches, and the scaling scenario lost about 40 % at 16 and 64"
     " pipes on this machine; with two in flight, failed batches would also need retrying"
-    " in sequence order, which aiokafka gets for free only with one. Would lift it: a FUSE"
-    " binding that passes a write's data without copying it (pyfuse3 copies each into"
-    " bytes), not tried; a broker on a machine of its own (here it shares two cores with the"
+    " in sequence order, which aiokafka gets for free only with one. Timed again (2026-12-08,"
+    " docs/decisions.md, \"where a bulk write's time goes\"): per GiB 1.7 s with a request"
+    " in flight, 1.0-1.2 s of the producer's turnaround between an answer and the next"
+    " request (0.7 ms each), 0.6-0.7 s at the starts of the outbox's 8 MiB appends. Would"
+    " lift it: the next append handed over before the previous one is acknowledged (about a"
+    " fifth), not built; a broker on a machine of its own (here it shares two cores with the"
     " daemons and dd).")
 _LIFT_READ = (
     "CPU per GiB: with the cores busy, dnpfs reads at about kcat's CPU per GiB over its own"
