@@ -344,7 +344,8 @@ class ShareReader:
         with nothing of its own would wait for a ShareFetch that finds
         nothing (they are acquired) while poll() says there are bytes; a
         non-blocking reader got EAGAIN only after two rounds of EAGER_WAIT_MS
-        each (two readers on one mount took 10-20 s for 200 short lines).
+        each (two readers on one mount took 4 s to over 10 s for 200 short
+        lines).
         The later half, so each handle still reads in offset order."""
         if any(a.record.kind is not Kind.BEGIN for a in self._ready):
             return self._ready
